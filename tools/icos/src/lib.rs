@@ -2,4 +2,5 @@
 //! that two builds of the same sources give the same bytes.
 
 pub mod output;
+pub mod seed;
 pub mod sha256sums;

@@ -1,22 +1,19 @@
 //! Runs the icos binary and checks what it writes with GNU coreutils' `sha256sum -c`.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn icos() -> Command {
-    // Cargo sets this for integration tests; the Bazel rust_test sets it from the icos binary.
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_icos"));
-    let binary = fs::canonicalize(&binary).unwrap_or(binary);
-    Command::new(binary)
-}
+use common::{icos, tool_command};
 
 fn run(command: &mut Command) -> Output {
     command.output().expect("cannot start the icos binary")
 }
 
 fn sha256sum_check(dir: &Path) -> Output {
-    Command::new("sha256sum")
+    tool_command("sha256sum")
         .args(["--strict", "-c", "SHA256SUMS"])
         .current_dir(dir)
         .output()

@@ -1,0 +1,40 @@
+//! Helpers shared by the integration tests: the icos binary and the standard tools that check it.
+#![allow(dead_code)]
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A command running the icos binary under test.
+pub fn icos() -> Command {
+    // Cargo sets this for integration tests; the Bazel rust_test sets it from the icos binary.
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_icos"));
+    Command::new(fs::canonicalize(&binary).unwrap_or(binary))
+}
+
+/// The path of a standard tool such as `e2fsck` or `sfdisk`. Bazel tests run with a strict PATH
+/// that lacks the sbin directories where these live, so those are searched too.
+pub fn tool(name: &str) -> PathBuf {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("the tool {name} is not installed (searched PATH, /usr/sbin, /sbin)"))
+}
+
+/// A command running the standard tool `name`.
+pub fn tool_command(name: &str) -> Command {
+    Command::new(tool(name))
+}
+
+/// The names in `dir`, sorted: lets a test prove that a failure left no file behind.
+pub fn directory_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
