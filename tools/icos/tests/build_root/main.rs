@@ -1,0 +1,4 @@
+//! Integration tests that need the build root's tools; each module covers one image primitive.
+
+#[path = "../common/mod.rs"]
+mod common;
