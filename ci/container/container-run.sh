@@ -74,6 +74,11 @@ run_in_root() {
   done
   local binds=("$workspace" "$cache_dir/bazel" "$cache_dir/cargo" "$cache_dir/tools")
   mkdir -p "${binds[@]}"
+  # cargo >= 1.85 names its crates.io index cache with a new hash, while the crates-index 2.2
+  # inside cargo-bazel 0.15 looks for the old name; both names must reach the same directory.
+  local index_dir="$cache_dir/cargo/registry/index"
+  mkdir -p "$index_dir/index.crates.io-1949cf8c6b5b557f"
+  ln -sfn index.crates.io-1949cf8c6b5b557f "$index_dir/index.crates.io-6f17d22bba15001f"
   unshare --mount --pid --fork --kill-child --propagation private -- /bin/bash -c \
     "$(declare -f enter_namespace); ICOS_ENV=(${env[*]@Q}); ICOS_BIND_DIRS=(${binds[*]@Q}); enter_namespace \"\$@\"" \
     _ "$root" "$workdir" "$@"
