@@ -60,8 +60,14 @@ enter_namespace() {
   return "$rc"
 }
 
-# Runs "$@" in ROOT with WORKDIR as working directory, in private namespaces.
+# Runs "$@" in ROOT with WORKDIR as working directory, in private namespaces. With --exec the
+# script becomes unshare, so that killing it (even with SIGKILL) kills everything in the namespaces.
 run_in_root() {
+  local launch=()
+  if [[ $1 == --exec ]]; then
+    launch=(exec)
+    shift
+  fi
   local root=$1 workdir=$2; shift 2
   local env=(HOME=/root USER=root LOGNAME=root SHELL=/bin/bash
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -79,7 +85,7 @@ run_in_root() {
   local index_dir="$cache_dir/cargo/registry/index"
   mkdir -p "$index_dir/index.crates.io-1949cf8c6b5b557f"
   ln -sfn index.crates.io-1949cf8c6b5b557f "$index_dir/index.crates.io-6f17d22bba15001f"
-  unshare --mount --pid --fork --kill-child --propagation private -- /bin/bash -c \
+  "${launch[@]}" unshare --mount --pid --fork --kill-child --propagation private -- /bin/bash -c \
     "$(declare -f enter_namespace); ICOS_ENV=(${env[*]@Q}); ICOS_BIND_DIRS=(${binds[*]@Q}); enter_namespace \"\$@\"" \
     _ "$root" "$workdir" "$@"
 }
@@ -193,7 +199,7 @@ main() {
     [[ -t 0 ]] || die "no COMMAND given and standard input is not a terminal"
     set -- /bin/bash -l
   fi
-  run_in_root "$root" "$workdir" "$@"
+  run_in_root --exec "$root" "$workdir" "$@"
 }
 
 main "$@"
