@@ -1,6 +1,14 @@
 //! Building blocks of icos disk images: every function here is a pure function of its inputs, so
 //! that two builds of the same sources give the same bytes.
 
+pub mod ext4;
+pub mod fat;
+pub mod fs_input;
+pub mod gpt_disk;
 pub mod output;
+pub mod package;
+pub mod partitions;
+pub mod rootfs;
 pub mod seed;
 pub mod sha256sums;
+pub mod size;

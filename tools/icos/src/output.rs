@@ -24,6 +24,18 @@ pub fn write_atomically<T, E>(
 where
     E: From<OutputError>,
 {
+    write_atomically_via_path(path, |file, _| write(file))
+}
+
+/// [`write_atomically`] for writers that also need the temporary file's path, such as an external
+/// program that writes the output itself.
+pub fn write_atomically_via_path<T, E>(
+    path: &Path,
+    write: impl FnOnce(&mut File, &Path) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<OutputError>,
+{
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -34,8 +46,9 @@ where
         .suffix(".partial")
         .tempfile_in(dir)
         .map_err(create_error)?;
-    let value = write(temporary.as_file_mut())?;
-    fs::set_permissions(temporary.path(), Permissions::from_mode(0o644)).map_err(create_error)?;
+    let temporary_path = temporary.path().to_owned();
+    let value = write(temporary.as_file_mut(), &temporary_path)?;
+    fs::set_permissions(&temporary_path, Permissions::from_mode(0o644)).map_err(create_error)?;
     temporary
         .persist(path)
         .map_err(|error| OutputError::Persist { path: path.to_owned(), source: error.error })?;
@@ -68,7 +81,11 @@ mod tests {
     fn success_renames_into_place_with_mode_0644() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.bin");
-        write_atomically::<_, TestError>(&path, |file| Ok(file.write_all(b"data").unwrap())).unwrap();
+        write_atomically::<_, TestError>(&path, |file| {
+            file.write_all(b"data").unwrap();
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"data");
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
         assert_eq!(directory_entries(dir.path()), ["out.bin"]);

@@ -2,3 +2,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod disk;
+mod ext4;
+mod fat;
+mod rootfs;

@@ -1,6 +1,11 @@
 //! The icos command line: thin wrappers that parse arguments and call the `icos` library.
 //! Exit status: 0 on success, 1 when a check finds a difference, 2 on an error.
 
+mod disk;
+mod fs;
+mod package;
+mod rootfs;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,6 +25,19 @@ enum Command {
     /// Write or check a SHA256SUMS file in the format of `sha256sum`.
     #[command(subcommand)]
     Sha256sums(Sha256SumsCommand),
+    /// Write a GPT disk image from a partitions.csv and partition images.
+    Disk(disk::DiskArgs),
+    /// Write a deterministic .tar.zst of (sparse) images, e.g. disk-img.tar.zst or a .tzst.
+    Package(package::PackageArgs),
+    /// Extract a .tar.zst package, restoring sparse images with holes.
+    Unpack(package::UnpackArgs),
+    /// Write an ext4 image from a canonical rootfs tar (with mke2fs -d).
+    Ext4(fs::Ext4Args),
+    /// Write a FAT32 image (ESP, GRUB partition) from a tar of files and directories.
+    Fat(fs::FatArgs),
+    /// Canonical root filesystem tars: canonicalize, split by mount point, manifest.
+    #[command(subcommand)]
+    Rootfs(rootfs::RootfsCommand),
 }
 
 #[derive(Subcommand)]
@@ -42,6 +60,12 @@ enum Sha256SumsCommand {
 
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Disk(args) => disk::run(args),
+        Command::Ext4(args) => fs::run_ext4(args),
+        Command::Fat(args) => fs::run_fat(args),
+        Command::Rootfs(command) => rootfs::run(command),
+        Command::Package(args) => package::run(args),
+        Command::Unpack(args) => package::run_unpack(args),
         Command::Sha256sums(Sha256SumsCommand::Write { output, files }) => {
             write_sha256sums(&output, &files)?;
             Ok(ExitCode::SUCCESS)

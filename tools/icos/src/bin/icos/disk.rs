@@ -1,0 +1,46 @@
+//! `icos disk`: a GPT disk image from a partitions.csv and partition images.
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use uuid::Uuid;
+
+use icos::gpt_disk::{build_disk, DiskOptions, PartitionImage};
+use icos::partitions::{read_partitions_csv, DEFAULT_ALIGNMENT};
+use icos::seed::Seed;
+use icos::size::parse_size;
+
+#[derive(Args)]
+pub struct DiskArgs {
+    /// The partition table: name,start,size,type,uuid,description per line, in 512-byte sectors.
+    #[arg(long)]
+    partitions: PathBuf,
+    /// The disk image to create.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// The size of the disk image, e.g. 50G; a multiple of 512 bytes.
+    #[arg(long, value_parser = parse_size)]
+    size: u64,
+    /// The build seed that partition UUIDs left empty and the disk GUID are derived from.
+    #[arg(long)]
+    seed: Option<Seed>,
+    /// The disk GUID, instead of the one derived from the seed.
+    #[arg(long)]
+    disk_guid: Option<Uuid>,
+    /// The content of a partition, as NAME=PATH of a raw image; other partitions stay zero.
+    #[arg(long = "image", value_name = "NAME=PATH", value_parser = PartitionImage::parse)]
+    images: Vec<PartitionImage>,
+    /// Partition starts must be multiples of this many sectors.
+    #[arg(long, default_value_t = DEFAULT_ALIGNMENT)]
+    alignment: u64,
+}
+
+pub fn run(args: DiskArgs) -> Result<ExitCode, Box<dyn Error>> {
+    let table = read_partitions_csv(&args.partitions)?;
+    let options =
+        DiskOptions { size: args.size, alignment: args.alignment, seed: args.seed, disk_guid: args.disk_guid };
+    build_disk(&args.output, &table, &args.images, &options)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,290 @@
+//! GPT disk images from a `partitions.csv` and partition images.
+//!
+//! The output is a protective MBR, the primary and backup GPT headers with 128-entry partition
+//! arrays (written by the `gpt` crate, which computes both CRC32s), and each partition image at
+//! its offset. Nothing else is written: only the data extents of the images (their sparse maps,
+//! see [`crate::package::sparse`]) are copied and the file is extended with `set_len`, so the
+//! image stays sparse. Every identifier comes from the
+//! table, `--disk-guid` or the build seed, so the bytes are a function of the inputs only.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use gpt::disk::LogicalBlockSize;
+use gpt::mbr::ProtectiveMBR;
+use gpt::partition::Partition;
+use gpt::partition_types::{OperatingSystem, Type};
+use gpt::GptConfig;
+use uuid::Uuid;
+
+use crate::output::{write_atomically, OutputError};
+use crate::package::sparse::{self, CopyError};
+use crate::partitions::{PartitionTable, PartitionsError, FIRST_USABLE_LBA, SECTOR_SIZE};
+use crate::seed::Seed;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error(transparent)]
+    Partitions(#[from] PartitionsError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("disk size {size} bytes: {problem}")]
+    BadSize { size: u64, problem: String },
+    #[error("alignment must be at least 1 sector")]
+    BadAlignment,
+    #[error("no disk GUID: give one or a seed to derive it from")]
+    NoDiskGuid,
+    #[error("image {path} is for partition {name:?}, which {csv} does not list")]
+    UnknownPartition { name: String, path: PathBuf, csv: PathBuf },
+    #[error("partition {name:?} is given two images: {first} and {second}")]
+    DuplicateImage { name: String, first: PathBuf, second: PathBuf },
+    #[error("{image:?} is not NAME=PATH")]
+    BadImageArgument { image: String },
+    #[error("cannot read image {path}: {source}")]
+    ReadImage { path: PathBuf, source: io::Error },
+    #[error(
+        "image {path} ({image_bytes} bytes) is larger than partition {name:?} ({partition_bytes} bytes, {csv}:{line})"
+    )]
+    ImageTooLarge { path: PathBuf, image_bytes: u64, name: String, partition_bytes: u64, csv: PathBuf, line: usize },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot write the partition table of {path}: {problem}")]
+    Gpt { path: PathBuf, problem: String },
+}
+
+/// The content of one partition: a raw image file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionImage {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl PartitionImage {
+    /// Parses the command-line form `NAME=PATH`.
+    pub fn parse(text: &str) -> Result<Self, DiskError> {
+        match text.split_once('=') {
+            Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+                Ok(PartitionImage { name: name.to_owned(), path: PathBuf::from(path) })
+            }
+            _ => Err(DiskError::BadImageArgument { image: text.to_owned() }),
+        }
+    }
+}
+
+/// Everything but the partition table and the images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskOptions {
+    /// The size of the disk image in bytes, a multiple of 512.
+    pub size: u64,
+    /// Partition starts must be multiples of this many sectors.
+    pub alignment: u64,
+    pub seed: Option<Seed>,
+    /// Overrides the seed-derived disk GUID.
+    pub disk_guid: Option<Uuid>,
+}
+
+/// The identifiers a disk was built with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskIdentity {
+    pub disk_guid: Uuid,
+    /// Partition UUIDs in table order.
+    pub partition_uuids: Vec<Uuid>,
+}
+
+/// Checks everything that can be checked without writing: the disk size, the layout, the UUIDs
+/// and that each image fits its partition. Returns the identifiers and, per partition in table
+/// order, its image if any.
+fn plan<'a>(
+    table: &PartitionTable,
+    images: &'a [PartitionImage],
+    options: &DiskOptions,
+) -> Result<(DiskIdentity, Vec<Option<&'a PartitionImage>>), DiskError> {
+    if options.alignment == 0 {
+        return Err(DiskError::BadAlignment);
+    }
+    let bad_size = |problem: &str| DiskError::BadSize { size: options.size, problem: problem.to_owned() };
+    if options.size % SECTOR_SIZE != 0 {
+        return Err(bad_size("not a multiple of 512-byte sectors"));
+    }
+    let sectors = options.size / SECTOR_SIZE;
+    if sectors < 2 * FIRST_USABLE_LBA {
+        return Err(bad_size("too small for the GPT headers and partition arrays"));
+    }
+    table.check_layout(sectors, options.alignment)?;
+    let partition_uuids = table.partition_uuids(options.seed.as_ref())?;
+    let disk_guid = match (options.disk_guid, &options.seed) {
+        (Some(guid), _) => guid,
+        (None, Some(seed)) => seed.disk_guid(),
+        (None, None) => return Err(DiskError::NoDiskGuid),
+    };
+    let mut by_partition: Vec<Option<&PartitionImage>> = vec![None; table.partitions.len()];
+    for image in images {
+        let index = table.partitions.iter().position(|partition| partition.name == image.name).ok_or_else(|| {
+            DiskError::UnknownPartition { name: image.name.clone(), path: image.path.clone(), csv: table.path.clone() }
+        })?;
+        if let Some(first) = by_partition[index] {
+            return Err(DiskError::DuplicateImage {
+                name: image.name.clone(),
+                first: first.path.clone(),
+                second: image.path.clone(),
+            });
+        }
+        let image_bytes = std::fs::metadata(&image.path)
+            .map_err(|source| DiskError::ReadImage { path: image.path.clone(), source })?
+            .len();
+        check_fits(table, index, image, image_bytes)?;
+        by_partition[index] = Some(image);
+    }
+    Ok((DiskIdentity { disk_guid, partition_uuids }, by_partition))
+}
+
+fn check_fits(table: &PartitionTable, index: usize, image: &PartitionImage, image_bytes: u64) -> Result<(), DiskError> {
+    let partition = &table.partitions[index];
+    let partition_bytes = partition.size * SECTOR_SIZE;
+    if image_bytes > partition_bytes {
+        return Err(DiskError::ImageTooLarge {
+            path: image.path.clone(),
+            image_bytes,
+            name: partition.name.clone(),
+            partition_bytes,
+            csv: table.path.clone(),
+            line: partition.line,
+        });
+    }
+    Ok(())
+}
+
+/// Writes the disk image `output` (atomically) and returns the identifiers it carries.
+pub fn build_disk(
+    output: &Path,
+    table: &PartitionTable,
+    images: &[PartitionImage],
+    options: &DiskOptions,
+) -> Result<DiskIdentity, DiskError> {
+    let (identity, by_partition) = plan(table, images, options)?;
+    let write_error = |source| DiskError::Write { path: output.to_owned(), source };
+    write_atomically(output, |file| {
+        for (index, image) in by_partition.iter().enumerate() {
+            let Some(image) = image else { continue };
+            let partition = &table.partitions[index];
+            let read_error = |source| DiskError::ReadImage { path: image.path.clone(), source };
+            let mut source = File::open(&image.path).map_err(read_error)?;
+            let map = sparse::scan(&mut source).map_err(read_error)?;
+            // Checked again: the image may have grown since it was planned.
+            check_fits(table, index, image, map.size)?;
+            sparse::copy_extents_at(&mut source, &map, file, partition.start * SECTOR_SIZE).map_err(
+                |error| match error {
+                    CopyError::Read(error) => read_error(error),
+                    CopyError::Write(error) => write_error(error),
+                },
+            )?;
+        }
+        file.set_len(options.size).map_err(write_error)?;
+        write_gpt(file, output, table, &identity)
+    })?;
+    Ok(identity)
+}
+
+/// Writes the protective MBR and both GPT headers and partition arrays. The `gpt` crate sizes
+/// them from the file length, so the file must already have its final length.
+fn write_gpt(file: &mut File, output: &Path, table: &PartitionTable, identity: &DiskIdentity) -> Result<(), DiskError> {
+    let gpt_error = |problem: String| DiskError::Gpt { path: output.to_owned(), problem };
+    let mut disk = GptConfig::new()
+        .writable(true)
+        .logical_block_size(LogicalBlockSize::Lb512)
+        .create_from_device(&mut *file, Some(identity.disk_guid))
+        .map_err(|error| gpt_error(error.to_string()))?;
+    let entries: BTreeMap<u32, Partition> = table
+        .partitions
+        .iter()
+        .zip(&identity.partition_uuids)
+        .zip(1u32..)
+        .map(|((partition, uuid), number)| {
+            let entry = Partition {
+                part_type_guid: Type { guid: partition.type_guid, os: OperatingSystem::None },
+                part_guid: *uuid,
+                first_lba: partition.start,
+                last_lba: partition.last(),
+                flags: 0,
+                name: partition.name.clone(),
+            };
+            (number, entry)
+        })
+        .collect();
+    disk.update_partitions(entries).map_err(|error| gpt_error(error.to_string()))?;
+    disk.write().map_err(|error| gpt_error(error.to_string()))?;
+    let sectors =
+        file.metadata().map_err(|source| DiskError::Write { path: output.to_owned(), source })?.len() / SECTOR_SIZE;
+    // The protective partition covers the disk after LBA 0, capped at what MBR can express.
+    let protective_sectors = u32::try_from(sectors - 1).unwrap_or(u32::MAX);
+    ProtectiveMBR::with_lb_size(protective_sectors)
+        .overwrite_lba0(file)
+        .map_err(|error| gpt_error(error.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partitions::parse_partitions_csv;
+    use std::fs;
+    use std::io::{Seek, SeekFrom};
+
+    fn options(size: u64) -> DiskOptions {
+        DiskOptions {
+            size,
+            alignment: 2048,
+            seed: Some("6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c".parse().unwrap()),
+            disk_guid: None,
+        }
+    }
+
+    #[test]
+    fn writes_headers_images_and_holes_deterministically() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = parse_partitions_csv(Path::new("p.csv"), "esp,2048,2048,U,\nroot,4096,4096,L,\n").unwrap();
+        let esp = dir.path().join("esp.img");
+        fs::write(&esp, [vec![0u8; 8192], vec![0xAB; 100]].concat()).unwrap();
+        let images = [PartitionImage { name: "esp".into(), path: esp }];
+        let first = dir.path().join("a.img");
+        let second = dir.path().join("b.img");
+        let identity = build_disk(&first, &table, &images, &options(8 << 20)).unwrap();
+        build_disk(&second, &table, &images, &options(8 << 20)).unwrap();
+        let bytes = fs::read(&first).unwrap();
+        assert_eq!(bytes, fs::read(&second).unwrap());
+        assert_eq!(bytes.len(), 8 << 20);
+        assert_eq!(&bytes[510..512], &[0x55, 0xAA]);
+        assert_eq!(&bytes[512..520], b"EFI PART");
+        assert_eq!(&bytes[(8 << 20) - 512..(8 << 20) - 504], b"EFI PART");
+        let esp_offset = 2048 * 512;
+        assert_eq!(&bytes[esp_offset + 8192..esp_offset + 8292], &[0xAB; 100]);
+        assert_eq!(identity.disk_guid, options(0).seed.unwrap().disk_guid());
+        // The disk GUID is stored mixed-endian at offset 56 of the header.
+        assert_eq!(&bytes[512 + 56..512 + 72], &identity.disk_guid.to_bytes_le());
+    }
+
+    #[test]
+    fn refuses_images_that_do_not_fit_or_have_no_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = parse_partitions_csv(Path::new("p.csv"), "esp,2048,2048,U,\n").unwrap();
+        let big = dir.path().join("big.img");
+        let mut file = File::create(&big).unwrap();
+        file.seek(SeekFrom::Start(2048 * 512)).unwrap();
+        file.set_len(2048 * 512 + 1).unwrap();
+        let output = dir.path().join("disk.img");
+        let images = [PartitionImage { name: "esp".into(), path: big.clone() }];
+        let error = build_disk(&output, &table, &images, &options(4 << 20)).unwrap_err().to_string();
+        assert!(
+            error.contains("1048577 bytes") && error.contains("1048576 bytes") && error.contains("p.csv:1"),
+            "{error}"
+        );
+        let images = [PartitionImage { name: "nope".into(), path: big }];
+        let error = build_disk(&output, &table, &images, &options(4 << 20)).unwrap_err().to_string();
+        assert!(error.contains("\"nope\""), "{error}");
+        let no_ids = DiskOptions { seed: None, ..options(4 << 20) };
+        assert!(build_disk(&output, &table, &[], &no_ids).is_err());
+        assert!(!output.exists());
+    }
+}

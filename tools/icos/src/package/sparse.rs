@@ -1,0 +1,342 @@
+//! Sparse files described by their content, not by how the host happened to allocate them.
+//!
+//! A block is a hole when its 4096 bytes are all zero. The map is computed by reading the whole
+//! content, so a file written densely (explicit zeros) and one written with holes, on tmpfs or on
+//! ext4 with any block size, give the same map and hence the same archive bytes.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+/// The granularity of sparse maps and of the holes left in written files.
+pub const BLOCK_SIZE: u64 = 4096;
+
+/// How much is read at a time: a whole number of blocks.
+const BUFFER_SIZE: usize = 256 * BLOCK_SIZE as usize;
+
+/// A run of data (not all-zero) bytes in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// The data extents of a file, in order, merged when adjacent; everything else reads as zeros.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SparseMap {
+    pub size: u64,
+    pub extents: Vec<Extent>,
+}
+
+impl SparseMap {
+    /// The number of bytes in data extents.
+    pub fn data_bytes(&self) -> u64 {
+        self.extents.iter().map(|extent| extent.length).sum()
+    }
+
+    /// Whether some part of the file is a hole.
+    pub fn has_holes(&self) -> bool {
+        self.data_bytes() != self.size
+    }
+
+    fn push_data(&mut self, offset: u64, length: u64) {
+        match self.extents.last_mut() {
+            Some(last) if last.offset + last.length == offset => last.length += length,
+            _ => self.extents.push(Extent { offset, length }),
+        }
+    }
+}
+
+/// Whether `bytes` are all zero. OR-folding has no early exit, so it vectorises well.
+pub fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |accumulator, byte| accumulator | byte) == 0
+}
+
+/// Reads until `buffer` is full or the input ends; returns the number of bytes read.
+pub fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(count) => filled += count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+/// Scans `file` and returns its sparse map at `BLOCK_SIZE` granularity (the last block may be
+/// shorter). The file system's own holes are skipped unread, as a hint only: every block that
+/// touches a region the file system reports as data is read and judged by its content, so the map
+/// equals that of a full scan.
+pub fn scan(file: &mut File) -> io::Result<SparseMap> {
+    let size = file.metadata()?.len();
+    let mut map = SparseMap { size, extents: Vec::new() };
+    let mut scanned_to = 0;
+    for (start, end) in allocation::data_regions(file, size)? {
+        let start = (start / BLOCK_SIZE * BLOCK_SIZE).max(scanned_to);
+        let end = end.next_multiple_of(BLOCK_SIZE).min(size);
+        if start < end {
+            scan_range(file, start, end, &mut map)?;
+            scanned_to = end;
+        }
+    }
+    Ok(map)
+}
+
+/// Adds the data blocks of `start..end` (`start` block-aligned) to `map`.
+fn scan_range(file: &mut File, start: u64, end: u64, map: &mut SparseMap) -> io::Result<()> {
+    file.seek(SeekFrom::Start(start))?;
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    let mut position = start;
+    while position < end {
+        let want = (end - position).min(BUFFER_SIZE as u64) as usize;
+        if read_full(file, &mut buffer[..want])? < want {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was read"));
+        }
+        for block in buffer[..want].chunks(BLOCK_SIZE as usize) {
+            if !is_zero(block) {
+                map.push_data(position, block.len() as u64);
+            }
+            position += block.len() as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the data extents of `source` (described by `map`) into `output` at `offset`; the rest
+/// of the region is left as it is (holes in a new file).
+pub fn copy_extents_at(
+    source: &mut File,
+    map: &SparseMap,
+    output: &mut impl WriteAt,
+    offset: u64,
+) -> Result<(), CopyError> {
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    for extent in &map.extents {
+        source.seek(SeekFrom::Start(extent.offset)).map_err(CopyError::Read)?;
+        let mut done = 0;
+        while done < extent.length {
+            let want = (extent.length - done).min(BUFFER_SIZE as u64) as usize;
+            let count = read_full(source, &mut buffer[..want]).map_err(CopyError::Read)?;
+            if count < want {
+                return Err(CopyError::Read(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank")));
+            }
+            output.write_all_at(&buffer[..count], offset + extent.offset + done).map_err(CopyError::Write)?;
+            done += count as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Where the file system says a file has data (`SEEK_DATA`/`SEEK_HOLE`). std does not expose
+/// these `lseek` modes and the `libc` crate is not a dependency, so `lseek` is declared here.
+mod allocation {
+    use std::fs::File;
+    use std::io;
+
+    /// The data regions `(start, end)` of `file`, in order; the whole file when the file system
+    /// cannot tell.
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    pub fn data_regions(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
+        use std::os::unix::io::AsRawFd;
+
+        // Linux's values (include/uapi/linux/fs.h and asm-generic/errno-base.h).
+        const SEEK_DATA: i32 = 3;
+        const SEEK_HOLE: i32 = 4;
+        const ENXIO: i32 = 6;
+        const EINVAL: i32 = 22;
+        extern "C" {
+            // off_t is 64 bits on 64-bit Linux.
+            fn lseek(fd: i32, offset: i64, whence: i32) -> i64;
+        }
+        // Ok(None): no data at or after `offset` (ENXIO).
+        let seek = |offset: u64, whence: i32| -> io::Result<Option<u64>> {
+            let offset = i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: lseek only reads its integer arguments; the descriptor is owned by `file`,
+            // which outlives the call. Moving the file offset is harmless: callers seek before
+            // every read.
+            let result = unsafe { lseek(file.as_raw_fd(), offset, whence) };
+            if result >= 0 {
+                return Ok(Some(result as u64));
+            }
+            let error = io::Error::last_os_error();
+            match error.raw_os_error() {
+                Some(ENXIO) => Ok(None),
+                _ => Err(error),
+            }
+        };
+        let mut regions = Vec::new();
+        let mut position = 0;
+        while position < size {
+            let start = match seek(position, SEEK_DATA) {
+                Ok(Some(start)) if start < size => start,
+                Ok(_) => break,
+                Err(error) if error.raw_os_error() == Some(EINVAL) => return Ok(vec![(0, size)]),
+                Err(error) => return Err(error),
+            };
+            let end = seek(start, SEEK_HOLE)?.unwrap_or(size).min(size);
+            // A file system that answers nonsense gets its file read in full from here.
+            let end = if end > start { end } else { size };
+            regions.push((start, end));
+            position = end;
+        }
+        Ok(regions)
+    }
+
+    #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+    pub fn data_regions(_file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
+        Ok(vec![(0, size)])
+    }
+}
+
+/// Which side of a copy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("read: {0}")]
+    Read(io::Error),
+    #[error("write: {0}")]
+    Write(io::Error),
+}
+
+/// Copies all of `reader` into `output` starting at `offset`, seeking over all-zero blocks instead
+/// of writing them, so that they stay holes. `output` must read as zeros there already (a new
+/// file). Blocks are counted from `offset`. Returns the number of bytes copied; the caller sets the
+/// final length, since trailing zeros are never written.
+pub fn copy_skipping_zeros(reader: &mut impl Read, output: &mut impl WriteAt, offset: u64) -> Result<u64, CopyError> {
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    let mut position = offset;
+    loop {
+        let count = read_full(reader, &mut buffer).map_err(CopyError::Read)?;
+        let mut run_start: Option<usize> = None;
+        // Write each run of data blocks with one call; skip zero blocks.
+        for (index, block) in buffer[..count].chunks(BLOCK_SIZE as usize).enumerate() {
+            let start = index * BLOCK_SIZE as usize;
+            if is_zero(block) {
+                if let Some(run) = run_start.take() {
+                    output.write_all_at(&buffer[run..start], position + run as u64).map_err(CopyError::Write)?;
+                }
+            } else if run_start.is_none() {
+                run_start = Some(start);
+            }
+        }
+        if let Some(run) = run_start {
+            output.write_all_at(&buffer[run..count], position + run as u64).map_err(CopyError::Write)?;
+        }
+        position += count as u64;
+        if count < buffer.len() {
+            return Ok(position - offset);
+        }
+    }
+}
+
+/// Positioned writes: lets the sparse copy work on files and on in-memory buffers in tests.
+pub trait WriteAt {
+    fn write_all_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()>;
+}
+
+impl<T: Write + Seek> WriteAt for T {
+    fn write_all_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.seek(SeekFrom::Start(offset))?;
+        self.write_all(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::io::Cursor;
+    use std::os::unix::fs::MetadataExt;
+
+    fn content() -> Vec<u8> {
+        // hole, data, two-block hole, data straddling into a short last block.
+        let mut bytes = vec![0u8; 4096 * 5 + 100];
+        bytes[4096 + 7] = 1;
+        bytes[4096 * 4 + 4095] = 2;
+        bytes[4096 * 5 + 99] = 3;
+        bytes
+    }
+
+    #[test]
+    fn map_is_the_same_for_dense_and_sparse_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = content();
+        let dense_path = dir.path().join("dense");
+        std::fs::write(&dense_path, &bytes).unwrap();
+        let sparse_path = dir.path().join("sparse");
+        let mut sparse = File::create(&sparse_path).unwrap();
+        let copied = copy_skipping_zeros(&mut &bytes[..], &mut sparse, 0).unwrap();
+        sparse.set_len(copied).unwrap();
+        assert_eq!(std::fs::read(&sparse_path).unwrap(), bytes);
+        let dense_map = scan(&mut File::open(&dense_path).unwrap()).unwrap();
+        let sparse_map = scan(&mut File::open(&sparse_path).unwrap()).unwrap();
+        assert_eq!(dense_map, sparse_map);
+        assert_eq!(
+            dense_map.extents,
+            [Extent { offset: 4096, length: 4096 }, Extent { offset: 4096 * 4, length: 4096 + 100 }]
+        );
+        assert_eq!(dense_map.size, bytes.len() as u64);
+        assert!(dense_map.has_holes());
+        // Three data blocks of 4 KiB at most were allocated, whatever the file system.
+        assert!(std::fs::metadata(&sparse_path).unwrap().blocks() * 512 < bytes.len() as u64);
+    }
+
+    /// The map by reading every byte, without file-system hints.
+    fn full_scan(bytes: &[u8]) -> SparseMap {
+        let mut map = SparseMap { size: bytes.len() as u64, extents: Vec::new() };
+        for (index, block) in bytes.chunks(BLOCK_SIZE as usize).enumerate() {
+            if !is_zero(block) {
+                map.push_data(index as u64 * BLOCK_SIZE, block.len() as u64);
+            }
+        }
+        map
+    }
+
+    #[test]
+    fn hinted_scan_equals_a_full_scan() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holey");
+        // Small writes at odd offsets, one across a block boundary, one far out, zeros written
+        // explicitly into a region, and a size that ends mid-block after a hole.
+        let writes: [(u64, &[u8]); 5] = [
+            (100, b"a"),
+            (3 * 4096 - 2, b"bcde"),
+            (40 << 20, b"far"),
+            (50 << 20, &[0u8; 8192]),
+            ((60 << 20) + 9, b"z"),
+        ];
+        let file = File::create(&path).unwrap();
+        for (offset, bytes) in writes {
+            file.write_all_at(bytes, offset).unwrap();
+        }
+        file.set_len((64 << 20) + 1234).unwrap();
+        let map = scan(&mut File::open(&path).unwrap()).unwrap();
+        assert_eq!(map, full_scan(&fs::read(&path).unwrap()));
+        assert_eq!(map.extents.len(), 4, "{map:?}");
+    }
+
+    #[test]
+    fn copy_writes_at_the_offset_and_nothing_for_zeros() {
+        let mut output = Cursor::new(vec![9u8; 3 * 4096]);
+        let input = [vec![0u8; 4096], vec![5u8; 10]].concat();
+        assert_eq!(copy_skipping_zeros(&mut &input[..], &mut output, 4096).unwrap(), 4106);
+        let written = output.into_inner();
+        assert!(written[4096..8192].iter().all(|&byte| byte == 9), "zero block was written");
+        assert_eq!(&written[8192..8202], &[5u8; 10]);
+    }
+
+    #[test]
+    fn empty_and_dense_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"").unwrap();
+        let map = scan(&mut File::open(&path).unwrap()).unwrap();
+        assert_eq!((map.size, map.extents.len(), map.has_holes()), (0, 0, false));
+        std::fs::write(&path, vec![1u8; 10000]).unwrap();
+        let map = scan(&mut File::open(&path).unwrap()).unwrap();
+        assert_eq!(map.extents, [Extent { offset: 0, length: 10000 }]);
+        assert!(!map.has_holes());
+    }
+}
