@@ -78,7 +78,7 @@ run_in_root() {
   for name in TZ LC_ALL CI SOURCE_DATE_EPOCH $(compgen -e | grep '^ICOS_' || true); do
     [[ -v $name ]] && env+=("$name=${!name}")
   done
-  local binds=("$workspace" "$cache_dir/bazel" "$cache_dir/cargo" "$cache_dir/tools")
+  local binds=("$workspace" "$cache_dir/bazel" "$cache_dir/cargo" "$cache_dir/tools" "$cache_dir/scratch")
   mkdir -p "${binds[@]}"
   # cargo >= 1.85 names its crates.io index cache with a new hash, while the crates-index 2.2
   # inside cargo-bazel 0.15 looks for the old name; both names must reach the same directory.
