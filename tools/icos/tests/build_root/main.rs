@@ -4,5 +4,6 @@
 mod common;
 mod disk;
 mod ext4;
+mod pipeline;
 mod fat;
 mod rootfs;
