@@ -159,8 +159,6 @@ pub fn build_fat(input: &Path, output: &Path, options: &FatOptions) -> Result<u6
         filesystem.unmount().map_err(write_error)?;
         fix_dot_entries(&mut stream).map_err(write_error)?;
         stream.flush().map_err(write_error)?;
-        drop(stream);
-        file.sync_all().map_err(write_error)?;
         Ok(needed)
     })
 }
