@@ -430,3 +430,22 @@ fn bad_inputs_exit_2_naming_the_problem_and_leave_no_output() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.tar"));
     assert!(directory_entries(dir.path()).is_empty());
 }
+
+#[test]
+fn a_tree_of_injected_files_alone_starts_from_an_empty_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let efi = write(dir.path(), "grub.efi", b"MZ efi binary");
+    let spec = format!("0755:0:0:/EFI/BOOT/BOOTX64.EFI={}", efi.display());
+    ok(run(icos().args(["rootfs", "canonicalize", "-o", "esp.tar", "--inject", &spec]).current_dir(dir.path())));
+    let listing = gnu_listing(&dir.path().join("esp.tar"));
+    let listing: Vec<String> = listing.lines().map(|line| line.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(
+        listing,
+        [
+            "drwxr-xr-x 0/0 0 1970-01-01 00:00 ./",
+            "drwxr-xr-x 0/0 0 1970-01-01 00:00 ./EFI",
+            "drwxr-xr-x 0/0 0 1970-01-01 00:00 ./EFI/BOOT",
+            "-rwxr-xr-x 0/0 13 1970-01-01 00:00 ./EFI/BOOT/BOOTX64.EFI",
+        ]
+    );
+}

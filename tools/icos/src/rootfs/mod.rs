@@ -113,6 +113,12 @@ impl Rootfs {
         Ok(Rootfs { tree, store })
     }
 
+    /// A tree holding only the root directory (0755, root-owned), to be filled by injections:
+    /// how Bazel-built files become a partition of their own (the ESP, the GRUB partition).
+    pub fn empty() -> Rootfs {
+        Rootfs { tree: Tree::new(), store: Store::default() }
+    }
+
     pub fn tree(&self) -> &Tree {
         &self.tree
     }

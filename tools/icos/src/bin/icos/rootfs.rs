@@ -51,8 +51,12 @@ struct InputArgs {
 
 #[derive(Args)]
 pub struct CanonicalizeArgs {
-    #[command(flatten)]
-    input: InputArgs,
+    /// The input tar or OCI archive; without it the tree starts empty (only `/`), for trees made
+    /// of injected files alone.
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    format: Format,
     /// The canonical tar to create.
     #[arg(short, long)]
     output: PathBuf,
@@ -143,7 +147,10 @@ fn canonicalize(args: CanonicalizeArgs) -> Result<ExitCode, Box<dyn Error>> {
     let replacements = args.replacements.iter().map(|spec| Replacement::parse(spec)).collect::<Result<Vec<_>, _>>()?;
     let injections = args.injections.iter().map(|spec| Injection::parse(spec)).collect::<Result<Vec<_>, _>>()?;
     let epoch = epoch(args.source_date_epoch)?.unwrap_or(0);
-    let mut rootfs = read(&args.input)?;
+    let mut rootfs = match &args.input {
+        Some(input) => Rootfs::read(input, args.format.into())?,
+        None => Rootfs::empty(),
+    };
     for replacement in &replacements {
         rootfs.replace(replacement)?;
     }
