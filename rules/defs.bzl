@@ -1,0 +1,33 @@
+"""icos: reproducible, A/B-partitioned, GRUB/EFI-bootable disk images from container builds.
+
+Public API. Every rule runs the icos tool (built from source by rules_rust) or a host program
+from the host tools toolchain, whose versions are part of the action keys.
+"""
+
+load("//rules/private:bootloader.bzl", _grub_efi = "grub_efi", _grubenv = "grubenv")
+load("//rules/private:container.bzl", _container_image = "container_image", _container_rootfs = "container_rootfs", _debian_bootstrap = "debian_bootstrap")
+load("//rules/private:icos_build.bzl", _icos_build = "icos_build")
+load("//rules/private:images.bzl", _disk_image = "disk_image", _ext4_image = "ext4_image", _file_tree = "file_tree", _package = "package", _rootfs_split = "rootfs_split", _sha256sums = "sha256sums", _upgrade_image = "upgrade_image", _vfat_image = "vfat_image")
+load("//rules/private:providers.bzl", _ContainerImageInfo = "ContainerImageInfo", _PartitionImageInfo = "PartitionImageInfo", _RootfsTreeInfo = "RootfsTreeInfo")
+load("//rules/private:version.bzl", _version_flag = "version_flag", _version_txt = "version_txt")
+
+ContainerImageInfo = _ContainerImageInfo
+PartitionImageInfo = _PartitionImageInfo
+RootfsTreeInfo = _RootfsTreeInfo
+
+container_image = _container_image
+container_rootfs = _container_rootfs
+debian_bootstrap = _debian_bootstrap
+disk_image = _disk_image
+ext4_image = _ext4_image
+file_tree = _file_tree
+grub_efi = _grub_efi
+grubenv = _grubenv
+icos_build = _icos_build
+package = _package
+rootfs_split = _rootfs_split
+sha256sums = _sha256sums
+upgrade_image = _upgrade_image
+vfat_image = _vfat_image
+version_flag = _version_flag
+version_txt = _version_txt

@@ -1,0 +1,44 @@
+"""GRUB: the EFI binary and the GRUB environment block."""
+
+load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "host_tool")
+
+def _grub_efi_impl(ctx):
+    efi = ctx.actions.declare_file(ctx.label.name + ".efi")
+    grub_mkimage = host_tool(ctx, "grub-mkimage")
+    ctx.actions.run(
+        executable = grub_mkimage.path,
+        arguments = ["--format", "x86_64-efi", "--prefix", ctx.attr.prefix, "--output", efi.path] + ctx.attr.modules,
+        outputs = [efi],
+        env = grub_mkimage.env,
+        mnemonic = "GrubMkimage",
+        progress_message = "Building the GRUB EFI image %{label}",
+    )
+    return [DefaultInfo(files = depset([efi]))]
+
+grub_efi = rule(
+    implementation = _grub_efi_impl,
+    doc = "A GRUB EFI binary (grub-mkimage -O x86_64-efi) with the given modules built in; grub-mkimage writes the same bytes on every run.",
+    attrs = {
+        "prefix": attr.string(default = "(,gpt2)/", doc = "Where GRUB finds grub.cfg: partition 2 of the disk it was loaded from."),
+        "modules": attr.string_list(mandatory = True, doc = "The GRUB modules to build in."),
+    },
+    toolchains = [HOST_TOOLS_TOOLCHAIN],
+)
+
+GRUBENV_SIZE = 1024
+
+def _grubenv_impl(ctx):
+    env = ctx.actions.declare_file(ctx.label.name)
+    body = "# GRUB Environment Block\n"
+    for name, value in sorted(ctx.attr.variables.items()):
+        body += "{}={}\n".format(name, value)
+    if len(body) > GRUBENV_SIZE:
+        fail("grubenv: the variables need {} bytes, a block holds {}".format(len(body), GRUBENV_SIZE))
+    ctx.actions.write(env, body + "#" * (GRUBENV_SIZE - len(body)))
+    return [DefaultInfo(files = depset([env]))]
+
+grubenv = rule(
+    implementation = _grubenv_impl,
+    doc = "A GRUB environment block (1024 bytes, `#`-padded) holding the given variables.",
+    attrs = {"variables": attr.string_dict(doc = "Variables, such as boot_alternative = A.")},
+)

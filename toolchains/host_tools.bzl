@@ -1,0 +1,79 @@
+"""The host programs that image actions drive, found once per build root and pinned by version.
+
+A repository rule looks each program up (PATH, then the sbin directories) and asks it for its
+version. The versions become part of every action that runs the program, so upgrading e2fsprogs,
+podman or GRUB in the build root changes the action keys instead of silently changing outputs.
+"""
+
+# Program name -> arguments that make it print its version.
+HOST_TOOLS = {
+    "grub-mkimage": ["--version"],
+    "mke2fs": ["-V"],
+    "mmdebstrap": ["--version"],
+    "podman": ["--version"],
+}
+
+_SEARCH_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+
+def _find(rctx, name):
+    found = rctx.which(name)
+    if found:
+        return found
+    for directory in _SEARCH_DIRS:
+        candidate = rctx.path(directory + "/" + name)
+        if candidate.exists:
+            return candidate
+    return None
+
+def _host_tools_repository_impl(rctx):
+    paths = {}
+    versions = {}
+    missing = []
+    for name, version_args in HOST_TOOLS.items():
+        path = _find(rctx, name)
+        if not path:
+            missing.append(name)
+            continue
+
+        # A package upgrade replaces the binary: watching it makes Bazel look again.
+        rctx.watch(path)
+        result = rctx.execute([path] + version_args)
+        output = (result.stdout + result.stderr).strip()
+        if result.return_code != 0 or not output:
+            fail("icos host tools: `{} {}` failed ({}): {}".format(path, " ".join(version_args), result.return_code, output))
+        paths[name] = str(path)
+        versions[name] = output.splitlines()[0]
+    if missing:
+        fail("icos host tools: {} not found. Run Bazel inside the build root: ci/container/container-run.sh bazel ...".format(", ".join(missing)))
+
+    rctx.file("BUILD.bazel", """\
+load("@icos//toolchains:host_tools_toolchain.bzl", "host_tools_toolchain")
+
+host_tools_toolchain(
+    name = "host_tools",
+    paths = {paths},
+    versions = {versions},
+)
+
+toolchain(
+    name = "toolchain",
+    toolchain = ":host_tools",
+    toolchain_type = "@icos//toolchains:host_tools_type",
+)
+""".format(paths = repr(paths), versions = repr(versions)))
+
+host_tools_repository = repository_rule(
+    implementation = _host_tools_repository_impl,
+    doc = "Finds the host programs of HOST_TOOLS and records their paths and versions.",
+    local = True,
+    configure = True,
+)
+
+def _host_tools_extension_impl(module_ctx):
+    host_tools_repository(name = "icos_host_tools")
+    return module_ctx.extension_metadata(reproducible = False)
+
+host_tools = module_extension(
+    implementation = _host_tools_extension_impl,
+    doc = "Creates @icos_host_tools, whose toolchain gives image rules the host programs.",
+)

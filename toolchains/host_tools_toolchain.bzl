@@ -1,0 +1,22 @@
+"""The toolchain rule of the host programs, and the helper actions use to run them."""
+
+HostToolsInfo = provider(
+    doc = "Host programs by name, with the version each printed.",
+    fields = {
+        "paths": "dict: program name -> absolute path in the build root",
+        "versions": "dict: program name -> first line of its version output",
+    },
+)
+
+def _host_tools_toolchain_impl(ctx):
+    info = HostToolsInfo(paths = ctx.attr.paths, versions = ctx.attr.versions)
+    return [platform_common.ToolchainInfo(host_tools = info)]
+
+host_tools_toolchain = rule(
+    implementation = _host_tools_toolchain_impl,
+    doc = "Declares the host programs found by the host_tools repository rule.",
+    attrs = {
+        "paths": attr.string_dict(doc = "Program name -> absolute path.", mandatory = True),
+        "versions": attr.string_dict(doc = "Program name -> version string.", mandatory = True),
+    },
+)
