@@ -1,6 +1,7 @@
 //! The icos command line: thin wrappers that parse arguments and call the `icos` library.
 //! Exit status: 0 on success, 1 when a check finds a difference, 2 on an error.
 
+mod container;
 mod disk;
 mod fs;
 mod package;
@@ -38,6 +39,9 @@ enum Command {
     /// Canonical root filesystem tars: canonicalize, split by mount point, manifest.
     #[command(subcommand)]
     Rootfs(rootfs::RootfsCommand),
+    /// Container builds with podman in a private store: OCI archives and canonical rootfs tars.
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
 }
 
 #[derive(Subcommand)]
@@ -64,6 +68,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Ext4(args) => fs::run_ext4(args),
         Command::Fat(args) => fs::run_fat(args),
         Command::Rootfs(command) => rootfs::run(command),
+        Command::Container(command) => container::run(command),
         Command::Package(args) => package::run(args),
         Command::Unpack(args) => package::run_unpack(args),
         Command::Sha256sums(Sha256SumsCommand::Write { output, files }) => {

@@ -113,7 +113,7 @@ pub struct ManifestArgs {
 }
 
 /// `--source-date-epoch`, else a non-empty `SOURCE_DATE_EPOCH` in the environment.
-fn epoch(flag: Option<u64>) -> Result<Option<u64>, Box<dyn Error>> {
+pub fn epoch(flag: Option<u64>) -> Result<Option<u64>, Box<dyn Error>> {
     if flag.is_some() {
         return Ok(flag);
     }

@@ -1,0 +1,193 @@
+//! Container builds with podman. Each build gets a private, throw-away image store, so builds
+//! share no state, need no daemon and leave nothing behind; the result is saved as an OCI archive
+//! or exported as a root filesystem tar and canonicalised.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::rootfs::{Replacement, Rootfs, RootfsError};
+
+/// The tag of the image a build produces inside its private store.
+const IMAGE: &str = "localhost/icos-build:latest";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("cannot prepare the build of {dockerfile}: {source}")]
+    Prepare { dockerfile: PathBuf, source: io::Error },
+    #[error("cannot start {podman}: {source}")]
+    Start { podman: PathBuf, source: io::Error },
+    #[error("podman {step} of {dockerfile} failed ({status}); its last output lines:\n{log}")]
+    Podman { step: &'static str, dockerfile: PathBuf, status: String, log: String },
+    #[error("base image {name}: {path} does not exist")]
+    MissingBase { name: String, path: PathBuf },
+    #[error("cannot move the result to {path}: {source}")]
+    Persist { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+}
+
+/// What to build.
+pub struct ContainerBuild {
+    pub podman: PathBuf,
+    pub dockerfile: PathBuf,
+    /// The build context: copied (symbolic links resolved, as Bazel's sandbox makes every input
+    /// one) before podman sees it.
+    pub context: PathBuf,
+    pub build_args: Vec<(String, String)>,
+    /// Build arguments naming base images: NAME=PATH of an OCI archive becomes
+    /// `--build-arg NAME=oci-archive:<absolute PATH>`, for `ARG NAME` + `FROM ${NAME}`.
+    pub base_images: Vec<(String, PathBuf)>,
+    pub source_date_epoch: u64,
+}
+
+/// What to make of the built image.
+pub enum ContainerOutput<'a> {
+    /// `podman save --format oci-archive`.
+    OciArchive(&'a Path),
+    /// The root filesystem (`podman export`), canonicalised, with the files that container
+    /// engines bind-mount replaced and /etc/machine-id emptied.
+    Rootfs { tar: &'a Path, manifest: Option<&'a Path>, replacements: &'a [Replacement] },
+}
+
+/// The hard limit on processes: podman's default ulimits exceed what some machines allow.
+fn process_limit() -> Option<String> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|line| line.starts_with("Max processes"))?;
+    line.split_whitespace().nth(3).map(str::to_owned)
+}
+
+fn copy_resolving_links(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    let mut entries = fs::read_dir(from)?.collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        if fs::metadata(&source)?.is_dir() {
+            copy_resolving_links(&source, &target)?;
+        } else {
+            fs::copy(&source, &target)?;
+        }
+    }
+    Ok(())
+}
+
+struct Podman<'a> {
+    build: &'a ContainerBuild,
+    state: &'a Path,
+}
+
+impl Podman<'_> {
+    fn run(&self, step: &'static str, args: &[&str]) -> Result<(), ContainerError> {
+        let state = self.state;
+        let log_path = state.join(format!("{}.log", step.replace(' ', "-")));
+        let log = fs::File::create(&log_path)
+            .map_err(|source| ContainerError::Prepare { dockerfile: self.build.dockerfile.clone(), source })?;
+        let status = Command::new(&self.build.podman)
+            .arg("--root")
+            .arg(state.join("storage"))
+            .arg("--runroot")
+            .arg(state.join("run"))
+            .arg("--tmpdir")
+            .arg(state.join("tmp"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"])
+            .args(args)
+            .env("HOME", state.join("home"))
+            .env("TMPDIR", state.join("tmp"))
+            .env("PODMAN_IGNORE_CGROUPSV1_WARNING", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(|source| ContainerError::Prepare {
+                dockerfile: self.build.dockerfile.clone(),
+                source,
+            })?)
+            .stderr(log)
+            .status()
+            .map_err(|source| ContainerError::Start { podman: self.build.podman.clone(), source })?;
+        if status.success() {
+            return Ok(());
+        }
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        Err(ContainerError::Podman {
+            step,
+            dockerfile: self.build.dockerfile.clone(),
+            status: status.to_string(),
+            log: lines[lines.len().saturating_sub(30)..].join("\n"),
+        })
+    }
+}
+
+/// Builds `build.dockerfile` and writes `output`. Temporary state lives next to the output (image
+/// stores are large; the output's file system has room for the output already).
+pub fn build(build: &ContainerBuild, output: ContainerOutput<'_>) -> Result<(), ContainerError> {
+    let prepare_error = |source| ContainerError::Prepare { dockerfile: build.dockerfile.clone(), source };
+    let final_path = match &output {
+        ContainerOutput::OciArchive(path) => *path,
+        ContainerOutput::Rootfs { tar, .. } => *tar,
+    };
+    let parent = match final_path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let state = tempfile::Builder::new().prefix(".icos-podman-").tempdir_in(parent).map_err(prepare_error)?;
+    let state_path = state.path().canonicalize().map_err(prepare_error)?;
+    for dir in ["storage", "run", "tmp", "home"] {
+        fs::create_dir_all(state_path.join(dir)).map_err(prepare_error)?;
+    }
+    let context = state_path.join("context");
+    copy_resolving_links(&build.context, &context).map_err(prepare_error)?;
+    let dockerfile = state_path.join("Dockerfile");
+    fs::copy(&build.dockerfile, &dockerfile).map_err(prepare_error)?;
+
+    let mut args: Vec<String> = ["build", "--isolation", "chroot", "--pull=never", "--ulimit", "nofile=20000:20000"]
+        .map(str::to_owned)
+        .to_vec();
+    if let Some(limit) = process_limit() {
+        args.extend(["--ulimit".to_owned(), format!("nproc={limit}:{limit}")]);
+    }
+    args.extend([
+        "--source-date-epoch".to_owned(),
+        build.source_date_epoch.to_string(),
+        "--rewrite-timestamp".to_owned(),
+        "-f".to_owned(),
+        dockerfile.display().to_string(),
+        "-t".to_owned(),
+        IMAGE.to_owned(),
+    ]);
+    for (name, value) in &build.build_args {
+        args.extend(["--build-arg".to_owned(), format!("{name}={value}")]);
+    }
+    for (name, path) in &build.base_images {
+        let absolute = path
+            .canonicalize()
+            .map_err(|_| ContainerError::MissingBase { name: name.clone(), path: path.clone() })?;
+        args.extend(["--build-arg".to_owned(), format!("{name}=oci-archive:{}", absolute.display())]);
+    }
+    args.push(context.display().to_string());
+    let podman = Podman { build, state: &state_path };
+    podman.run("build", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+
+    match output {
+        ContainerOutput::OciArchive(path) => {
+            let archive = state_path.join("image.tar");
+            let archive_arg = archive.display().to_string();
+            podman.run("save", &["save", "--format", "oci-archive", "-o", &archive_arg, IMAGE])?;
+            fs::rename(&archive, path).map_err(|source| ContainerError::Persist { path: path.to_owned(), source })?;
+        }
+        ContainerOutput::Rootfs { tar, manifest, replacements } => {
+            let export = state_path.join("export.tar");
+            let export_arg = export.display().to_string();
+            podman.run("create", &["create", "--name", "icos-export", IMAGE, "/bin/true"])?;
+            podman.run("export", &["export", "-o", &export_arg, "icos-export"])?;
+            let mut rootfs = Rootfs::read(&export, crate::rootfs::InputFormat::Tar)?;
+            for replacement in replacements {
+                rootfs.replace(replacement)?;
+            }
+            rootfs.empty_machine_id()?;
+            rootfs.write_tar_file(&rootfs.whole(), Some(build.source_date_epoch), tar, manifest)?;
+        }
+    }
+    Ok(())
+}
