@@ -6,20 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{directory_entries, icos, tool_command};
+use common::{directory_entries, icos, pax_record, tool_command};
 use tar::{EntryType, Header};
-
-fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let body = key.len() + value.len() + 3;
-    let mut length = body + 1;
-    while length != body + length.to_string().len() {
-        length = body + length.to_string().len();
-    }
-    let mut record = format!("{length} {key}=").into_bytes();
-    record.extend_from_slice(value);
-    record.push(b'\n');
-    record
-}
 
 /// Builds input tars member by member, the way container engines write them (ustar headers,
 /// PAX records for long names and xattrs, user names set).

@@ -7,7 +7,7 @@ use std::process::Output;
 
 use tar::{EntryType, Header};
 
-use crate::common::{icos, tool_command};
+use crate::common::{icos, pax_record, tool_command};
 
 fn checked(output: Output, what: &str) -> String {
     assert!(
@@ -17,18 +17,6 @@ fn checked(output: Output, what: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let body = key.len() + value.len() + 3;
-    let mut length = body + 1;
-    while length != body + length.to_string().len() {
-        length = body + length.to_string().len();
-    }
-    let mut record = format!("{length} {key}=").into_bytes();
-    record.extend_from_slice(value);
-    record.push(b'\n');
-    record
 }
 
 fn append(builder: &mut tar::Builder<Vec<u8>>, name: &str, kind: EntryType, data: &[u8], link: &str, pax: &[u8]) {

@@ -38,3 +38,16 @@ pub fn directory_entries(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// One PAX extended header record: "<length> <key>=<value>\n", the length counting itself.
+pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3;
+    let mut length = body + 1;
+    while length != body + length.to_string().len() {
+        length = body + length.to_string().len();
+    }
+    let mut record = format!("{length} {key}=").into_bytes();
+    record.extend_from_slice(value);
+    record.push(b'\n');
+    record
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Checks the published files of one OS variant with independent tools:
+#   image_test.sh ICOS SHA256SUMS DISK_IMG UPDATE_IMG BUILD_TYPE MALICIOUS_BEHAVIOR
+# SHA256SUMS verifies, the disk's GPT verifies, both filesystems of the upgrade image are clean, and
+# they hold what the variant promises (kernel, boot_args, version, the injected icos tool, the
+# build type, the root account's state).
+set -euo pipefail
+icos=$1 sums=$2 disk_archive=$3 update_archive=$4 build_type=$5 malicious=$6
+PATH=$PATH:/usr/sbin:/sbin
+work=${TEST_TMPDIR:-$(mktemp -d)}
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# SHA256SUMS lists the files by name: check copies next to it.
+mkdir -p "$work/published"
+cp "$sums" "$disk_archive" "$update_archive" "$work/published/"
+"$icos" sha256sums check "$work/published/SHA256SUMS"
+
+# GNU tar restores the sparse members, holes included: an independent reader of the packages.
+tar --zstd -xf "$disk_archive" -C "$work"
+sfdisk --verify "$work/disk.img" >/dev/null || fail "sfdisk --verify"
+for name in esp grub A_boot A_root A_var B_boot B_root B_var; do
+  sfdisk --dump "$work/disk.img" | grep -q "name=\"$name\"" || fail "partition $name missing"
+done
+
+tar --zstd -xf "$update_archive" -C "$work"
+for image in boot root; do
+  e2fsck -fn "$work/$image.img" >/dev/null 2>&1 || fail "e2fsck -fn $image.img"
+done
+debugfs_cat() { debugfs -R "cat $2" "$work/$1.img" 2>/dev/null; }
+debugfs_stat() { debugfs -R "stat $2" "$work/$1.img" 2>/dev/null; }
+
+for file in /vmlinuz /initrd.img /boot_args; do
+  debugfs_stat boot "$file" | grep -q 'Type:' || fail "boot partition lacks $file"
+done
+[[ "$(debugfs_cat boot /version.txt)" == "$(cat "$work/VERSION.txt")" ]] || fail "version.txt differs from VERSION.txt"
+debugfs_cat boot /boot_args | grep -q '^BOOT_ARGS_A=' || fail "boot_args has no BOOT_ARGS_A"
+debugfs_stat root /opt/icos/bin/icos | grep -q 'Mode:  0755' || fail "root lacks /opt/icos/bin/icos (0755)"
+build_conf=$(debugfs_cat root /etc/icos/build.conf)
+[[ $build_conf == *"BUILD_TYPE=$build_type"* ]] || fail "build.conf: $build_conf"
+[[ $build_conf == *"MALICIOUS_BEHAVIOR=$malicious"* ]] || fail "build.conf: $build_conf"
+[[ -z "$(debugfs_cat root /etc/machine-id)" ]] || fail "machine-id is not empty"
+root_password=$(debugfs_cat root /etc/shadow | awk -F: '$1 == "root" { print $2 }')
+serial_getty=$(debugfs_stat root /etc/systemd/system/serial-getty@ttyS0.service | grep -c 'Type: symlink' || true)
+if [[ $build_type == dev ]]; then
+  [[ $root_password == '$6$'* ]] || fail "dev: root has no password hash"
+  [[ $serial_getty == 0 ]] || fail "dev: the serial console login is masked"
+else
+  [[ $root_password == '*' || $root_password == '!'* ]] || fail "prod: root account is not locked ($root_password)"
+  [[ $serial_getty == 1 ]] || fail "prod: the serial console login is not masked"
+fi
+echo "PASS: $build_type image (malicious=$malicious)"
