@@ -151,6 +151,10 @@ pub fn build(build: &ContainerBuild, output: ContainerOutput<'_>) -> Result<(), 
         "--source-date-epoch".to_owned(),
         build.source_date_epoch.to_string(),
         "--rewrite-timestamp".to_owned(),
+        // For Dockerfiles that declare `ARG SOURCE_DATE_EPOCH`, so that tools run by RUN clamp
+        // their timestamps to it too.
+        "--build-arg".to_owned(),
+        format!("SOURCE_DATE_EPOCH={}", build.source_date_epoch),
         "-f".to_owned(),
         dockerfile.display().to_string(),
         "-t".to_owned(),
