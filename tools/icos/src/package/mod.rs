@@ -14,13 +14,13 @@
 pub mod sparse;
 
 use std::collections::BTreeSet;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use tar::{EntryType, GnuExtSparseHeader, Header};
 
-use crate::output::{write_atomically, OutputError};
+use crate::output::{write_atomically, write_atomically_via_path, OutputError};
 use sparse::{Extent, SparseMap};
 
 /// The default zstd level: level 10 compresses images with few GB of data several times faster
@@ -240,7 +240,7 @@ fn copy_extents(
 }
 
 /// Extracts every member of the `.tar.zst` package `archive` into `output_dir`, each file written
-/// atomically with all-zero 4 KiB blocks left as holes. Returns the member names in archive order.
+/// atomically, the holes of sparse members left as holes. Returns the member names in archive order.
 pub fn unpack(archive: &Path, output_dir: &Path) -> Result<Vec<String>, PackageError> {
     let bad = |problem: String| PackageError::BadArchive { path: archive.to_owned(), problem };
     let file = File::open(archive).map_err(|source| PackageError::Read { path: archive.to_owned(), source })?;
@@ -261,15 +261,17 @@ pub fn unpack(archive: &Path, output_dir: &Path) -> Result<Vec<String>, PackageE
         }
         let path = output_dir.join(&name);
         let size = entry.size();
-        write_atomically(&path, |output| {
-            let copied = sparse::copy_skipping_zeros(&mut entry, output, 0).map_err(|error| match error {
-                sparse::CopyError::Read(error) => bad(format!("member {name:?}: {error}")),
-                sparse::CopyError::Write(source) => PackageError::Write { path: path.clone(), source },
-            })?;
-            if copied != size {
+        write_atomically_via_path(&path, |_, temporary| {
+            // The tar crate seeks over the holes of a sparse member when it writes the file itself,
+            // where reading the member would produce every zero byte of it (50 GB for a disk).
+            // It creates the file anew, so the placeholder goes first.
+            fs::remove_file(temporary).map_err(|source| PackageError::Write { path: path.clone(), source })?;
+            entry.unpack(temporary).map_err(|error| bad(format!("member {name:?}: {error}")))?;
+            let written = fs::metadata(temporary).map_err(|source| PackageError::Write { path: path.clone(), source })?.len();
+            if written != size {
                 return Err(bad(format!("member {name:?} is truncated")));
             }
-            output.set_len(size).map_err(|source| PackageError::Write { path: path.clone(), source })
+            Ok(())
         })?;
         names.push(name);
     }

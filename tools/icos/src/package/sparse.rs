@@ -199,37 +199,6 @@ pub enum CopyError {
     Write(io::Error),
 }
 
-/// Copies all of `reader` into `output` starting at `offset`, seeking over all-zero blocks instead
-/// of writing them, so that they stay holes. `output` must read as zeros there already (a new
-/// file). Blocks are counted from `offset`. Returns the number of bytes copied; the caller sets the
-/// final length, since trailing zeros are never written.
-pub fn copy_skipping_zeros(reader: &mut impl Read, output: &mut impl WriteAt, offset: u64) -> Result<u64, CopyError> {
-    let mut buffer = vec![0u8; BUFFER_SIZE];
-    let mut position = offset;
-    loop {
-        let count = read_full(reader, &mut buffer).map_err(CopyError::Read)?;
-        let mut run_start: Option<usize> = None;
-        // Write each run of data blocks with one call; skip zero blocks.
-        for (index, block) in buffer[..count].chunks(BLOCK_SIZE as usize).enumerate() {
-            let start = index * BLOCK_SIZE as usize;
-            if is_zero(block) {
-                if let Some(run) = run_start.take() {
-                    output.write_all_at(&buffer[run..start], position + run as u64).map_err(CopyError::Write)?;
-                }
-            } else if run_start.is_none() {
-                run_start = Some(start);
-            }
-        }
-        if let Some(run) = run_start {
-            output.write_all_at(&buffer[run..count], position + run as u64).map_err(CopyError::Write)?;
-        }
-        position += count as u64;
-        if count < buffer.len() {
-            return Ok(position - offset);
-        }
-    }
-}
-
 /// Positioned writes: lets the sparse copy work on files and on in-memory buffers in tests.
 pub trait WriteAt {
     fn write_all_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()>;
@@ -248,6 +217,37 @@ mod tests {
     use std::fs;
     use std::io::Cursor;
     use std::os::unix::fs::MetadataExt;
+
+    /// Copies all of `reader` into `output` starting at `offset`, seeking over all-zero blocks instead
+    /// of writing them, so that they stay holes. `output` must read as zeros there already (a new
+    /// file). Blocks are counted from `offset`. Returns the number of bytes copied; the caller sets the
+    /// final length, since trailing zeros are never written.
+    fn copy_skipping_zeros(reader: &mut impl Read, output: &mut impl WriteAt, offset: u64) -> Result<u64, CopyError> {
+        let mut buffer = vec![0u8; BUFFER_SIZE];
+        let mut position = offset;
+        loop {
+            let count = read_full(reader, &mut buffer).map_err(CopyError::Read)?;
+            let mut run_start: Option<usize> = None;
+            // Write each run of data blocks with one call; skip zero blocks.
+            for (index, block) in buffer[..count].chunks(BLOCK_SIZE as usize).enumerate() {
+                let start = index * BLOCK_SIZE as usize;
+                if is_zero(block) {
+                    if let Some(run) = run_start.take() {
+                        output.write_all_at(&buffer[run..start], position + run as u64).map_err(CopyError::Write)?;
+                    }
+                } else if run_start.is_none() {
+                    run_start = Some(start);
+                }
+            }
+            if let Some(run) = run_start {
+                output.write_all_at(&buffer[run..count], position + run as u64).map_err(CopyError::Write)?;
+            }
+            position += count as u64;
+            if count < buffer.len() {
+                return Ok(position - offset);
+            }
+        }
+    }
 
     fn content() -> Vec<u8> {
         // hole, data, two-block hole, data straddling into a short last block.
