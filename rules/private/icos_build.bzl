@@ -100,14 +100,15 @@ def icos_build(
             visibility = visibility,
         )
     disk_image(
-        name = "_disk",
+        name = "disk-img.tar.zst",
         partitions = partitions,
         images = [esp, grub, ":_boot_img", ":_root_img", ":_var_img"],
         disk_size = disk_size,
         seed = seed,
+        packaged = True,
         tags = manual,
+        visibility = visibility,
     )
-    package(name = "disk-img.tar.zst", members = {":_disk": "disk.img"}, tags = manual, visibility = visibility)
     upgrade_image(
         name = "update-img.tar.zst",
         boot = ":_boot_img",

@@ -139,8 +139,14 @@ vfat_image = rule(
 )
 
 def _disk_image_impl(ctx):
-    disk = ctx.actions.declare_file(output_name(ctx.label.name, ".img"))
-    args = ["disk", "--partitions", ctx.file.partitions.path, "--output", disk.path, "--size", ctx.attr.disk_size, "--seed", ctx.attr.seed]
+    if ctx.attr.packaged:
+        # The image only lives inside the action: Bazel never stores or hashes its holes.
+        out = ctx.actions.declare_file(ctx.label.name)
+        result = ["--package", out.path]
+    else:
+        out = ctx.actions.declare_file(output_name(ctx.label.name, ".img"))
+        result = ["--output", out.path]
+    args = ["disk", "--partitions", ctx.file.partitions.path, "--size", ctx.attr.disk_size, "--seed", ctx.attr.seed] + result
     inputs = [ctx.file.partitions]
     for target in ctx.attr.images:
         info = target[PartitionImageInfo]
@@ -150,20 +156,21 @@ def _disk_image_impl(ctx):
         ctx,
         arguments = args,
         inputs = inputs,
-        outputs = [disk],
+        outputs = [out],
         mnemonic = "DiskImage",
-        progress_message = "Writing the disk image %{label}",
+        progress_message = "Writing the disk image %{output}",
     )
-    return [DefaultInfo(files = depset([disk]))]
+    return [DefaultInfo(files = depset([out]))]
 
 disk_image = rule(
     implementation = _disk_image_impl,
-    doc = "A sparse GPT disk image: partitions.csv plus the partition images, padded to `disk_size`.",
+    doc = "A sparse GPT disk image: partitions.csv plus the partition images, padded to `disk_size`; raw, or packaged as a .tar.zst.",
     attrs = dict({
         "partitions": attr.label(allow_single_file = [".csv"], mandatory = True, doc = "The partition table (IC-OS partitions.csv format)."),
         "images": attr.label_list(providers = [PartitionImageInfo], doc = "The partition images; each names its partition."),
         "disk_size": attr.string(mandatory = True, doc = "The disk size, such as 50G."),
         "seed": attr.string(mandatory = True, doc = "The build seed (a UUID): the disk GUID and unset partition UUIDs derive from it."),
+        "packaged": attr.bool(doc = "Write disk-img.tar.zst (the image as the sparse member disk.img) named like the target, instead of the raw image."),
     }, **ICOS_ATTRS),
 )
 

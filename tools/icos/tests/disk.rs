@@ -154,3 +154,26 @@ fn bad_inputs_exit_2_with_the_csv_line_or_partition_named_and_no_output() {
         assert_eq!(directory_entries(dir.path()), before, "{csv:?} {extra:?} left a file behind");
     }
 }
+
+#[test]
+fn package_option_gives_the_same_bytes_as_disk_then_package_and_leaves_no_image() {
+    let dir = tempfile::tempdir().unwrap();
+    inputs(dir.path());
+    run(&mut disk_command(dir.path(), "disk.img"));
+    run(icos().current_dir(dir.path()).args(["package", "--output", "two-steps.tar.zst", "--member", "disk.img=disk.img"]));
+
+    let direct = tempfile::tempdir().unwrap();
+    inputs(direct.path());
+    let command = disk_command(direct.path(), "unused");
+    let args: Vec<_> = command.get_args().map(|arg| arg.to_owned()).collect();
+    let position = args.iter().position(|arg| arg == "--output").unwrap();
+    let mut args = args;
+    args.splice(position..position + 2, [std::ffi::OsString::from("--package"), "disk-img.tar.zst".into()]);
+    run(icos().current_dir(direct.path()).args(&args));
+
+    assert_eq!(
+        fs::read(direct.path().join("disk-img.tar.zst")).unwrap(),
+        fs::read(dir.path().join("two-steps.tar.zst")).unwrap()
+    );
+    assert_eq!(directory_entries(direct.path()), ["disk-img.tar.zst", "esp.img", "partitions.csv", "root.img"]);
+}

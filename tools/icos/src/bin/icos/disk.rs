@@ -1,25 +1,32 @@
 //! `icos disk`: a GPT disk image from a partitions.csv and partition images.
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 use uuid::Uuid;
 
 use icos::gpt_disk::{build_disk, DiskOptions, PartitionImage};
+use icos::package::{package, CompressionOptions, Member};
 use icos::partitions::{read_partitions_csv, DEFAULT_ALIGNMENT};
 use icos::seed::Seed;
 use icos::size::parse_size;
 
 #[derive(Args)]
+#[command(group(ArgGroup::new("result").required(true).multiple(true).args(["output", "package"])))]
 pub struct DiskArgs {
     /// The partition table: name,start,size,type,uuid,description per line, in 512-byte sectors.
     #[arg(long)]
     partitions: PathBuf,
     /// The disk image to create.
     #[arg(short, long)]
-    output: PathBuf,
+    output: Option<PathBuf>,
+    /// Also (or, without --output, only) write this package: a .tar.zst holding the image as
+    /// disk.img, as `icos package` does. Without --output the image is a temporary file, so a
+    /// build never keeps (or hashes) tens of gigabytes of holes.
+    #[arg(long)]
+    package: Option<PathBuf>,
     /// The size of the disk image, e.g. 50G; a multiple of 512 bytes.
     #[arg(long, value_parser = parse_size)]
     size: u64,
@@ -41,6 +48,19 @@ pub fn run(args: DiskArgs) -> Result<ExitCode, Box<dyn Error>> {
     let table = read_partitions_csv(&args.partitions)?;
     let options =
         DiskOptions { size: args.size, alignment: args.alignment, seed: args.seed, disk_guid: args.disk_guid };
-    build_disk(&args.output, &table, &args.images, &options)?;
+    let scratch;
+    let disk = match (&args.output, &args.package) {
+        (Some(output), _) => output.clone(),
+        (None, Some(archive)) => {
+            let parent = archive.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            scratch = tempfile::Builder::new().prefix(".icos-disk-").tempdir_in(parent)?;
+            scratch.path().join("disk.img")
+        }
+        (None, None) => unreachable!("clap requires --output or --package"),
+    };
+    build_disk(&disk, &table, &args.images, &options)?;
+    if let Some(archive) = &args.package {
+        package(archive, &[Member { name: "disk.img".to_owned(), path: disk }], CompressionOptions::default())?;
+    }
     Ok(ExitCode::SUCCESS)
 }
