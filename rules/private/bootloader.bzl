@@ -1,6 +1,6 @@
 """GRUB: the EFI binary and the GRUB environment block."""
 
-load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "host_tool")
+load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "ICOS_ATTRS", "host_tool", "run_icos")
 
 def _grub_efi_impl(ctx):
     efi = ctx.actions.declare_file(ctx.label.name + ".efi")
@@ -25,20 +25,20 @@ grub_efi = rule(
     toolchains = [HOST_TOOLS_TOOLCHAIN],
 )
 
-GRUBENV_SIZE = 1024
-
 def _grubenv_impl(ctx):
     env = ctx.actions.declare_file(ctx.label.name)
-    body = "# GRUB Environment Block\n"
-    for name, value in sorted(ctx.attr.variables.items()):
-        body += "{}={}\n".format(name, value)
-    if len(body) > GRUBENV_SIZE:
-        fail("grubenv: the variables need {} bytes, a block holds {}".format(len(body), GRUBENV_SIZE))
-    ctx.actions.write(env, body + "#" * (GRUBENV_SIZE - len(body)))
+    run_icos(
+        ctx,
+        arguments = ["grubenv", "create", "--output", env.path] + ["{}={}".format(name, value) for name, value in sorted(ctx.attr.variables.items())],
+        inputs = [],
+        outputs = [env],
+        mnemonic = "Grubenv",
+        progress_message = "Writing the GRUB environment block %{label}",
+    )
     return [DefaultInfo(files = depset([env]))]
 
 grubenv = rule(
     implementation = _grubenv_impl,
-    doc = "A GRUB environment block (1024 bytes, `#`-padded) holding the given variables.",
-    attrs = {"variables": attr.string_dict(doc = "Variables, such as boot_alternative = A.")},
+    doc = "A GRUB environment block (1024 bytes, the bytes grub-editenv writes) holding the given variables, sorted by name.",
+    attrs = dict({"variables": attr.string_dict(doc = "Variables, such as boot_alternative = A.")}, **ICOS_ATTRS),
 )

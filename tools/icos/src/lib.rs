@@ -5,6 +5,7 @@ pub mod container;
 pub mod ext4;
 pub mod fat;
 pub mod fs_input;
+pub mod grubenv;
 pub mod gpt_disk;
 pub mod output;
 pub mod package;

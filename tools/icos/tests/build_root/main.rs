@@ -6,4 +6,5 @@ mod disk;
 mod ext4;
 mod pipeline;
 mod fat;
+mod grubenv;
 mod rootfs;

@@ -4,6 +4,7 @@
 mod container;
 mod disk;
 mod fs;
+mod grubenv;
 mod package;
 mod rootfs;
 
@@ -42,6 +43,9 @@ enum Command {
     /// Container builds with podman in a private store: OCI archives and canonical rootfs tars.
     #[command(subcommand)]
     Container(container::ContainerCommand),
+    /// GRUB environment blocks: the A/B boot state that grub.cfg reads and writes.
+    #[command(subcommand)]
+    Grubenv(grubenv::GrubEnvCommand),
 }
 
 #[derive(Subcommand)]
@@ -69,6 +73,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Fat(args) => fs::run_fat(args),
         Command::Rootfs(command) => rootfs::run(command),
         Command::Container(command) => container::run(command),
+        Command::Grubenv(command) => grubenv::run(command),
         Command::Package(args) => package::run(args),
         Command::Unpack(args) => package::run_unpack(args),
         Command::Sha256sums(Sha256SumsCommand::Write { output, files }) => {
