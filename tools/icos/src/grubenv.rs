@@ -116,10 +116,6 @@ impl GrubEnv {
         Ok(())
     }
 
-    pub fn unset(&mut self, name: &str) {
-        self.variables.retain(|(existing, _)| existing != name);
-    }
-
     pub fn variables(&self) -> &[(String, String)] {
         &self.variables
     }
@@ -193,15 +189,15 @@ mod tests {
     }
 
     #[test]
-    fn set_replaces_in_place_and_unset_removes() {
+    fn set_replaces_in_place_and_appends_new_names() {
         let mut env = GrubEnv::new();
         env.set("boot_alternative", "A").unwrap();
         env.set("boot_cycle", "install").unwrap();
         env.set("boot_alternative", "B").unwrap();
         assert_eq!(env.variables()[0], ("boot_alternative".to_owned(), "B".to_owned()));
-        env.unset("boot_alternative");
-        assert_eq!(env.get("boot_alternative"), None);
+        assert_eq!(env.variables()[1], ("boot_cycle".to_owned(), "install".to_owned()));
         assert_eq!(env.get("boot_cycle"), Some("install"));
+        assert_eq!(env.get("absent"), None);
     }
 
     #[test]
