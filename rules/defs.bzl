@@ -9,21 +9,25 @@ load("//rules/private:container.bzl", _container_image = "container_image", _con
 load("//rules/private:icos_build.bzl", _icos_build = "icos_build")
 load("//rules/private:images.bzl", _disk_image = "disk_image", _ext4_image = "ext4_image", _file_tree = "file_tree", _package = "package", _rootfs_split = "rootfs_split", _sha256sums = "sha256sums", _upgrade_image = "upgrade_image", _vfat_image = "vfat_image")
 load("//rules/private:providers.bzl", _ContainerImageInfo = "ContainerImageInfo", _PartitionImageInfo = "PartitionImageInfo", _RootfsTreeInfo = "RootfsTreeInfo")
-load("//rules/private:version.bzl", _version_flag = "version_flag", _version_txt = "version_txt")
+load("//rules/private:version.bzl", _derived_version = "derived_version", _version_flag = "version_flag", _version_txt = "version_txt")
+load("//rules/private:vm.bzl", _boot_test = "boot_test", _local_vm = "local_vm")
 
 ContainerImageInfo = _ContainerImageInfo
 PartitionImageInfo = _PartitionImageInfo
 RootfsTreeInfo = _RootfsTreeInfo
 
+boot_test = _boot_test
 container_image = _container_image
 container_rootfs = _container_rootfs
 debian_bootstrap = _debian_bootstrap
+derived_version = _derived_version
 disk_image = _disk_image
 ext4_image = _ext4_image
 file_tree = _file_tree
 grub_efi = _grub_efi
 grubenv = _grubenv
 icos_build = _icos_build
+local_vm = _local_vm
 package = _package
 rootfs_split = _rootfs_split
 sha256sums = _sha256sums

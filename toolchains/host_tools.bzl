@@ -11,6 +11,7 @@ HOST_TOOLS = {
     "mke2fs": ["-V"],
     "mmdebstrap": ["--version"],
     "podman": ["--version"],
+    "qemu-system-x86_64": ["--version"],
 }
 
 _SEARCH_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]

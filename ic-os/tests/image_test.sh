@@ -23,7 +23,7 @@ for name in esp grub A_boot A_root A_var B_boot B_root B_var; do
 done
 
 tar --zstd -xf "$update_archive" -C "$work"
-for image in boot root; do
+for image in boot root var; do
   e2fsck -fn "$work/$image.img" >/dev/null 2>&1 || fail "e2fsck -fn $image.img"
 done
 debugfs_cat() { debugfs -R "cat $2" "$work/$1.img" 2>/dev/null; }
@@ -32,9 +32,13 @@ debugfs_stat() { debugfs -R "stat $2" "$work/$1.img" 2>/dev/null; }
 for file in /vmlinuz /initrd.img /boot_args; do
   debugfs_stat boot "$file" | grep -q 'Type:' || fail "boot partition lacks $file"
 done
-[[ "$(debugfs_cat boot /version.txt)" == "$(cat "$work/VERSION.txt")" ]] || fail "version.txt differs from VERSION.txt"
+[[ "$(debugfs_cat boot /version.txt)" == "$(cat "$work/VERSION.TXT")" ]] || fail "version.txt differs from VERSION.TXT"
 debugfs_cat boot /boot_args | grep -q '^BOOT_ARGS_A=' || fail "boot_args has no BOOT_ARGS_A"
-debugfs_stat root /opt/icos/bin/icos | grep -q 'Mode:  0755' || fail "root lacks /opt/icos/bin/icos (0755)"
+debugfs_stat root /opt/icos/bin/icos-agent | grep -q 'Mode:  0755' || fail "root lacks /opt/icos/bin/icos-agent (0755)"
+debugfs_stat root /etc/systemd/system/multi-user.target.d/icos-boot-report.conf | grep -q 'Type: regular' \
+  || fail "root does not enable icos-boot-report.service"
+debugfs_cat var /lib/dpkg/status | grep -q '^Package: systemd$' || fail "var.img lacks the dpkg status of the image"
+debugfs_stat root /usr/bin/login | grep -q 'Type: regular' || fail "root lacks /usr/bin/login, which getty runs"
 build_conf=$(debugfs_cat root /etc/icos/build.conf)
 [[ $build_conf == *"BUILD_TYPE=$build_type"* ]] || fail "build.conf: $build_conf"
 [[ $build_conf == *"MALICIOUS_BEHAVIOR=$malicious"* ]] || fail "build.conf: $build_conf"

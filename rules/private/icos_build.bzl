@@ -3,17 +3,19 @@
 load(":container.bzl", "container_rootfs")
 load(":images.bzl", "disk_image", "ext4_image", "file_tree", "package", "rootfs_split", "sha256sums", "upgrade_image")
 load(":version.bzl", "version_txt")
+load(":vm.bzl", "local_vm")
 
 def icos_build(
         name,
-        dockerfile,
-        srcs,
-        base,
         partitions,
         seed,
         boot_args,
         esp,
         grub,
+        dockerfile = None,
+        srcs = [],
+        base = None,
+        rootfs = None,
         build_args = {},
         replace = {},
         root_inject = {},
@@ -25,26 +27,30 @@ def icos_build(
         visibility = None):
     """Creates the targets of one OS variant in the calling package.
 
-    Targets: version.txt, rootfs-tree.tar (canonical container rootfs), partition-boot.tzst,
+    Targets: version.txt, rootfs-tree.tar (canonical container rootfs, unless `rootfs` is given), partition-boot.tzst,
     partition-root.tzst, partition-grub.tzst, disk-img.tar.zst, update-img.tar.zst, SHA256SUMS, and
-    NAME, a filegroup of the published files (disk-img.tar.zst, update-img.tar.zst, SHA256SUMS).
+    NAME, a filegroup of the published files (disk-img.tar.zst, update-img.tar.zst, SHA256SUMS), and
+    launch-local-vm (`bazel run` boots disk-img.tar.zst in QEMU).
     Everything but NAME is `manual`; with `test --build_tests_only` (.bazelrc), `bazel test //...`
     builds images only where a test needs them.
 
     Args:
         name: the filegroup of the published files.
-        dockerfile: the rootfs Dockerfile; its directory is the build context.
-        srcs: the files of the build context.
-        base: the base image (a container_image or debian_bootstrap target).
         partitions: the partitions.csv; slot A is A_boot, A_root, A_var.
         seed: the build seed (a UUID) all identifiers not in partitions.csv derive from.
         boot_args: the boot_args file (BOOT_ARGS_A, BOOT_ARGS_B) put on the boot partition.
         esp: the ESP image (a vfat_image for partition esp).
         grub: the GRUB partition image (a vfat_image for partition grub).
+        dockerfile: the rootfs Dockerfile; its directory is the build context.
+        srcs: the files of the build context.
+        base: the base image (a container_image or debian_bootstrap target).
+        rootfs: instead of dockerfile, srcs and base: the canonical rootfs tree of another build
+            (its rootfs-tree.tar), for a variant that differs only in what the rules add, such as
+            the version.
         build_args: Dockerfile build arguments.
         replace: file label -> path it replaces in the rootfs (/etc/hostname, ...).
         root_inject: file label -> "MODE:UID:GID:/path" added to the root filesystem.
-        version: the version build setting written to version.txt.
+        version: the version (a version_flag or derived_version) written to version.txt.
         disk_size: size of the disk image.
         boot_size: size of the boot filesystem.
         root_size: size of the root filesystem.
@@ -53,17 +59,22 @@ def icos_build(
     """
     manual = ["manual"]
     version_txt(name = "version.txt", version = version, tags = manual, visibility = visibility)
-    container_rootfs(
-        name = "rootfs-tree.tar",
-        dockerfile = dockerfile,
-        srcs = srcs,
-        base = base,
-        build_args = build_args,
-        replace = replace,
-        tags = manual,
-        visibility = visibility,
-    )
-    rootfs_split(name = "_trees", src = ":rootfs-tree.tar", tags = manual)
+    if rootfs:
+        if dockerfile or srcs or base or build_args or replace:
+            fail("icos_build: rootfs replaces dockerfile, srcs, base, build_args and replace")
+    else:
+        rootfs = ":rootfs-tree.tar"
+        container_rootfs(
+            name = "rootfs-tree.tar",
+            dockerfile = dockerfile,
+            srcs = srcs,
+            base = base,
+            build_args = build_args,
+            replace = replace,
+            tags = manual,
+            visibility = visibility,
+        )
+    rootfs_split(name = "_trees", src = rootfs, tags = manual)
     for part in ["boot", "root", "var"]:
         native.filegroup(name = "_{}_split".format(part), srcs = [":_trees"], output_group = part, tags = manual)
     file_tree(
@@ -113,12 +124,15 @@ def icos_build(
         name = "update-img.tar.zst",
         boot = ":_boot_img",
         root = ":_root_img",
+        var = ":_var_img",
         version = ":version.txt",
         tags = manual,
         visibility = visibility,
     )
     sha256sums(name = "SHA256SUMS", srcs = [":disk-img.tar.zst", ":update-img.tar.zst"], tags = manual, visibility = visibility)
-    # Not manual: `bazel build //ic-os/<os>/envs/<variant>/...` builds the published files.
+    # Not manual: `bazel build //ic-os/<os>/envs/<variant>/...` builds the published files and the
+    # launcher.
+    local_vm(name = "launch-local-vm", disk_image = ":disk-img.tar.zst", visibility = visibility)
     native.filegroup(
         name = name,
         srcs = [":disk-img.tar.zst", ":update-img.tar.zst", ":SHA256SUMS"],

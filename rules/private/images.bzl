@@ -224,14 +224,19 @@ sha256sums = rule(
     }, **ICOS_ATTRS),
 )
 
-def upgrade_image(name, boot, root, version, **kwargs):
-    """update-img.tar.zst: the boot and root filesystems and VERSION.txt that an A/B upgrade installs.
+def upgrade_image(name, boot, root, var, version, **kwargs):
+    """update-img.tar.zst: what an A/B upgrade installs into the inactive slot.
+
+    Members: boot.img, root.img and var.img (the filesystems of the slot's boot, root and var
+    partitions: the var of the new version starts from its own /var, as on a fresh install) and
+    VERSION.TXT. The upgrade agent (icos-agent upgrade-install) writes them.
 
     Args:
         name: the output file name, such as update-img.tar.zst.
         boot: the boot filesystem image.
         root: the root filesystem image.
+        var: the var filesystem image.
         version: the version.txt file.
         **kwargs: common attributes (tags, visibility).
     """
-    package(name = name, members = {boot: "boot.img", root: "root.img", version: "VERSION.txt"}, **kwargs)
+    package(name = name, members = {boot: "boot.img", root: "root.img", var: "var.img", version: "VERSION.TXT"}, **kwargs)

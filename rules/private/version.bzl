@@ -24,3 +24,15 @@ version_txt = rule(
     doc = "Writes the version (one line) to a file named like the target.",
     attrs = {"version": attr.label(mandatory = True, providers = [VersionInfo], doc = "The version flag.")},
 )
+
+def _derived_version_impl(ctx):
+    return [VersionInfo(version = ctx.attr.version[VersionInfo].version + ctx.attr.suffix)]
+
+derived_version = rule(
+    implementation = _derived_version_impl,
+    doc = "A version made from another by appending a suffix: a build whose version differs (upgrade tests).",
+    attrs = {
+        "version": attr.label(mandatory = True, providers = [VersionInfo], doc = "The version to extend."),
+        "suffix": attr.string(mandatory = True, doc = "Appended to the version, such as \"-next\"."),
+    },
+)

@@ -1,12 +1,14 @@
 //! Container builds with podman. Each build gets a private, throw-away image store, so builds
-//! share no state, need no daemon and leave nothing behind; the result is saved as an OCI archive
-//! or exported as a root filesystem tar and canonicalised.
+//! share no state, need no daemon and leave nothing behind; the result is saved as an OCI archive,
+//! or exported as a root filesystem tar and canonicalised, and that tar possibly made the one
+//! layer of a reproducible OCI archive.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::oci::{check_name, write_archive, ArchiveOptions, ImageDigest, OciError};
 use crate::rootfs::{Replacement, Rootfs, RootfsError};
 
 /// The tag of the image a build produces inside its private store.
@@ -26,6 +28,8 @@ pub enum ContainerError {
     Persist { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Oci(#[from] OciError),
 }
 
 /// What to build.
@@ -49,6 +53,11 @@ pub enum ContainerOutput<'a> {
     /// The root filesystem (`podman export`), canonicalised, with the files that container
     /// engines bind-mount replaced and /etc/machine-id emptied.
     Rootfs { tar: &'a Path, manifest: Option<&'a Path>, replacements: &'a [Replacement] },
+    /// The root filesystem, canonicalised as for `Rootfs`, as the one layer of an OCI archive
+    /// written by [`write_archive`] with the reference name `name`, created at
+    /// `source_date_epoch`. Unlike `podman save`, the same tree gives the same bytes, so the image
+    /// can be pinned by digest.
+    CanonicalOciArchive { archive: &'a Path, name: &'a str, replacements: &'a [Replacement] },
 }
 
 /// The hard limit on processes: podman's default ulimits exceed what some machines allow.
@@ -119,13 +128,40 @@ impl Podman<'_> {
     }
 }
 
-/// Builds `build.dockerfile` and writes `output`. Temporary state lives next to the output (image
-/// stores are large; the output's file system has room for the output already).
-pub fn build(build: &ContainerBuild, output: ContainerOutput<'_>) -> Result<(), ContainerError> {
+/// Exports the built image's root filesystem and writes it canonically to `tar`, with the files
+/// that container engines bind-mount replaced and /etc/machine-id emptied.
+fn export_canonical(
+    podman: &Podman<'_>,
+    tar: &Path,
+    manifest: Option<&Path>,
+    replacements: &[Replacement],
+) -> Result<(), ContainerError> {
+    let export = podman.state.join("export.tar");
+    let export_arg = export.display().to_string();
+    podman.run("create", &["create", "--name", "icos-export", IMAGE, "/bin/true"])?;
+    podman.run("export", &["export", "-o", &export_arg, "icos-export"])?;
+    let mut rootfs = Rootfs::read(&export, crate::rootfs::InputFormat::Tar)?;
+    for replacement in replacements {
+        rootfs.replace(replacement)?;
+    }
+    rootfs.empty_machine_id()?;
+    rootfs.write_tar_file(&rootfs.whole(), Some(podman.build.source_date_epoch), tar, manifest)?;
+    Ok(())
+}
+
+/// Builds `build.dockerfile` and writes `output`; returns the image's digest when icos wrote the
+/// archive itself ([`ContainerOutput::CanonicalOciArchive`]). Temporary state lives next to the
+/// output (image stores are large; the output's file system has room for the output already).
+pub fn build(build: &ContainerBuild, output: ContainerOutput<'_>) -> Result<Option<ImageDigest>, ContainerError> {
     let prepare_error = |source| ContainerError::Prepare { dockerfile: build.dockerfile.clone(), source };
     let final_path = match &output {
         ContainerOutput::OciArchive(path) => *path,
         ContainerOutput::Rootfs { tar, .. } => *tar,
+        ContainerOutput::CanonicalOciArchive { archive, name, .. } => {
+            // Before the (long) build, not after it.
+            check_name(name).map_err(|problem| OciError::InvalidName { name: (*name).to_owned(), problem })?;
+            *archive
+        }
     };
     let parent = match final_path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
@@ -179,19 +215,17 @@ pub fn build(build: &ContainerBuild, output: ContainerOutput<'_>) -> Result<(), 
             let archive_arg = archive.display().to_string();
             podman.run("save", &["save", "--format", "oci-archive", "-o", &archive_arg, IMAGE])?;
             fs::rename(&archive, path).map_err(|source| ContainerError::Persist { path: path.to_owned(), source })?;
+            Ok(None)
         }
         ContainerOutput::Rootfs { tar, manifest, replacements } => {
-            let export = state_path.join("export.tar");
-            let export_arg = export.display().to_string();
-            podman.run("create", &["create", "--name", "icos-export", IMAGE, "/bin/true"])?;
-            podman.run("export", &["export", "-o", &export_arg, "icos-export"])?;
-            let mut rootfs = Rootfs::read(&export, crate::rootfs::InputFormat::Tar)?;
-            for replacement in replacements {
-                rootfs.replace(replacement)?;
-            }
-            rootfs.empty_machine_id()?;
-            rootfs.write_tar_file(&rootfs.whole(), Some(build.source_date_epoch), tar, manifest)?;
+            export_canonical(&podman, tar, manifest, replacements)?;
+            Ok(None)
+        }
+        ContainerOutput::CanonicalOciArchive { archive, name, replacements } => {
+            let tar = state_path.join("rootfs.tar");
+            export_canonical(&podman, &tar, None, replacements)?;
+            let options = ArchiveOptions { created: build.source_date_epoch, ..ArchiveOptions::new(name) };
+            Ok(Some(write_archive(&tar, archive, &options)?))
         }
     }
-    Ok(())
 }

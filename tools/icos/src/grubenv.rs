@@ -116,6 +116,13 @@ impl GrubEnv {
         Ok(())
     }
 
+    /// Removes `name` (as `grub-editenv unset` does); returns whether it was set.
+    pub fn unset(&mut self, name: &str) -> bool {
+        let before = self.variables.len();
+        self.variables.retain(|(existing, _)| existing != name);
+        self.variables.len() != before
+    }
+
     pub fn variables(&self) -> &[(String, String)] {
         &self.variables
     }
@@ -198,6 +205,18 @@ mod tests {
         assert_eq!(env.variables()[1], ("boot_cycle".to_owned(), "install".to_owned()));
         assert_eq!(env.get("boot_cycle"), Some("install"));
         assert_eq!(env.get("absent"), None);
+    }
+
+    #[test]
+    fn unset_removes_only_the_name_and_keeps_the_order() {
+        let mut env = GrubEnv::new();
+        for name in ["boot_alternative", "marker", "boot_cycle"] {
+            env.set(name, "x").unwrap();
+        }
+        assert!(env.unset("marker"));
+        assert!(!env.unset("marker"));
+        let names: Vec<&str> = env.variables().iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["boot_alternative", "boot_cycle"]);
     }
 
     #[test]

@@ -85,16 +85,16 @@ fn gnu_tar_restores_update_img_members_exactly_and_sparse() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let boot = dir.path().join("boot.img");
     let root = dir.path().join("root.img");
-    let version = dir.path().join("VERSION.txt");
+    let version = dir.path().join("VERSION.TXT");
     write_image(&boot, 8 * MIB, true);
     write_image(&root, 64 * MIB + 1000, false);
     fs::write(&version, b"0.1.0-test\n").unwrap();
-    let members = [("boot.img", boot.as_path()), ("root.img", root.as_path()), ("VERSION.txt", version.as_path())];
+    let members = [("boot.img", boot.as_path()), ("root.img", root.as_path()), ("VERSION.TXT", version.as_path())];
     let archive = package(dir.path(), "update-img.tar.zst", &members, &["--threads", "2"]);
 
     let out = dir.path().join("gnu");
     gnu_extract(&archive, &out);
-    assert_eq!(directory_entries(&out), ["VERSION.txt", "boot.img", "root.img"]);
+    assert_eq!(directory_entries(&out), ["VERSION.TXT", "boot.img", "root.img"]);
     for (name, original) in members {
         let extracted = out.join(name);
         assert_same_content(original, &extracted);
@@ -116,7 +116,7 @@ fn gnu_tar_restores_update_img_members_exactly_and_sparse() {
     let listing = String::from_utf8(listing.stdout).unwrap();
     let lines: Vec<&str> = listing.lines().collect();
     assert_eq!(lines.len(), 3, "{listing}");
-    for (line, name) in lines.iter().zip(["boot.img", "root.img", "VERSION.txt"]) {
+    for (line, name) in lines.iter().zip(["boot.img", "root.img", "VERSION.TXT"]) {
         assert!(line.starts_with("-rw-r--r-- 0/0 "), "{line}");
         assert!(line.ends_with(&format!(" 1970-01-01 00:00 {name}")), "{line}");
     }

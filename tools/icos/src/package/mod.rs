@@ -1,5 +1,5 @@
 //! Deterministic `.tar.zst` packages of (sparse) images: `disk-img.tar.zst` (member `disk.img`),
-//! `update-img.tar.zst` (`boot.img`, `root.img`, `VERSION.txt`) and the `.tzst` files that carry one
+//! `update-img.tar.zst` (`boot.img`, `root.img`, `var.img`, `VERSION.TXT`) and the `.tzst` files that carry one
 //! partition image (`partition.img`) between build steps.
 //!
 //! The tar is in GNU format. A member with holes (all-zero 4 KiB blocks, see [`sparse`]) is stored
@@ -321,7 +321,7 @@ mod tests {
         let members = [
             image(dir.path(), "disk.img", &blocks, 70 * 4096),
             image(dir.path(), "zeros.img", &[], 5 * 4096 + 3),
-            Member { name: "VERSION.txt".into(), path: dir.path().join("VERSION.txt") },
+            Member { name: "VERSION.TXT".into(), path: dir.path().join("VERSION.TXT") },
         ];
         fs::write(&members[2].path, b"1.2.3\n").unwrap();
         let bytes = tar_of(&members);

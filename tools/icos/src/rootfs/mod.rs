@@ -18,11 +18,11 @@
 pub mod edit;
 pub mod manifest;
 mod oci;
-mod path;
+pub(crate) mod path;
 mod read;
 pub mod split;
 pub mod store;
-mod stream;
+pub(crate) mod stream;
 pub mod tree;
 mod write;
 
@@ -31,6 +31,8 @@ use std::io::{self, BufWriter};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::oci::layout::is_oci_archive;
+use crate::oci::OciError;
 use crate::output::{write_atomically, OutputError};
 
 pub use edit::{Injection, Replacement};
@@ -50,8 +52,8 @@ pub enum RootfsError {
     Corrupt { path: PathBuf, location: String, detail: String },
     #[error("{path}: entry {entry}: {problem}")]
     Entry { path: PathBuf, entry: String, problem: EntryProblem },
-    #[error("{path}: {problem}")]
-    Oci { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Oci(#[from] OciError),
     #[error("cannot use the temporary spool file: {0}")]
     Spool(io::Error),
     #[error("{spec:?}: {problem}")]
@@ -97,7 +99,7 @@ impl Rootfs {
         let magic_len = file.read_at(&mut magic, 0).map_err(read_error)?;
         let compressed = detect_compression(&magic[..magic_len]) != Compression::None;
         let format = match format {
-            InputFormat::Auto if !compressed && oci::is_oci_archive(&file) => InputFormat::OciArchive,
+            InputFormat::Auto if !compressed && is_oci_archive(&file) => InputFormat::OciArchive,
             InputFormat::Auto => InputFormat::Tar,
             other => other,
         };

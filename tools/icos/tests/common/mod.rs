@@ -31,10 +31,8 @@ pub fn tool_command(name: &str) -> Command {
 
 /// The names in `dir`, sorted: lets a test prove that a failure left no file behind.
 pub fn directory_entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }

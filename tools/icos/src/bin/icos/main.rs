@@ -5,8 +5,10 @@ mod container;
 mod disk;
 mod fs;
 mod grubenv;
+mod oci;
 mod package;
 mod rootfs;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,9 +45,15 @@ enum Command {
     /// Container builds with podman in a private store: OCI archives and canonical rootfs tars.
     #[command(subcommand)]
     Container(container::ContainerCommand),
+    /// Reproducible single-layer OCI archives, their digests, and a store of them by digest.
+    #[command(subcommand)]
+    Oci(oci::OciCommand),
     /// GRUB environment blocks: the A/B boot state that grub.cfg reads and writes.
     #[command(subcommand)]
     Grubenv(grubenv::GrubEnvCommand),
+    /// Boot disk images in QEMU (OVMF, KVM when it works, TCG otherwise).
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
 }
 
 #[derive(Subcommand)]
@@ -73,7 +81,9 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Fat(args) => fs::run_fat(args),
         Command::Rootfs(command) => rootfs::run(command),
         Command::Container(command) => container::run(command),
+        Command::Oci(command) => oci::run(command),
         Command::Grubenv(command) => grubenv::run(command),
+        Command::Vm(command) => vm::run(command),
         Command::Package(args) => package::run(args),
         Command::Unpack(args) => package::run_unpack(args),
         Command::Sha256sums(Sha256SumsCommand::Write { output, files }) => {

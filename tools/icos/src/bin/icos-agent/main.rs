@@ -1,0 +1,101 @@
+//! icos-agent: A/B upgrades from inside a running icos GuestOS (see `icos::upgrade`): install an
+//! update image into the inactive slot, commit it for the next boot, confirm a boot.
+//! Exit status: 0 on success, 2 on an error.
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use icos::upgrade::{Agent, InstallEvent};
+
+#[derive(Parser)]
+#[command(name = "icos-agent", version, about = "A/B upgrades of a running icos GuestOS")]
+struct Cli {
+    /// The GRUB environment block holding the boot state.
+    #[arg(long, global = true, value_name = "PATH", default_value = "/grub/grubenv")]
+    grubenv: PathBuf,
+    /// The root of the system whose mount table, sysfs, device nodes and version file are used.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/", hide = true)]
+    system_root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the running slot, its boot cycle and version, and what waits in the other slot.
+    Status {
+        /// Print a JSON object instead of one line of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify an update image, then write it to the inactive slot (needs boot_cycle stable).
+    UpgradeInstall {
+        /// The update image, update-img.tar.zst.
+        image: PathBuf,
+        /// Refuse the image unless its SHA-256 is HEX.
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+    },
+    /// Make GRUB boot the installed upgrade once, at the next boot.
+    UpgradeCommit,
+    /// Confirm that the running slot works, so that GRUB keeps booting it.
+    Confirm,
+}
+
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// Megabytes per second; a millisecond at least, for members written in no measurable time.
+fn rate(bytes: u64, elapsed: Duration) -> String {
+    format!("{:.1} MB/s", bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-3))
+}
+
+/// Reports install progress on stderr, keeping stdout for the result.
+fn report(event: InstallEvent<'_>) {
+    match event {
+        InstallEvent::Verified { image, bytes, sha256, elapsed } => eprintln!(
+            "icos-agent: verified {} ({}, sha256 {sha256}) in {:.1} s",
+            image.display(),
+            mebibytes(bytes),
+            elapsed.as_secs_f64()
+        ),
+        InstallEvent::Writing { member, device, size } => {
+            eprintln!("icos-agent: writing {member} ({}) to {}", mebibytes(size), device.display())
+        }
+        InstallEvent::Written { member, size, elapsed } => eprintln!(
+            "icos-agent: wrote {member}: {} in {:.1} s ({})",
+            mebibytes(size),
+            elapsed.as_secs_f64(),
+            rate(size, elapsed)
+        ),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
+    let agent = Agent { system_root: cli.system_root, grubenv: cli.grubenv };
+    match cli.command {
+        Command::Status { json: true } => println!("{}", serde_json::to_string_pretty(&agent.status()?)?),
+        Command::Status { json: false } => println!("{}", agent.status()?),
+        Command::UpgradeInstall { image, sha256 } => {
+            println!("{}", agent.upgrade_install(&image, sha256.as_deref(), &mut report)?)
+        }
+        Command::UpgradeCommit => println!("{}", agent.upgrade_commit()?),
+        Command::Confirm => println!("{}", agent.confirm()?),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("icos-agent: error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! icos-boot-test: boots an icos disk image in QEMU and checks a scenario on its serial console.
+//!
+//! Run by the `boot_test` rule (rules/private/vm.bzl) under `bazel test`. Every line the VM writes
+//! goes to `serial.log` in the test's undeclared outputs (or the work directory), and each phase
+//! prints its duration, so a slow or failed boot can be read afterwards.
+//! Exit status: 0 when the scenario holds, 1 when it does not, 2 when it cannot run.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use sha2::{Digest, Sha256};
+
+use icos::vm::{AccelSetting, SerialMode, Share, VmConfig, VmConsole};
+
+/// From power-on to GRUB's "icos: booting slot" line (OVMF under TCG is the slow part).
+const GRUB_TIMEOUT: Duration = Duration::from_secs(180);
+/// From GRUB to the icos-boot-report line, once systemd has finished the boot.
+const SYSTEM_UP_TIMEOUT: Duration = Duration::from_secs(420);
+/// Writing an update image into the inactive slot, inside the VM.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
+/// Any other shell command in the VM.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the prod console must stay without a login prompt after the system is up.
+const NO_LOGIN_WATCH: Duration = Duration::from_secs(20);
+
+/// How long the login prompt must have been shown before the user name is typed, and how often.
+const LOGIN_SETTLE: Duration = Duration::from_secs(2);
+const LOGIN_ATTEMPTS: u32 = 3;
+
+/// The 9p mount tag under which the update image is shared with the VM.
+const SHARE_TAG: &str = "update";
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// OVMF, GRUB slot A, systemd reports the system running; with a password, log in and check.
+    Boot,
+    /// The system comes up and the serial console offers no login (prod).
+    NoLogin,
+    /// Install the update into slot B, commit, boot B with the new version, confirm, reboot: B.
+    Upgrade,
+    /// Install and commit, boot B once without confirming, reset: GRUB falls back to slot A.
+    FailedUpgrade,
+}
+
+#[derive(Parser)]
+#[command(name = "icos-boot-test", about = "Boot an icos disk image in QEMU and check a scenario")]
+struct Args {
+    /// What to check.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// The disk-img.tar.zst to boot.
+    #[arg(long)]
+    disk_image: PathBuf,
+    /// The version.txt of the disk image.
+    #[arg(long)]
+    version_file: PathBuf,
+    /// The root password of the console login (dev images).
+    #[arg(long)]
+    root_password: Option<String>,
+    /// The update-img.tar.zst the upgrade scenarios install.
+    #[arg(long)]
+    update_image: Option<PathBuf>,
+    /// The version.txt of the update image.
+    #[arg(long)]
+    update_version_file: Option<PathBuf>,
+    /// Where the unpacked disk and the serial log go (default: $TEST_TMPDIR or a new directory).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+/// A failed check (exit 1) or a test that could not run (exit 2).
+#[derive(Debug)]
+enum Failure {
+    Check(String),
+    Setup(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Failure {
+        Failure::Setup(error.to_string())
+    }
+}
+
+fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), Failure> {
+    if condition {
+        Ok(())
+    } else {
+        Err(Failure::Check(message()))
+    }
+}
+
+fn read_version(path: &Path) -> Result<String, Failure> {
+    let text = fs::read_to_string(path).map_err(|error| Failure::Setup(format!("{}: {error}", path.display())))?;
+    Ok(text.trim().to_owned())
+}
+
+/// The running VM and the clock of the current phase.
+struct Session {
+    console: VmConsole,
+    phase: &'static str,
+    phase_start: Instant,
+    test_start: Instant,
+}
+
+impl Session {
+    fn phase(&mut self, name: &'static str) {
+        self.finish_phase();
+        self.phase = name;
+        self.phase_start = Instant::now();
+    }
+
+    fn finish_phase(&mut self) {
+        println!(
+            "icos-boot-test: {:<40} {:>6.1} s (total {:.1} s)",
+            self.phase,
+            self.phase_start.elapsed().as_secs_f64(),
+            self.test_start.elapsed().as_secs_f64()
+        );
+    }
+
+    fn expect(&mut self, pattern: &str, timeout: Duration) -> Result<String, Failure> {
+        self.console
+            .expect(pattern, timeout)
+            .map_err(|error| Failure::Check(format!("{}: {error}", self.phase)))
+    }
+
+    /// The rest of the current console line, after the last match.
+    fn rest_of_line(&mut self) -> Result<String, Failure> {
+        let text = self.expect("\n", COMMAND_TIMEOUT)?;
+        Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+    }
+
+    /// Waits for GRUB to choose `slot` in boot cycle `cycle`, then for systemd to report the
+    /// system running with that slot and `version`.
+    fn expect_boot(&mut self, slot: char, cycle: &str, version: &str) -> Result<(), Failure> {
+        self.phase("firmware and GRUB");
+        self.expect(&format!("icos: booting slot {slot} ({cycle})"), GRUB_TIMEOUT)?;
+        self.phase("Linux and systemd");
+        self.expect("icos: system ", SYSTEM_UP_TIMEOUT)?;
+        let report = self.rest_of_line()?;
+        check(report.starts_with("running;"), || format!("systemd does not report the system running: {report:?}"))?;
+        let status = format!("slot {slot}, boot_cycle stable, version {version}");
+        let status_at_failsafe_check = format!("slot {slot}, boot_cycle failsafe_check, version {version}");
+        check(report.contains(&status) || report.contains(&status_at_failsafe_check), || {
+            format!("the booted system reports {report:?}, expected slot {slot} with version {version}")
+        })
+    }
+
+    fn login(&mut self, password: &str) -> Result<(), Failure> {
+        self.phase("console login");
+        let mut attempt = 1;
+        loop {
+            // getty may have shown its prompt before the boot report: an empty line brings a new
+            // one. getty discards pending input when it (re)opens the line, so the user name goes
+            // only after the prompt has settled, and a discarded name is retried.
+            self.console.send("\n")?;
+            self.expect("login: ", COMMAND_TIMEOUT)?;
+            std::thread::sleep(LOGIN_SETTLE);
+            self.console.send("root\n")?;
+            let (found, _) = self
+                .console
+                .expect_any(&["Password: ", "login: "], COMMAND_TIMEOUT)
+                .map_err(|error| Failure::Check(format!("{}: {error}", self.phase)))?;
+            if found == 0 {
+                break;
+            }
+            check(attempt < LOGIN_ATTEMPTS, || format!("getty did not take the user name in {LOGIN_ATTEMPTS} attempts"))?;
+            attempt += 1;
+        }
+        self.console.send(&format!("{password}\n"))?;
+        self.expect("# ", COMMAND_TIMEOUT)?;
+        // Kernel messages on the console would mix into command output.
+        self.run("dmesg --console-level emerg", COMMAND_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// Runs a shell command at the root prompt and returns its output; fails unless it exits 0.
+    fn run(&mut self, command: &str, timeout: Duration) -> Result<String, Failure> {
+        // The quotes keep the typed command, which the console echoes, from matching the marker.
+        self.console.send(&format!("{command}; echo \"icos-test-\"\"exit=$?\"\n"))?;
+        let output = self.expect("icos-test-exit=", timeout)?;
+        let status = self.rest_of_line()?;
+        let output = output.trim_end_matches("icos-test-exit=").to_owned();
+        check(status == "0", || format!("`{command}` exited with {status}: {output}"))?;
+        Ok(output)
+    }
+}
+
+struct Images {
+    disk: PathBuf,
+    version: String,
+    share: Option<PathBuf>,
+    update: Option<(String, String)>,
+}
+
+/// The VM's settings: the defaults of `icos vm run`, with the QEMU binary and the accelerator
+/// taken from ICOS_QEMU_BIN and ICOS_QEMU_ACCEL when set (the boot_test rule sets the first).
+fn vm_config(share: Option<&Path>) -> Result<VmConfig, Failure> {
+    let mut config = VmConfig::default();
+    if let Some(qemu) = std::env::var_os("ICOS_QEMU_BIN") {
+        config.qemu = PathBuf::from(qemu);
+    }
+    if let Ok(accel) = std::env::var("ICOS_QEMU_ACCEL") {
+        config.accel = accel.parse::<AccelSetting>()?;
+    }
+    if let Some(share) = share {
+        config.shares.push(Share::new(SHARE_TAG, share)?);
+    }
+    Ok(config)
+}
+
+fn start(images: &Images, work: &Path) -> Result<Session, Failure> {
+    let test_start = Instant::now();
+    let config = vm_config(images.share.as_deref())?;
+    let host = icos::vm::resolve_host(&config)?;
+    println!("icos-boot-test: accelerator {}: {}", host.accel, host.accel_reason);
+    let disk = icos::vm::prepare_disk_image(&images.disk, work)?;
+    let vars = icos::vm::copy_vars(&config.ovmf_vars, work)?;
+    let argv = icos::vm::qemu_argv(&config, &host, &disk, &vars, SerialMode::Pipe)?;
+    let logs = std::env::var_os("TEST_UNDECLARED_OUTPUTS_DIR").map(PathBuf::from).unwrap_or_else(|| work.to_owned());
+    let transcript = logs.join("serial.log");
+    println!("icos-boot-test: qemu command line: {}", icos::vm::command_line(&argv));
+    println!("icos-boot-test: serial console log: {}", transcript.display());
+    let console = VmConsole::spawn(&argv, &transcript, &logs.join("qemu-stderr.log"))?;
+    Ok(Session { console, phase: "unpacking the disk image", phase_start: test_start, test_start })
+}
+
+fn boot(session: &mut Session, images: &Images, password: Option<&str>) -> Result<(), Failure> {
+    session.expect_boot('A', "stable", &images.version)?;
+    if let Some(password) = password {
+        session.login(password)?;
+        let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
+        check(status.contains(&format!("slot A, boot_cycle stable, version {}", images.version)), || {
+            format!("icos-agent status: {status}")
+        })?;
+        let state = session.run("systemctl is-system-running", COMMAND_TIMEOUT)?;
+        check(state.contains("running"), || format!("systemctl is-system-running: {state}"))?;
+    }
+    Ok(())
+}
+
+fn no_login(session: &mut Session, images: &Images) -> Result<(), Failure> {
+    session.expect_boot('A', "stable", &images.version)?;
+    session.phase("watching the console for a login");
+    session.console.send("\n\n")?;
+    session
+        .console
+        .absent_for("login:", NO_LOGIN_WATCH)
+        .map_err(|error| Failure::Check(format!("the console offers a login: {error}")))
+}
+
+/// Boots slot A, installs the update into slot B and commits it; returns the update's version.
+fn install_and_commit(session: &mut Session, images: &Images, password: &str) -> Result<String, Failure> {
+    let (update_sha256, update_version) =
+        images.update.clone().ok_or_else(|| Failure::Setup("this scenario needs --update-image".into()))?;
+    session.expect_boot('A', "stable", &images.version)?;
+    session.login(password)?;
+    session.phase("upgrade-install of the update image");
+    session.run(&format!("mount -t 9p -o trans=virtio,version=9p2000.L,ro {SHARE_TAG} /mnt"), COMMAND_TIMEOUT)?;
+    session.run(
+        &format!("/opt/icos/bin/icos-agent upgrade-install --sha256 {update_sha256} /mnt/update-img.tar.zst"),
+        INSTALL_TIMEOUT,
+    )?;
+    session.phase("upgrade-commit");
+    session.run("/opt/icos/bin/icos-agent upgrade-commit", COMMAND_TIMEOUT)?;
+    let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
+    check(status.contains("first_boot"), || format!("after upgrade-commit, icos-agent status says: {status}"))?;
+    Ok(update_version)
+}
+
+fn upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
+    let next = install_and_commit(session, images, password)?;
+    session.console.send("reboot\n")?;
+    session.expect_boot('B', "failsafe_check", &next)?;
+    session.login(password)?;
+    session.phase("confirm");
+    session.run("/opt/icos/bin/icos-agent confirm", COMMAND_TIMEOUT)?;
+    let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
+    check(status.contains(&format!("slot B, boot_cycle stable, version {next}")), || {
+        format!("after confirm, icos-agent status says: {status}")
+    })?;
+    // The confirmed slot stays: the next boot is B again, stable.
+    session.console.send("reboot\n")?;
+    session.expect_boot('B', "stable", &next)
+}
+
+fn failed_upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
+    let next = install_and_commit(session, images, password)?;
+    session.console.send("reboot\n")?;
+    session.expect_boot('B', "failsafe_check", &next)?;
+    // The new version never confirms: reset the machine at once, as a crash or a watchdog would.
+    session.login(password)?;
+    session.phase("reset without confirming");
+    session.console.send("echo b > /proc/sysrq-trigger\n")?;
+    session.expect("Slot B did not confirm its upgrade: falling back.", GRUB_TIMEOUT)?;
+    session.expect_boot('A', "stable", &images.version)
+}
+
+fn sha256_of(path: &Path) -> Result<String, Failure> {
+    let mut file = fs::File::open(path).map_err(|error| Failure::Setup(format!("{}: {error}", path.display())))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|error| Failure::Setup(format!("{}: {error}", path.display())))?;
+    Ok(hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+fn run(args: Args) -> Result<(), Failure> {
+    let work = match &args.work_dir {
+        Some(dir) => dir.clone(),
+        None => match std::env::var_os("TEST_TMPDIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => tempfile::Builder::new().prefix("icos-boot-test.").tempdir_in("/var/tmp")?.keep(),
+        },
+    };
+    fs::create_dir_all(&work)?;
+    let mut images = Images {
+        disk: args.disk_image.clone(),
+        version: read_version(&args.version_file)?,
+        share: None,
+        update: None,
+    };
+    if let (Some(update), Some(version_file)) = (&args.update_image, &args.update_version_file) {
+        // The VM sees a directory holding only the update image, as a file (9p does not follow
+        // the runfiles symlink out of the shared directory).
+        let share = work.join("share");
+        fs::create_dir_all(&share)?;
+        fs::copy(update, share.join("update-img.tar.zst"))?;
+        images.update = Some((sha256_of(update)?, read_version(version_file)?));
+        images.share = Some(share);
+    }
+    let password = args.root_password.as_deref();
+    let needs_password = || password.ok_or_else(|| Failure::Setup("this scenario needs --root-password".into()));
+    let mut session = start(&images, &work)?;
+    let result = match args.scenario {
+        Scenario::Boot => boot(&mut session, &images, password),
+        Scenario::NoLogin => no_login(&mut session, &images),
+        Scenario::Upgrade => upgrade(&mut session, &images, needs_password()?),
+        Scenario::FailedUpgrade => failed_upgrade(&mut session, &images, needs_password()?),
+    };
+    session.finish_phase();
+    result
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => {
+            println!("icos-boot-test: PASS");
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Check(message)) => {
+            eprintln!("icos-boot-test: FAIL: {message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Setup(message)) => {
+            eprintln!("icos-boot-test: error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

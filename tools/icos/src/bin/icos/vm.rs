@@ -1,0 +1,227 @@
+//! `icos vm`: boot a disk image in QEMU with the serial console on this terminal, or print the QEMU
+//! command line that would do it.
+
+use std::error::Error;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use clap::{ArgAction, Args, Subcommand};
+
+use icos::vm::config::{
+    DEFAULT_CBITPOS, DEFAULT_CPUS, DEFAULT_OVMF_CODE, DEFAULT_OVMF_VARS, DEFAULT_QEMU, DEFAULT_REDUCED_PHYS_BITS,
+    DEFAULT_SEV_FIRMWARE,
+};
+use icos::vm::image::{DISK_IMAGE_NAME, VARS_NAME};
+use icos::vm::{
+    command_line, copy_vars, parse_memory, prepare_disk_image, qemu_argv, resolve_host, split_args, AccelSetting,
+    HostChoices, PortForward, SerialMode, Sev, SevKind, Share, VmConfig, VsockSetting,
+};
+
+#[derive(Subcommand)]
+pub enum VmCommand {
+    /// Boot a disk image in QEMU, serial console and QEMU monitor on this terminal (Ctrl-A X quits,
+    /// Ctrl-A C switches to the monitor). The image is copied first: the build output is never
+    /// modified. Exits with QEMU's status.
+    Run(RunArgs),
+    /// Print the QEMU command line of `icos vm run` without preparing or starting the VM (the
+    /// accelerator probe of `--accel auto` still runs).
+    Command(CommandArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// A disk-img.tar.zst package (unpacked sparsely) or a raw disk image (copied with its holes).
+    #[arg(long)]
+    disk_image: PathBuf,
+    /// Where the private disk image and UEFI variables go; kept. Default: a new temporary directory
+    /// under $ICOS_VM_DIR or /var/tmp, removed when QEMU exits unless --keep is given.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Keep the temporary work directory.
+    #[arg(long)]
+    keep: bool,
+    #[command(flatten)]
+    vm: VmFlags,
+}
+
+#[derive(Args)]
+pub struct CommandArgs {
+    /// The raw disk image QEMU is to open.
+    #[arg(long, default_value = "DISK")]
+    disk: PathBuf,
+    /// The private copy of the UEFI variables QEMU is to use.
+    #[arg(long, default_value = "VARS")]
+    vars: PathBuf,
+    #[command(flatten)]
+    vm: VmFlags,
+}
+
+/// The VM settings; each can also come from an environment variable, and the flag wins.
+#[derive(Args)]
+struct VmFlags {
+    /// The QEMU binary.
+    #[arg(long, env = "ICOS_QEMU_BIN", default_value = DEFAULT_QEMU)]
+    qemu: PathBuf,
+    /// Guest memory: MiB, or with an M or G suffix (4G).
+    #[arg(long, env = "ICOS_QEMU_MEMORY", default_value = "2048", value_parser = parse_memory)]
+    memory: u64,
+    /// Guest CPUs.
+    #[arg(long, env = "ICOS_QEMU_CPUS", default_value_t = DEFAULT_CPUS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    cpus: u32,
+    /// The QEMU CPU model. Default: host with KVM, max with TCG.
+    #[arg(long, env = "ICOS_QEMU_CPU")]
+    cpu: Option<String>,
+    /// The UEFI firmware code.
+    #[arg(long, env = "ICOS_QEMU_OVMF_CODE", default_value = DEFAULT_OVMF_CODE)]
+    ovmf_code: PathBuf,
+    /// The UEFI variables template; the VM gets a private copy.
+    #[arg(long, env = "ICOS_QEMU_OVMF_VARS", default_value = DEFAULT_OVMF_VARS)]
+    ovmf_vars: PathBuf,
+    /// auto (KVM when a short probe shows that it works, TCG otherwise), kvm or tcg.
+    #[arg(long, env = "ICOS_QEMU_ACCEL", default_value = "auto")]
+    accel: AccelSetting,
+    /// Host ports forwarded to the guest, as a comma-separated list of tcp:HOSTPORT:GUESTPORT or
+    /// udp:HOSTPORT:GUESTPORT.
+    #[arg(long, env = "ICOS_QEMU_PORT_FORWARDS", value_name = "FORWARDS", value_delimiter = ',')]
+    port_forwards: Vec<PortForward>,
+    /// The guest's vsock CID: auto (3 when the host has /dev/vhost-vsock, none otherwise), off, or
+    /// a CID (an error without /dev/vhost-vsock).
+    #[arg(long, env = "ICOS_QEMU_VSOCK_CID", default_value = "auto")]
+    vsock_cid: VsockSetting,
+    /// Host directories the guest can mount read-only over 9p, as a comma-separated list of
+    /// TAG=DIR: `mount -t 9p -o trans=virtio,version=9p2000.L TAG /mnt` in the guest.
+    #[arg(long, env = "ICOS_QEMU_SHARES", value_name = "SHARES", value_delimiter = ',')]
+    shares: Vec<Share>,
+    /// More QEMU arguments, appended last: split on whitespace, with shell-like quoting.
+    #[arg(long, env = "ICOS_QEMU_EXTRA_ARGS", value_name = "ARGS", allow_hyphen_values = true,
+          value_parser = |text: &str| split_args(text).map(ExtraArgs))]
+    extra_args: Option<ExtraArgs>,
+    /// Run an AMD SEV guest: sev or sev-snp. Needs KVM; the firmware is --sev-firmware.
+    #[arg(long, env = "ICOS_QEMU_SEV")]
+    sev: Option<SevKind>,
+    /// The stateless AmdSev OVMF build that SEV measures.
+    #[arg(long, env = "ICOS_QEMU_SEV_FIRMWARE", default_value = DEFAULT_SEV_FIRMWARE, requires = "sev")]
+    sev_firmware: PathBuf,
+    /// The C-bit position in guest page table entries.
+    #[arg(long, env = "ICOS_QEMU_SEV_CBITPOS", default_value_t = DEFAULT_CBITPOS, requires = "sev")]
+    sev_cbitpos: u32,
+    /// How many physical address bits memory encryption takes away.
+    #[arg(long, env = "ICOS_QEMU_SEV_REDUCED_PHYS_BITS", default_value_t = DEFAULT_REDUCED_PHYS_BITS,
+          requires = "sev")]
+    sev_reduced_phys_bits: u32,
+    /// Add the hashes of --sev-kernel, --sev-initrd and --sev-append to the launch measurement.
+    #[arg(long, env = "ICOS_QEMU_SEV_KERNEL_HASHES", action = ArgAction::SetTrue, requires = "sev_kernel")]
+    sev_kernel_hashes: bool,
+    /// A kernel to boot directly instead of from the disk.
+    #[arg(long, env = "ICOS_QEMU_SEV_KERNEL", requires = "sev")]
+    sev_kernel: Option<PathBuf>,
+    /// The initrd of --sev-kernel.
+    #[arg(long, env = "ICOS_QEMU_SEV_INITRD", requires = "sev_kernel")]
+    sev_initrd: Option<PathBuf>,
+    /// The command line of --sev-kernel.
+    #[arg(long, env = "ICOS_QEMU_SEV_APPEND", requires = "sev_kernel", allow_hyphen_values = true)]
+    sev_append: Option<String>,
+}
+
+/// One value that stands for several arguments (a `Vec` field would make clap take several values).
+#[derive(Clone)]
+struct ExtraArgs(Vec<String>);
+
+impl VmFlags {
+    fn into_config(self) -> VmConfig {
+        let sev = self.sev.map(|kind| Sev {
+            kind,
+            firmware: self.sev_firmware,
+            cbitpos: self.sev_cbitpos,
+            reduced_phys_bits: self.sev_reduced_phys_bits,
+            kernel_hashes: self.sev_kernel_hashes,
+            kernel: self.sev_kernel,
+            initrd: self.sev_initrd,
+            append: self.sev_append,
+        });
+        VmConfig {
+            qemu: self.qemu,
+            memory_mib: self.memory,
+            cpus: self.cpus,
+            cpu_model: self.cpu,
+            ovmf_code: self.ovmf_code,
+            ovmf_vars: self.ovmf_vars,
+            accel: self.accel,
+            port_forwards: self.port_forwards,
+            vsock: self.vsock_cid,
+            shares: self.shares,
+            extra_args: self.extra_args.map(|ExtraArgs(args)| args).unwrap_or_default(),
+            sev,
+        }
+    }
+}
+
+pub fn run(command: VmCommand) -> Result<ExitCode, Box<dyn Error>> {
+    match command {
+        VmCommand::Run(args) => run_vm(args),
+        VmCommand::Command(args) => {
+            let config = args.vm.into_config();
+            let host = resolve(&config)?;
+            println!("{}", command_line(&qemu_argv(&config, &host, &args.disk, &args.vars, SerialMode::Terminal)?));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Decides the host-dependent settings and says which accelerator it is and why.
+fn resolve(config: &VmConfig) -> Result<HostChoices, Box<dyn Error>> {
+    let host = resolve_host(config)?;
+    eprintln!("icos: accelerator: {} ({})", host.accel, host.accel_reason);
+    Ok(host)
+}
+
+fn run_vm(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
+    let config = args.vm.into_config();
+    let host = resolve(&config)?;
+    let mut temporary = None;
+    let work_dir = match &args.work_dir {
+        Some(dir) => {
+            fs::create_dir_all(dir).map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+            dir.clone()
+        }
+        None => {
+            let base = std::env::var_os("ICOS_VM_DIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
+            let dir = tempfile::Builder::new()
+                .prefix("icos-vm-")
+                .tempdir_in(&base)
+                .map_err(|error| format!("cannot create a work directory in {}: {error}", base.display()))?;
+            let path = dir.path().to_owned();
+            temporary = Some(dir);
+            path
+        }
+    };
+    // The command line first: its checks fail before a long copy.
+    let disk = work_dir.join(DISK_IMAGE_NAME);
+    let vars = work_dir.join(VARS_NAME);
+    let argv = qemu_argv(&config, &host, &disk, &vars, SerialMode::Terminal)?;
+    prepare_disk_image(&args.disk_image, &work_dir)?;
+    // The SEV firmware keeps no variables.
+    if config.sev.is_none() {
+        copy_vars(&config.ovmf_vars, &work_dir)?;
+    }
+    eprintln!("icos: qemu command line: {}", command_line(&argv));
+    let status = Command::new(&argv[0])
+        .args(&argv[1..])
+        .status()
+        .map_err(|error| format!("cannot start {}: {error}", argv[0]))?;
+    if args.keep {
+        if let Some(dir) = temporary.take() {
+            eprintln!("icos: kept the work directory {}", dir.keep().display());
+        }
+    }
+    Ok(exit_code(status.code(), status.signal()))
+}
+
+/// QEMU's exit status as ours; death by a signal is 128 + the signal, as in a shell.
+fn exit_code(code: Option<i32>, signal: Option<i32>) -> ExitCode {
+    let code = code.or(signal.map(|signal| 128 + signal)).unwrap_or(1);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

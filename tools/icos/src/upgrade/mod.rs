@@ -1,0 +1,546 @@
+//! The A/B upgrade agent that runs inside an icos GuestOS VM: which slot runs, installing an update
+//! image into the other slot, committing it for the next boot, and confirming a boot.
+//!
+//! The boot state is GRUB's (ic-os/bootloader/grub.cfg), kept in grubenv: `boot_alternative` (A or
+//! B) is the slot GRUB boots, and `boot_cycle` says how:
+//! - `install`: first boot after installation, GRUB makes it `stable`;
+//! - `first_boot`: set by [`Agent::upgrade_commit`]; GRUB boots the new slot once and sets
+//!   `failsafe_check`;
+//! - `failsafe_check`: still set at the next boot, GRUB falls back to the other slot (`stable`);
+//! - `stable`: set by [`Agent::confirm`]; GRUB keeps booting the slot.
+//!
+//! The agent adds a marker, `icos_installed_slot` and `icos_installed_version`: set only once an
+//! install into the inactive slot is complete, and cleared before an install writes anything and by
+//! the commit, so that a commit can never make GRUB boot a partly written slot.
+
+mod image;
+mod system;
+mod write;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::grubenv::{GrubEnv, GrubEnvError};
+use crate::package::sparse::CopyError;
+use image::UpdateImage;
+use system::System;
+use write::Device;
+
+/// The grubenv variable naming the slot GRUB boots.
+const BOOT_ALTERNATIVE: &str = "boot_alternative";
+/// The grubenv variable holding the boot cycle.
+const BOOT_CYCLE: &str = "boot_cycle";
+/// The marker: the slot holding a complete, uncommitted upgrade, and its version.
+const INSTALLED_SLOT: &str = "icos_installed_slot";
+const INSTALLED_VERSION: &str = "icos_installed_version";
+/// The running system's version, relative to the system root.
+const VERSION_FILE: &str = "opt/icos/share/version.txt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    GrubEnv(#[from] GrubEnvError),
+    #[error("{path}: {problem}")]
+    System { path: PathBuf, problem: String },
+    #[error("the root file system is on {device} ({partition}), not on A_root or B_root")]
+    NotASlot { device: String, partition: String },
+    #[error("{disk}: no partition is named {name}")]
+    NoPartition { disk: PathBuf, name: String },
+    #[error("{disk}: two partitions are named {name}")]
+    DuplicatePartition { disk: PathBuf, name: String },
+    #[error("{path}: {name} {problem}")]
+    Variable { path: PathBuf, name: &'static str, problem: String },
+    #[error(
+        "{path}: boot_alternative={found} with boot_cycle={boot_cycle} does not fit the running system, \
+         slot {running} ({partition} on {device}), which needs boot_alternative={expected}"
+    )]
+    SlotMismatch {
+        path: PathBuf,
+        found: Slot,
+        boot_cycle: BootCycle,
+        running: Slot,
+        partition: String,
+        device: String,
+        expected: Slot,
+    },
+    #[error("cannot {action} while boot_cycle is {boot_cycle}: {advice}")]
+    WrongCycle { action: &'static str, boot_cycle: BootCycle, advice: String },
+    #[error("{path}: not a valid update image: {problem}")]
+    BadImage { path: PathBuf, problem: String },
+    #[error("{path}: {member} is {size} bytes, larger than partition {partition} ({device}, {capacity} bytes)")]
+    TooLarge { path: PathBuf, member: &'static str, size: u64, partition: String, device: PathBuf, capacity: u64 },
+    #[error("{text:?} is not a SHA-256: expected 64 hexadecimal digits")]
+    BadSha256 { text: String },
+    #[error("{path}: the SHA-256 is {actual}, expected {expected}")]
+    Sha256Mismatch { path: PathBuf, expected: String, actual: String },
+    #[error("{path} changed while it was installed: slot {slot} stays uncommitted, install again")]
+    ImageChanged { path: PathBuf, slot: Slot },
+    #[error("no upgrade is installed in slot {slot}: run upgrade-install first")]
+    NothingInstalled { slot: Slot },
+}
+
+/// One of the two sets of boot, root and var partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    fn letter(self) -> &'static str {
+        match self {
+            Slot::A => "A",
+            Slot::B => "B",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Slot> {
+        match text {
+            "A" => Some(Slot::A),
+            "B" => Some(Slot::B),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.letter())
+    }
+}
+
+/// grubenv's `boot_cycle`, as grub.cfg reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootCycle {
+    Install,
+    FirstBoot,
+    FailsafeCheck,
+    Stable,
+}
+
+impl BootCycle {
+    const ALL: [BootCycle; 4] = [BootCycle::Install, BootCycle::FirstBoot, BootCycle::FailsafeCheck, BootCycle::Stable];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            BootCycle::Install => "install",
+            BootCycle::FirstBoot => "first_boot",
+            BootCycle::FailsafeCheck => "failsafe_check",
+            BootCycle::Stable => "stable",
+        }
+    }
+}
+
+impl fmt::Display for BootCycle {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// The running slot.
+    pub slot: Slot,
+    pub boot_cycle: BootCycle,
+    /// The running system's version.
+    pub version: String,
+    /// The other slot, where upgrades are installed.
+    pub inactive_slot: Slot,
+    /// The slot GRUB boots next: the inactive one once an upgrade is committed.
+    pub next_boot: Slot,
+    /// The version installed in the inactive slot and not committed yet.
+    pub installed_upgrade: Option<String>,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "slot {}, boot_cycle {}, version {}; ", self.slot, self.boot_cycle, self.version)?;
+        write!(formatter, "slot {}: ", self.inactive_slot)?;
+        match &self.installed_upgrade {
+            Some(version) => write!(formatter, "upgrade {version} installed, not committed"),
+            None if self.next_boot == self.inactive_slot => formatter.write_str("committed, boots next"),
+            None => formatter.write_str("no upgrade installed"),
+        }
+    }
+}
+
+/// Progress of an install, which takes tens of seconds in an emulated VM.
+#[derive(Debug)]
+pub enum InstallEvent<'a> {
+    /// The whole image was read once and is valid.
+    Verified { image: &'a Path, bytes: u64, sha256: &'a str, elapsed: Duration },
+    /// A member starts being written to its partition.
+    Writing { member: &'static str, device: &'a Path, size: u64 },
+    /// A member was written and synced.
+    Written { member: &'static str, size: u64, elapsed: Duration },
+}
+
+/// The result of an install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub slot: Slot,
+    pub version: String,
+    pub sha256: String,
+}
+
+impl fmt::Display for Installed {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "upgrade {} installed in slot {} (sha256 {}); upgrade-commit makes it boot next",
+            self.version, self.slot, self.sha256
+        )
+    }
+}
+
+/// The result of a commit: what boots next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub slot: Slot,
+    pub version: String,
+}
+
+impl fmt::Display for Committed {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "slot {} (upgrade {}) boots next, once: confirm it after that boot, or the boot after falls back to slot {}",
+            self.slot,
+            self.version,
+            self.slot.other()
+        )
+    }
+}
+
+/// The result of a confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// boot_cycle was `previous` and is now `stable`.
+    Confirmed { slot: Slot, previous: BootCycle },
+    /// boot_cycle was `stable` already: nothing was written.
+    AlreadyStable { slot: Slot },
+}
+
+impl fmt::Display for Confirmation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Confirmation::Confirmed { slot, previous } => {
+                write!(formatter, "slot {slot} confirmed: boot_cycle {previous} -> stable")
+            }
+            Confirmation::AlreadyStable { slot } => write!(formatter, "slot {slot} is stable already: nothing to do"),
+        }
+    }
+}
+
+/// Where the agent finds the system it manages: `/` and `/grub/grubenv` in production.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// The root of the system: the mount table, sysfs, device nodes and version file are under it.
+    pub system_root: PathBuf,
+    /// The GRUB environment block.
+    pub grubenv: PathBuf,
+}
+
+/// The running system and its boot state, checked against each other.
+struct State {
+    system: System,
+    env: GrubEnv,
+    boot_cycle: BootCycle,
+    boot_alternative: Slot,
+}
+
+impl Agent {
+    /// Reads the boot state and checks that it describes the running system: `boot_alternative` is
+    /// the running slot, except after a commit (`first_boot`), when it is the other one.
+    fn state(&self) -> Result<State, UpgradeError> {
+        let system = System::discover(&self.system_root)?;
+        let env = GrubEnv::read(&self.grubenv)?;
+        let variable =
+            |name: &'static str, problem: String| UpgradeError::Variable { path: self.grubenv.clone(), name, problem };
+        let cycle_text = env.get(BOOT_CYCLE).ok_or_else(|| variable(BOOT_CYCLE, "is not set".into()))?;
+        let boot_cycle = BootCycle::ALL
+            .into_iter()
+            .find(|cycle| cycle.as_str() == cycle_text)
+            .ok_or_else(|| variable(BOOT_CYCLE, format!("has the unknown value {cycle_text:?}")))?;
+        let alternative_text =
+            env.get(BOOT_ALTERNATIVE).ok_or_else(|| variable(BOOT_ALTERNATIVE, "is not set".into()))?;
+        let boot_alternative = Slot::parse(alternative_text)
+            .ok_or_else(|| variable(BOOT_ALTERNATIVE, format!("is {alternative_text:?}, not A or B")))?;
+        let expected = if boot_cycle == BootCycle::FirstBoot { system.slot.other() } else { system.slot };
+        if boot_alternative != expected {
+            return Err(UpgradeError::SlotMismatch {
+                path: self.grubenv.clone(),
+                found: boot_alternative,
+                boot_cycle,
+                running: system.slot,
+                partition: system.root.name.clone(),
+                device: system.root.devname.clone(),
+                expected,
+            });
+        }
+        Ok(State { system, env, boot_cycle, boot_alternative })
+    }
+
+    /// The version waiting uncommitted in `slot`, from the marker.
+    fn installed_upgrade(&self, env: &GrubEnv, slot: Slot) -> Result<Option<String>, UpgradeError> {
+        if env.get(INSTALLED_SLOT) != Some(slot.letter()) {
+            return Ok(None);
+        }
+        match env.get(INSTALLED_VERSION) {
+            Some(version) => Ok(Some(version.to_owned())),
+            None => Err(UpgradeError::Variable {
+                path: self.grubenv.clone(),
+                name: INSTALLED_VERSION,
+                problem: format!("is not set although {INSTALLED_SLOT} is"),
+            }),
+        }
+    }
+
+    pub fn status(&self) -> Result<Status, UpgradeError> {
+        let state = self.state()?;
+        let path = self.system_root.join(VERSION_FILE);
+        let bytes = fs::read(&path).map_err(|source| UpgradeError::Read { path: path.clone(), source })?;
+        let version = version_line(&bytes).map_err(|problem| UpgradeError::System { path, problem: problem.into() })?;
+        let inactive_slot = state.system.slot.other();
+        Ok(Status {
+            slot: state.system.slot,
+            boot_cycle: state.boot_cycle,
+            version,
+            inactive_slot,
+            next_boot: state.boot_alternative,
+            installed_upgrade: self.installed_upgrade(&state.env, inactive_slot)?,
+        })
+    }
+
+    /// Installs the update image `image` into the inactive slot. The image is verified completely
+    /// (one pass, with the SHA-256 when `expected_sha256` is given) and the target partitions are
+    /// opened (exclusively: a mounted one is refused); then the marker is cleared, the images are
+    /// written in a second pass that must read the same bytes, and the marker is set. A refusal
+    /// writes nothing; a failure while writing leaves the slot uncommitted.
+    pub fn upgrade_install(
+        &self,
+        image: &Path,
+        expected_sha256: Option<&str>,
+        progress: &mut dyn FnMut(InstallEvent<'_>),
+    ) -> Result<Installed, UpgradeError> {
+        let expected_sha256 = expected_sha256.map(parse_sha256).transpose()?;
+        let mut state = self.state()?;
+        require_stable(&state, "install an upgrade")?;
+        let slot = state.system.slot.other();
+        let started = Instant::now();
+        let update = UpdateImage::verify(image)?;
+        progress(InstallEvent::Verified {
+            image,
+            bytes: update.compressed_size,
+            sha256: &update.sha256,
+            elapsed: started.elapsed(),
+        });
+        if let Some(expected) = expected_sha256 {
+            if expected != update.sha256 {
+                return Err(UpgradeError::Sha256Mismatch {
+                    path: image.to_owned(),
+                    expected,
+                    actual: update.sha256.clone(),
+                });
+            }
+        }
+        let mut partitions = Vec::new();
+        for &(kind, size) in &update.images {
+            let partition = state.system.partition(&kind.partition(slot))?;
+            if size > partition.size {
+                return Err(UpgradeError::TooLarge {
+                    path: image.to_owned(),
+                    member: kind.member(),
+                    size,
+                    partition: partition.name.clone(),
+                    device: partition.device.clone(),
+                    capacity: partition.size,
+                });
+            }
+            let device = Device::open(&partition.device)
+                .map_err(|source| UpgradeError::Write { path: partition.device.clone(), source })?;
+            partitions.push((kind, &partition.device, device));
+        }
+        let marker_was_set = state.env.unset(INSTALLED_SLOT) | state.env.unset(INSTALLED_VERSION);
+        let mut installed_env = state.env.clone();
+        installed_env.set(INSTALLED_SLOT, slot.letter())?;
+        installed_env.set(INSTALLED_VERSION, &update.version)?;
+        // The final block must fit before anything is written.
+        installed_env.to_block()?;
+        if marker_was_set {
+            state.env.write_in_place(&self.grubenv)?;
+        }
+
+        update.copy_images(image, slot, |kind, size, reader| {
+            let (_, path, device) = partitions
+                .iter_mut()
+                .find(|(candidate, _, _)| *candidate == kind)
+                .ok_or_else(|| UpgradeError::ImageChanged { path: image.to_owned(), slot })?;
+            progress(InstallEvent::Writing { member: kind.member(), device: path, size });
+            let started = Instant::now();
+            let written = device.write_image(reader).map_err(|error| match error {
+                CopyError::Read(source) => UpgradeError::Read { path: image.to_owned(), source },
+                CopyError::Write(source) => UpgradeError::Write { path: path.to_path_buf(), source },
+            })?;
+            if written != size {
+                return Err(UpgradeError::ImageChanged { path: image.to_owned(), slot });
+            }
+            progress(InstallEvent::Written { member: kind.member(), size, elapsed: started.elapsed() });
+            Ok(())
+        })?;
+
+        installed_env.write_in_place(&self.grubenv)?;
+        Ok(Installed { slot, version: update.version, sha256: update.sha256 })
+    }
+
+    /// Makes GRUB boot the upgrade installed in the inactive slot once, at the next boot.
+    pub fn upgrade_commit(&self) -> Result<Committed, UpgradeError> {
+        let mut state = self.state()?;
+        require_stable(&state, "commit an upgrade")?;
+        let slot = state.system.slot.other();
+        let version = self.installed_upgrade(&state.env, slot)?.ok_or(UpgradeError::NothingInstalled { slot })?;
+        state.env.set(BOOT_ALTERNATIVE, slot.letter())?;
+        state.env.set(BOOT_CYCLE, BootCycle::FirstBoot.as_str())?;
+        state.env.unset(INSTALLED_SLOT);
+        state.env.unset(INSTALLED_VERSION);
+        state.env.write_in_place(&self.grubenv)?;
+        Ok(Committed { slot, version })
+    }
+
+    /// Confirms that the running slot works, so that GRUB keeps booting it: `failsafe_check` (the
+    /// first boot of an upgrade) becomes `stable`. `install` becomes `stable` too, which GRUB would
+    /// do at the next boot anyway: both boot `boot_alternative` without a fallback. At `first_boot`
+    /// the committed slot has not booted yet, so there is nothing running to confirm.
+    pub fn confirm(&self) -> Result<Confirmation, UpgradeError> {
+        let mut state = self.state()?;
+        let slot = state.system.slot;
+        match state.boot_cycle {
+            BootCycle::Stable => Ok(Confirmation::AlreadyStable { slot }),
+            BootCycle::FirstBoot => Err(wrong_cycle(&state, "confirm")),
+            previous @ (BootCycle::FailsafeCheck | BootCycle::Install) => {
+                state.env.set(BOOT_CYCLE, BootCycle::Stable.as_str())?;
+                state.env.write_in_place(&self.grubenv)?;
+                Ok(Confirmation::Confirmed { slot, previous })
+            }
+        }
+    }
+}
+
+fn require_stable(state: &State, action: &'static str) -> Result<(), UpgradeError> {
+    match state.boot_cycle {
+        BootCycle::Stable => Ok(()),
+        _ => Err(wrong_cycle(state, action)),
+    }
+}
+
+fn wrong_cycle(state: &State, action: &'static str) -> UpgradeError {
+    let advice = match state.boot_cycle {
+        BootCycle::FirstBoot => {
+            format!("the upgrade committed to slot {} has not booted yet: reboot first", state.boot_alternative)
+        }
+        BootCycle::FailsafeCheck => "this first boot of an upgrade is not confirmed: confirm it first".into(),
+        BootCycle::Install | BootCycle::Stable => {
+            "the first boot after installation is not confirmed: confirm it first".into()
+        }
+    };
+    UpgradeError::WrongCycle { action, boot_cycle: state.boot_cycle, advice }
+}
+
+/// A SHA-256 given on the command line, as lowercase hex.
+fn parse_sha256(text: &str) -> Result<String, UpgradeError> {
+    if text.len() != 64 || !text.chars().all(|character| character.is_ascii_hexdigit()) {
+        return Err(UpgradeError::BadSha256 { text: text.to_owned() });
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+/// The version in a version file: one non-empty line of UTF-8, its newline optional. It ends up in
+/// grubenv and in status lines, so it holds no control characters.
+fn version_line(bytes: &[u8]) -> Result<String, &'static str> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "the version is not UTF-8")?;
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    if line.contains('\n') {
+        return Err("the version is more than one line");
+    }
+    if line.chars().any(char::is_control) {
+        return Err("the version holds a control character");
+    }
+    if line.trim().is_empty() {
+        return Err("the version is empty");
+    }
+    Ok(line.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_lines_are_one_non_empty_line() {
+        assert_eq!(version_line(b"0.1.0-dev\n").unwrap(), "0.1.0-dev");
+        assert_eq!(version_line(b"0.1.0").unwrap(), "0.1.0");
+        for (bytes, problem) in [
+            (&b""[..], "empty"),
+            (b"\n", "empty"),
+            (b" \n", "empty"),
+            (b"1\n2\n", "more than one line"),
+            (b"1\n\n", "more than one line"),
+            (b"1\r\n", "control character"),
+            (b"\xff\n", "UTF-8"),
+        ] {
+            assert!(version_line(bytes).unwrap_err().contains(problem), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn sha256_arguments_are_64_hex_digits_compared_in_lowercase() {
+        let upper = "AB".repeat(32);
+        assert_eq!(parse_sha256(&upper).unwrap(), "ab".repeat(32));
+        for bad in ["", "abc", &"g".repeat(64), &"a".repeat(65)] {
+            assert!(matches!(parse_sha256(bad), Err(UpgradeError::BadSha256 { .. })), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn status_lines_say_what_waits_in_the_inactive_slot() {
+        let mut status = Status {
+            slot: Slot::A,
+            boot_cycle: BootCycle::Stable,
+            version: "0.1.0-dev".into(),
+            inactive_slot: Slot::B,
+            next_boot: Slot::A,
+            installed_upgrade: Some("0.1.0-next".into()),
+        };
+        assert_eq!(
+            status.to_string(),
+            "slot A, boot_cycle stable, version 0.1.0-dev; slot B: upgrade 0.1.0-next installed, not committed"
+        );
+        status.installed_upgrade = None;
+        assert!(status.to_string().ends_with("slot B: no upgrade installed"));
+        status.boot_cycle = BootCycle::FirstBoot;
+        status.next_boot = Slot::B;
+        assert!(status.to_string().ends_with("slot B: committed, boots next"));
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["boot_cycle"], "first_boot");
+        assert_eq!(json["next_boot"], "B");
+        assert!(json["installed_upgrade"].is_null());
+    }
+}
