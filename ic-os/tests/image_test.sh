@@ -37,7 +37,9 @@ debugfs_cat boot /boot_args | grep -q '^BOOT_ARGS_A=' || fail "boot_args has no 
 debugfs_stat root /opt/icos/bin/icos-agent | grep -q 'Mode:  0755' || fail "root lacks /opt/icos/bin/icos-agent (0755)"
 debugfs_stat root /etc/systemd/system/multi-user.target.d/icos-boot-report.conf | grep -q 'Type: regular' \
   || fail "root does not enable icos-boot-report.service"
-debugfs_cat var /lib/dpkg/status | grep -q '^Package: systemd$' || fail "var.img lacks the dpkg status of the image"
+# Captured first: grep -q would stop reading early, and pipefail would blame debugfs's SIGPIPE.
+dpkg_status=$(debugfs_cat var /lib/dpkg/status)
+[[ $dpkg_status == *$'\nPackage: systemd\n'* ]] || fail "var.img lacks the dpkg status of the image"
 debugfs_stat root /usr/bin/login | grep -q 'Type: regular' || fail "root lacks /usr/bin/login, which getty runs"
 build_conf=$(debugfs_cat root /etc/icos/build.conf)
 [[ $build_conf == *"BUILD_TYPE=$build_type"* ]] || fail "build.conf: $build_conf"

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
-use common::icos;
+use common::{icos, run};
 
 const MIB: u64 = 1 << 20;
 /// The disk's partitions: number, GPT name, size in 512-byte sectors (small versions of
@@ -34,18 +34,6 @@ fn icos_agent() -> Command {
     // Cargo sets this for integration tests; the Bazel rust_test sets it from the icos-agent binary.
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_icos-agent"));
     Command::new(fs::canonicalize(&binary).unwrap_or(binary))
-}
-
-fn run(command: &mut Command) -> Output {
-    let output = command.output().expect("cannot start a command");
-    assert!(
-        output.status.success(),
-        "{:?} failed: {}{}",
-        command,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn stdout(output: &Output) -> String {

@@ -6,9 +6,9 @@ use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{directory_entries, icos, tool_command};
+use common::{directory_entries, icos, run, tool_command};
 
 const MIB: u64 = 1 << 20;
 
@@ -37,18 +37,6 @@ fn write_image(path: &Path, size: u64, dense: bool) {
         file.write_all(&[0xEE]).unwrap();
         file.set_len(size).unwrap();
     }
-}
-
-fn run(command: &mut Command) -> Output {
-    let output = command.output().expect("cannot start a command");
-    assert!(
-        output.status.success(),
-        "{:?} failed: {}{}",
-        command,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn package(dir: &Path, output: &str, members: &[(&str, &Path)], extra: &[&str]) -> PathBuf {

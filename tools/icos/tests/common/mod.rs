@@ -4,7 +4,7 @@
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// A command running the icos binary under test.
 pub fn icos() -> Command {
@@ -48,4 +48,17 @@ pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
     record.extend_from_slice(value);
     record.push(b'\n');
     record
+}
+
+/// Runs `command` and returns its output; panics with both streams unless it succeeds.
+pub fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("cannot start a command");
+    assert!(
+        output.status.success(),
+        "{:?} failed: {}{}",
+        command,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
