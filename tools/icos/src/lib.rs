@@ -1,6 +1,7 @@
 //! Building blocks of icos disk images: every function here is a pure function of its inputs, so
 //! that two builds of the same sources give the same bytes.
 
+pub mod base_image;
 pub mod container;
 pub mod ext4;
 pub mod fat;

@@ -1,6 +1,7 @@
 //! The icos command line: thin wrappers that parse arguments and call the `icos` library.
 //! Exit status: 0 on success, 1 when a check finds a difference, 2 on an error.
 
+mod base_image;
 mod container;
 mod disk;
 mod fs;
@@ -45,6 +46,10 @@ enum Command {
     /// Container builds with podman in a private store: OCI archives and canonical rootfs tars.
     #[command(subcommand)]
     Container(container::ContainerCommand),
+    /// Pinned base images: build one from its package lists and lock (or relock it), and
+    /// summarise a re-pin.
+    #[command(subcommand)]
+    BaseImage(base_image::BaseImageCommand),
     /// Reproducible single-layer OCI archives, their digests, and a store of them by digest.
     #[command(subcommand)]
     Oci(oci::OciCommand),
@@ -81,6 +86,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Fat(args) => fs::run_fat(args),
         Command::Rootfs(command) => rootfs::run(command),
         Command::Container(command) => container::run(command),
+        Command::BaseImage(command) => base_image::run(command),
         Command::Oci(command) => oci::run(command),
         Command::Grubenv(command) => grubenv::run(command),
         Command::Vm(command) => vm::run(command),
