@@ -5,7 +5,7 @@ from the host tools toolchain, whose versions are part of the action keys.
 """
 
 load("//rules/private:bootloader.bzl", _grub_efi = "grub_efi", _grubenv = "grubenv")
-load("//rules/private:container.bzl", _container_image = "container_image", _container_rootfs = "container_rootfs", _debian_bootstrap = "debian_bootstrap")
+load("//rules/private:container.bzl", _container_rootfs = "container_rootfs", _pinned_image = "pinned_image")
 load("//rules/private:icos_build.bzl", _icos_build = "icos_build")
 load("//rules/private:images.bzl", _disk_image = "disk_image", _ext4_image = "ext4_image", _file_tree = "file_tree", _package = "package", _rootfs_split = "rootfs_split", _sha256sums = "sha256sums", _upgrade_image = "upgrade_image", _vfat_image = "vfat_image")
 load("//rules/private:providers.bzl", _ContainerImageInfo = "ContainerImageInfo", _PartitionImageInfo = "PartitionImageInfo", _RootfsTreeInfo = "RootfsTreeInfo")
@@ -17,9 +17,7 @@ PartitionImageInfo = _PartitionImageInfo
 RootfsTreeInfo = _RootfsTreeInfo
 
 boot_test = _boot_test
-container_image = _container_image
 container_rootfs = _container_rootfs
-debian_bootstrap = _debian_bootstrap
 derived_version = _derived_version
 disk_image = _disk_image
 ext4_image = _ext4_image
@@ -28,6 +26,7 @@ grub_efi = _grub_efi
 grubenv = _grubenv
 icos_build = _icos_build
 local_vm = _local_vm
+pinned_image = _pinned_image
 package = _package
 rootfs_split = _rootfs_split
 sha256sums = _sha256sums

@@ -19,7 +19,7 @@ def guestos_build(name, build_args = None, rootfs = None, version = "//ic-os:ver
     container = {} if rootfs else {
         "dockerfile": "//ic-os/guestos:rootfs/Dockerfile",
         "srcs": ["//ic-os/guestos:rootfs_srcs"],
-        "base": "//ic-os/guestos:base",
+        "base": "//ic-os/guestos:base-" + ("prod" if (build_args or {}).get("BUILD_TYPE") == "prod" else "dev"),
         "build_args": build_args,
         "replace": {
             "//ic-os/guestos:config/hostname": "/etc/hostname",

@@ -1,61 +1,31 @@
-"""Container builds: a Debian bootstrap, Dockerfile images and their root filesystems."""
+"""Container builds: pinned base images and the root filesystems of Dockerfiles built on them."""
 
 load(":providers.bzl", "ContainerImageInfo", "RootfsTreeInfo")
 load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "ICOS_ATTRS", "host_tool", "output_name", "run_icos")
 
-# Container and bootstrap actions reach the Debian archive until base images are pinned.
-_NETWORK = {"requires-network": "1"}
-
-def _debian_bootstrap_impl(ctx):
-    # The bootstrap tar and a Dockerfile that imports it share a directory: the build context.
-    bootstrap = ctx.actions.declare_file(ctx.label.name + "_context/bootstrap.tar")
-    dockerfile = ctx.actions.declare_file(ctx.label.name + "_context/Dockerfile")
-    ctx.actions.write(dockerfile, "FROM scratch\nADD bootstrap.tar /\n")
-    mmdebstrap = host_tool(ctx, "mmdebstrap")
-    args = ctx.actions.args()
-    args.add_all(["--mode=root", "--variant=" + ctx.attr.variant, "--format=tar", "--quiet"])
-    args.add("--aptopt=Acquire::Check-Valid-Until \"false\"")
-    if ctx.attr.packages:
-        args.add("--include=" + ",".join(ctx.attr.packages))
-    args.add_all([ctx.attr.suite, bootstrap, ctx.attr.mirror])
-    ctx.actions.run(
-        executable = mmdebstrap.path,
-        arguments = [args],
-        outputs = [bootstrap],
-        mnemonic = "DebianBootstrap",
-        progress_message = "Bootstrapping Debian %s for %%{label}" % ctx.attr.suite,
-        env = dict({"SOURCE_DATE_EPOCH": str(ctx.attr.source_date_epoch), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, **mmdebstrap.env),
-        execution_requirements = _NETWORK,
-    )
-
-    # As an OCI archive, so that a Dockerfile can start FROM it.
+def _pinned_image_impl(ctx):
+    # The archive comes from the OCI store through a repository (toolchains/base_images.bzl); this
+    # action checks it against the pin before anything builds on it.
     archive = ctx.actions.declare_file(ctx.label.name + ".oci.tar")
-    podman = host_tool(ctx, "podman")
-    run_icos(
-        ctx,
-        arguments = ["container", "build", "--podman", podman.path, "--dockerfile", dockerfile.path, "--context", dockerfile.dirname, "--oci-archive", archive.path],
-        inputs = [dockerfile, bootstrap],
+    ctx.actions.run_shell(
+        command = '"$1" oci verify "$2" --digest "$3" >/dev/null && cp "$2" "$4"',
+        arguments = [ctx.executable._icos.path, ctx.file.archive.path, ctx.attr.digest, archive.path],
+        inputs = [ctx.file.archive],
+        tools = [ctx.executable._icos],
         outputs = [archive],
-        env = podman.env,
-        mnemonic = "ContainerImage",
-        progress_message = "Importing the Debian bootstrap %{label}",
+        mnemonic = "PinnedImage",
+        progress_message = "Checking the pinned image %{label} (" + ctx.attr.pin + ")",
     )
-    return [
-        DefaultInfo(files = depset([archive])),
-        ContainerImageInfo(archive = archive),
-    ]
+    return [DefaultInfo(files = depset([archive])), ContainerImageInfo(archive = archive)]
 
-debian_bootstrap = rule(
-    implementation = _debian_bootstrap_impl,
-    doc = "A minimal Debian system from mmdebstrap, as an OCI archive to build images FROM.",
+pinned_image = rule(
+    implementation = _pinned_image_impl,
+    doc = "An OCI archive from the store, checked against the digest of its pin file.",
     attrs = dict({
-        "suite": attr.string(mandatory = True, doc = "The Debian suite, such as trixie."),
-        "mirror": attr.string(default = "http://deb.debian.org/debian", doc = "The Debian archive."),
-        "variant": attr.string(default = "apt", doc = "The mmdebstrap variant."),
-        "packages": attr.string_list(doc = "Extra packages to include."),
-        "source_date_epoch": attr.int(default = 0, doc = "Timestamps of the bootstrap."),
+        "archive": attr.label(allow_single_file = [".oci.tar"], mandatory = True, doc = "The OCI archive."),
+        "digest": attr.string(mandatory = True, doc = "The manifest digest the pin names, sha256:<hex>."),
+        "pin": attr.string(mandatory = True, doc = "The pin file, for messages."),
     }, **ICOS_ATTRS),
-    toolchains = [HOST_TOOLS_TOOLCHAIN],
 )
 
 def _build_args(ctx):
@@ -67,25 +37,6 @@ def _build_args(ctx):
 def _context_dir(ctx):
     return ctx.file.dockerfile.dirname
 
-def _container_image_impl(ctx):
-    archive = ctx.actions.declare_file(ctx.label.name + ".oci.tar")
-    podman = host_tool(ctx, "podman")
-    base = ctx.attr.base[ContainerImageInfo].archive
-    run_icos(
-        ctx,
-        arguments = ["container", "build", "--podman", podman.path, "--dockerfile", ctx.file.dockerfile.path, "--context", _context_dir(ctx), "--base", "{}={}".format(ctx.attr.base_arg, base.path), "--oci-archive", archive.path] + _build_args(ctx),
-        inputs = ctx.files.srcs + [ctx.file.dockerfile, base],
-        outputs = [archive],
-        env = podman.env,
-        mnemonic = "ContainerImage",
-        progress_message = "Building container image %{label}",
-        execution_requirements = _NETWORK,
-    )
-    return [
-        DefaultInfo(files = depset([archive])),
-        ContainerImageInfo(archive = archive),
-    ]
-
 _CONTAINER_ATTRS = dict({
     "dockerfile": attr.label(allow_single_file = True, mandatory = True, doc = "The Dockerfile; its directory is the build context."),
     "srcs": attr.label_list(allow_files = True, doc = "The files of the build context (under the Dockerfile's directory)."),
@@ -93,13 +44,6 @@ _CONTAINER_ATTRS = dict({
     "base_arg": attr.string(default = "BASE_IMAGE", doc = "The build argument that names the base image (`ARG BASE_IMAGE` + `FROM ${BASE_IMAGE}`)."),
     "build_args": attr.string_dict(doc = "Build arguments."),
 }, **ICOS_ATTRS)
-
-container_image = rule(
-    implementation = _container_image_impl,
-    doc = "A container image built from a Dockerfile FROM another image, as an OCI archive.",
-    attrs = _CONTAINER_ATTRS,
-    toolchains = [HOST_TOOLS_TOOLCHAIN],
-)
 
 def _container_rootfs_impl(ctx):
     tar = ctx.actions.declare_file(output_name(ctx.label.name, ".tar"))
