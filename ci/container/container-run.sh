@@ -12,6 +12,7 @@
 # Environment:
 #   ICOS_CACHE_DIR       where build roots and caches live (default /var/cache/icos)
 #   ICOS_DEBIAN_MIRROR   Debian archive to bootstrap from (default: the host's apt source)
+#   ICOS_OCI_STORE       the store of pinned base images (default $ICOS_CACHE_DIR/oci-store)
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -78,7 +79,9 @@ run_in_root() {
   for name in TZ LC_ALL CI SOURCE_DATE_EPOCH $(compgen -e | grep '^ICOS_' || true); do
     [[ -v $name ]] && env+=("$name=${!name}")
   done
-  local binds=("$workspace" "$cache_dir/bazel" "$cache_dir/cargo" "$cache_dir/tools" "$cache_dir/scratch")
+  # The OCI store of the pinned base images outlives build roots, as Bazel's caches do.
+  local binds=("$workspace" "$cache_dir/bazel" "$cache_dir/cargo" "$cache_dir/tools" "$cache_dir/scratch"
+    "${ICOS_OCI_STORE:-$cache_dir/oci-store}")
   mkdir -p "${binds[@]}"
   # cargo >= 1.85 names its crates.io index cache with a new hash, while the crates-index 2.2
   # inside cargo-bazel 0.15 looks for the old name; both names must reach the same directory.
