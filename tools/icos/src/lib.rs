@@ -3,6 +3,7 @@
 
 pub mod base_image;
 pub mod container;
+pub mod exec_log;
 pub mod ext4;
 pub mod fat;
 pub mod fs_input;

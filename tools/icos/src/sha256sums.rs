@@ -114,8 +114,13 @@ fn parse_line(line: &str) -> Result<(String, String), String> {
 
 /// Checks every file listed in `sums` against the files next to it.
 pub fn check_sha256sums(sums: &Path) -> Result<Vec<CheckedFile>, Sha256SumsError> {
+    check_sha256sums_in(sums, sums.parent().unwrap_or(Path::new(".")))
+}
+
+/// Checks every file listed in `sums` against the files of the same name in `dir` (a rebuild
+/// checked against published hashes).
+pub fn check_sha256sums_in(sums: &Path, dir: &Path) -> Result<Vec<CheckedFile>, Sha256SumsError> {
     let file = File::open(sums).map_err(|source| Sha256SumsError::Read { path: sums.to_owned(), source })?;
-    let dir = sums.parent().unwrap_or(Path::new("."));
     let mut checked = Vec::new();
     for (index, line) in BufReader::new(file).lines().enumerate() {
         let malformed = |problem: String| Sha256SumsError::Malformed {
