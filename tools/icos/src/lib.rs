@@ -3,6 +3,7 @@
 
 pub mod base_image;
 pub mod container;
+pub mod diff;
 pub mod exec_log;
 pub mod ext4;
 pub mod fat;
@@ -13,6 +14,7 @@ pub mod oci;
 pub mod output;
 pub mod package;
 pub mod partitions;
+pub mod repro;
 pub mod rootfs;
 pub mod seed;
 pub mod sha256sums;

@@ -18,6 +18,8 @@ use uuid::Uuid;
 use crate::fs_input::{scan_tar, EntryKind, EntryPath, InputEntry, InputError};
 use crate::output::{write_atomically_via_path, OutputError};
 
+pub mod read;
+
 const BLOCK_SIZE: u64 = 4096;
 const INODE_SIZE: u64 = 256;
 /// One inode per 16 KiB of filesystem, mke2fs's default for ext4.

@@ -1,0 +1,66 @@
+//! bazel-cache-check: reads the JSON execution log of a build in a fresh output base that shares a
+//! disk cache with an earlier build, and fails unless every image action came from the cache and
+//! may be cached remotely. Exit status: 0 passed, 1 failed, 2 on an error.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use icos::exec_log::{check_cache_hits, read_exec_log};
+
+#[derive(Parser)]
+#[command(name = "bazel-cache-check", version, about = "Check that a build's image actions all came from the cache")]
+struct Args {
+    /// The build's --execution_log_json_file.
+    exec_log: PathBuf,
+    /// Label prefix (leading @ removed) of the targets whose actions build images; repeat for
+    /// several. The defaults: the OS packages, and the pinned base images' repositories (named
+    /// by Bazel 7 and Bazel 8).
+    #[arg(
+        long = "image-packages",
+        value_name = "LABEL_PREFIX",
+        default_values = ["//ic-os/", "_main~base_images~", "_main+base_images+"]
+    )]
+    image_packages: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let path = args.exec_log.display().to_string();
+    let spawns = match File::open(&args.exec_log)
+        .map_err(|error| format!("cannot read {path}: {error}"))
+        .and_then(|file| read_exec_log(std::io::BufReader::new(file), &path).map_err(|error| error.to_string()))
+    {
+        Ok(spawns) => spawns,
+        Err(error) => {
+            eprintln!("bazel-cache-check: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = check_cache_hits(&spawns, &args.image_packages);
+    let runners: Vec<String> = report.by_runner.iter().map(|(runner, count)| format!("{count} {runner}")).collect();
+    println!("bazel-cache-check: {} spawns: {}", spawns.len(), runners.join(", "));
+    println!(
+        "bazel-cache-check: image actions (targets under {}): {} of {} from the cache",
+        args.image_packages.join(", "),
+        report.image_cache_hits,
+        report.image_actions
+    );
+    for spawn in &report.other_executed {
+        println!("bazel-cache-check: note: executed (not an image action): {} {}", spawn.mnemonic, spawn.target_label);
+    }
+    for (spawn, problem) in &report.problems {
+        println!("bazel-cache-check: FAIL {} {} ({}): {problem}", spawn.mnemonic, spawn.target_label, spawn.progress_message);
+    }
+    if report.passed() {
+        println!("bazel-cache-check: passed: a shared cache serves every image action");
+        ExitCode::SUCCESS
+    } else {
+        if report.image_actions == 0 {
+            println!("bazel-cache-check: FAIL: the log has no image action, so it proves nothing");
+        }
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,190 @@
+//! Showing names and values that are raw bytes (Linux file names, xattr values, tar member names)
+//! without losing what they are.
+//!
+//! The escaped form is unambiguous: printable UTF-8 stays as it is, a backslash becomes `\\`, the
+//! usual controls become `\n`, `\t`, `\r`, other control characters `\u{..}` and bytes that are
+//! not UTF-8 `\xNN`. People see it quoted (`"a b"`) whenever it holds a space, a quote, a
+//! backslash or an escape, or is empty, so that the name's edges are clear. JSON carries the exact
+//! string when the bytes are UTF-8, and the escaped form plus the bytes as a number array when not
+//! (see [`super::report`]).
+
+use std::fmt::Write as _;
+
+/// The escaped form of `bytes`, without quotes.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for character in chunk.valid().chars() {
+            match character {
+                '\\' => text.push_str("\\\\"),
+                '\n' => text.push_str("\\n"),
+                '\t' => text.push_str("\\t"),
+                '\r' => text.push_str("\\r"),
+                // Writing to a String cannot fail.
+                _ if character.is_ascii_control() => {
+                    let _ = write!(text, "\\x{:02x}", u32::from(character));
+                }
+                _ if character.is_control() => {
+                    let _ = write!(text, "\\u{{{:x}}}", u32::from(character));
+                }
+                _ => text.push(character),
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(text, "\\x{byte:02x}");
+        }
+    }
+    text
+}
+
+/// `bytes` for people: the escaped form, in double quotes when it would otherwise be unclear where
+/// the name starts and ends or that it was escaped.
+pub fn quote(bytes: &[u8]) -> String {
+    let escaped = escape(bytes);
+    let plain = !escaped.is_empty()
+        && escaped.len() == bytes.len()
+        && !escaped.chars().any(|character| character.is_whitespace() || character == '"' || character == '\\');
+    if plain {
+        escaped
+    } else {
+        format!("\"{}\"", escaped.replace('"', "\\\""))
+    }
+}
+
+/// Like [`quote`], cut to about `max` characters of escaped text, saying how long the value was.
+pub fn preview(bytes: &[u8], max: usize) -> String {
+    let escaped = escape(bytes);
+    if escaped.chars().count() <= max {
+        return quote(bytes);
+    }
+    let cut: String = escaped.chars().take(max).collect();
+    format!("\"{}\"… ({} bytes)", cut.replace('"', "\\\""), bytes.len())
+}
+
+/// Lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
+/// The first bytes of a digest in hex, enough to tell two apart in a message.
+pub fn short_hex(bytes: &[u8]) -> String {
+    let mut text = hex(&bytes[..bytes.len().min(6)]);
+    if bytes.len() > 6 {
+        text.push('…');
+    }
+    text
+}
+
+/// Seconds and nanoseconds since 1970 as RFC 3339 (`2024-01-02T03:04:05Z`, fractions only when
+/// there are any); `utc` false for FAT's local times, which carry no zone and get no `Z`.
+pub fn format_time(seconds: i64, nanoseconds: u32, utc: bool) -> String {
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let mut text = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    );
+    if nanoseconds != 0 {
+        let fraction = format!("{nanoseconds:09}");
+        let _ = write!(text, ".{}", fraction.trim_end_matches('0'));
+    }
+    if utc {
+        text.push('Z');
+    }
+    text
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (Howard
+/// Hinnant's `civil_from_days`), so that no date crate is needed.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// (year, month, day) to days since 1970-01-01: the inverse of `civil_from_days`.
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let month = i64::from(month);
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// A byte count for people: exact, with a binary-unit approximation when large.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 10 * 1024 {
+        return if bytes == 1 { "1 byte".to_owned() } else { format!("{bytes} bytes") };
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{bytes} bytes ({value:.1} {})", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_unambiguous_and_quoted_when_needed() {
+        assert_eq!(quote(b"/etc/hostname"), "/etc/hostname");
+        assert_eq!(quote(b"/etc/my file"), "\"/etc/my file\"");
+        assert_eq!(quote(b"/bad\xffname"), "\"/bad\\xffname\"");
+        // A name that literally holds a backslash and "xff" differs from the byte 0xff.
+        assert_eq!(quote(b"/bad\\xffname"), "\"/bad\\\\xffname\"");
+        assert_eq!(quote(b"a\nb\x1b"), "\"a\\nb\\x1b\"");
+        assert_eq!(quote(b"say \"hi\""), "\"say \\\"hi\\\"\"");
+        assert_eq!(quote(b""), "\"\"");
+        assert_eq!(quote("/grüße".as_bytes()), "/grüße");
+        assert_eq!(escape("\u{85}".as_bytes()), "\\u{85}");
+        assert_eq!(escape(b"\xc3"), "\\xc3");
+    }
+
+    #[test]
+    fn previews_are_cut_with_the_length() {
+        assert_eq!(preview(b"short", 10), "short");
+        assert_eq!(preview(&[b'x'; 20], 5), "\"xxxxx\"… (20 bytes)");
+    }
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(format_time(0, 0, true), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(1_704_067_200, 0, true), "2024-01-01T00:00:00Z");
+        assert_eq!(format_time(1_709_210_096, 500_000_000, true), "2024-02-29T12:34:56.5Z");
+        assert_eq!(format_time(-1, 0, true), "1969-12-31T23:59:59Z");
+        assert_eq!(format_time(315_532_800, 0, false), "1980-01-01T00:00:00");
+        for days in [-800_000, -1, 0, 59, 11_016, 19_782, 2_932_896] {
+            let (year, month, day) = civil_from_days(days);
+            assert_eq!(days_from_civil(year, month, day), days);
+        }
+    }
+
+    #[test]
+    fn sizes_and_digests() {
+        assert_eq!(format_size(1), "1 byte");
+        assert_eq!(format_size(4096), "4096 bytes");
+        assert_eq!(format_size(3 << 20), "3145728 bytes (3.0 MiB)");
+        assert_eq!(short_hex(&[0xab; 32]), "abababababab…");
+    }
+}
