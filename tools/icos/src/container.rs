@@ -67,17 +67,26 @@ fn process_limit() -> Option<String> {
     line.split_whitespace().nth(3).map(str::to_owned)
 }
 
+/// Copies a build context with the modes git records (0755 for directories and executables,
+/// 0644 for other files), not those of the checkout: `COPY` keeps modes, and a checkout's modes
+/// depend on the umask of whoever cloned it (the determinism test found /etc/motd 0640 in an
+/// image built from a clone made under umask 0027).
 fn copy_resolving_links(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     fs::create_dir_all(to)?;
+    fs::set_permissions(to, fs::Permissions::from_mode(0o755))?;
     let mut entries = fs::read_dir(from)?.collect::<Result<Vec<_>, _>>()?;
     entries.sort_by_key(|entry| entry.file_name());
     for entry in entries {
         let source = entry.path();
         let target = to.join(entry.file_name());
-        if fs::metadata(&source)?.is_dir() {
+        let metadata = fs::metadata(&source)?;
+        if metadata.is_dir() {
             copy_resolving_links(&source, &target)?;
         } else {
             fs::copy(&source, &target)?;
+            let mode = if metadata.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
         }
     }
     Ok(())
@@ -227,5 +236,39 @@ pub fn build(build: &ContainerBuild, output: ContainerOutput<'_>) -> Result<Opti
             let options = ArchiveOptions { created: build.source_date_epoch, ..ArchiveOptions::new(name) };
             Ok(Some(write_archive(&tar, archive, &options)?))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn copies_a_context_with_the_modes_git_records_whatever_the_checkout_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = dir.path().join("context");
+        fs::create_dir_all(context.join("etc")).unwrap();
+        fs::write(context.join("etc/motd"), b"hello\n").unwrap();
+        fs::write(context.join("run.sh"), b"#!/bin/sh\n").unwrap();
+        fs::write(dir.path().join("outside"), b"linked\n").unwrap();
+        symlink(dir.path().join("outside"), context.join("link")).unwrap();
+        // As a checkout made under umask 0027 has them.
+        fs::set_permissions(context.join("etc/motd"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::set_permissions(context.join("run.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::set_permissions(context.join("etc"), fs::Permissions::from_mode(0o750)).unwrap();
+
+        let copy = dir.path().join("copy");
+        copy_resolving_links(&context, &copy).unwrap();
+        assert_eq!(mode(&copy), 0o755);
+        assert_eq!(mode(&copy.join("etc")), 0o755);
+        assert_eq!(mode(&copy.join("etc/motd")), 0o644);
+        assert_eq!(mode(&copy.join("run.sh")), 0o755);
+        assert!(!fs::symlink_metadata(copy.join("link")).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(copy.join("link")).unwrap(), b"linked\n");
     }
 }

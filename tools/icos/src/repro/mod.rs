@@ -102,6 +102,8 @@ pub enum ReproError {
     SumsForSeveralImages { count: usize },
     #[error(transparent)]
     Diff(#[from] crate::diff::DiffError),
+    #[error("{path} is not empty and not a work dir of repro-check; give an empty or new directory as --work-dir")]
+    ForeignWorkDir { path: PathBuf },
 }
 
 /// The outcome of a check: every published file reproduced, or not.
@@ -141,6 +143,9 @@ pub fn repro_check(options: &ReproCheckOptions) -> Result<Verdict, ReproError> {
     remove_work_dir(&options.work_dir, &options.bazel)?;
     fs::create_dir_all(&options.work_dir)
         .map_err(|source| ReproError::Io { action: "create", path: options.work_dir.clone(), source })?;
+    let marker = options.work_dir.join(WORK_DIR_MARKER);
+    fs::write(&marker, b"a repro-check work dir: removed by the next check that uses it\n")
+        .map_err(|source| ReproError::Io { action: "write", path: marker, source })?;
 
     progress.step(&format!("cloning {} at {} into {}", options.repository, options.commit, source.display()));
     git::clone_at(&options.repository, &options.commit, &source)?;
@@ -290,9 +295,22 @@ fn render_command(command: &Command) -> String {
         .join(" ")
 }
 
+/// Marks a directory as a work dir of repro-check, which the next check may empty.
+const WORK_DIR_MARKER: &str = ".icos-repro-check";
+
 /// Removes a previous work dir. A Bazel output base holds read-only directories, so Bazel
-/// removes its own first.
+/// removes its own first. A directory that is neither empty nor marked as a work dir is refused:
+/// a mistyped --work-dir must not cost anyone their files.
 fn remove_work_dir(work_dir: &Path, bazel: &Path) -> Result<(), ReproError> {
+    match fs::read_dir(work_dir) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(ReproError::Io { action: "read", path: work_dir.to_owned(), source }),
+        Ok(mut entries) => {
+            if entries.next().is_some() && !work_dir.join(WORK_DIR_MARKER).exists() {
+                return Err(ReproError::ForeignWorkDir { path: work_dir.to_owned() });
+            }
+        }
+    }
     let output_base = work_dir.join("output-base");
     if output_base.exists() {
         let mut expunge = Command::new(bazel);
@@ -360,5 +378,26 @@ mod tests {
         assert_eq!(files, [PathBuf::from("_trees/root.tar"), "a file".into(), "b".into()]);
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(published_files(empty.path()), Err(ReproError::NothingPublished { .. })));
+    }
+
+    #[test]
+    fn empties_only_its_own_work_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let bazel = Path::new("/nonexistent/bazel");
+        let foreign = dir.path().join("home");
+        fs::create_dir(&foreign).unwrap();
+        fs::write(foreign.join("thesis.tex"), b"years of work").unwrap();
+        assert!(matches!(remove_work_dir(&foreign, bazel), Err(ReproError::ForeignWorkDir { .. })));
+        assert!(foreign.join("thesis.tex").exists());
+
+        let own = dir.path().join("work");
+        fs::create_dir_all(own.join("src")).unwrap();
+        fs::write(own.join(WORK_DIR_MARKER), b"").unwrap();
+        remove_work_dir(&own, bazel).unwrap();
+        assert!(!own.exists());
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        remove_work_dir(&empty, bazel).unwrap();
+        remove_work_dir(&dir.path().join("missing"), bazel).unwrap();
     }
 }
