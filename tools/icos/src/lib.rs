@@ -2,6 +2,7 @@
 //! that two builds of the same sources give the same bytes.
 
 pub mod base_image;
+pub mod calendar;
 pub mod container;
 pub mod diff;
 pub mod exec_log;

@@ -11,7 +11,8 @@ use sha2::{Digest as _, Sha256};
 use super::blob::{Blob, ByteComparison};
 use super::bytes_difference;
 use super::error::DiffError;
-use super::escape::{days_from_civil, quote, short_hex};
+use super::escape::{quote, short_hex};
+use crate::calendar::days_from_civil;
 use super::report::{ArtifactDiff, Difference};
 use super::tree::{compare_fields, compare_trees, FileTree, Node, NodeType, Time};
 

@@ -84,6 +84,12 @@ struct Builder<'g, 'r, 'a> {
     next_logical: u64,
 }
 
+impl<'g, 'r, 'a> Builder<'g, 'r, 'a> {
+    fn new(geometry: &'g Geometry, read_block: &'r mut ReadBlock<'a>) -> Self {
+        Builder { geometry, read_block, map: BlockMap::default(), visited: HashSet::new(), next_logical: 0 }
+    }
+}
+
 impl Builder<'_, '_, '_> {
     fn push(
         &mut self,
@@ -258,13 +264,7 @@ pub(super) fn extent_map(
     geometry: &Geometry,
     read_block: &mut ReadBlock<'_>,
 ) -> Result<BlockMap, Problem> {
-    let mut builder = Builder {
-        geometry,
-        read_block,
-        map: BlockMap::default(),
-        visited: HashSet::new(),
-        next_logical: 0,
-    };
+    let mut builder = Builder::new(geometry, read_block);
     builder.extent_node(root, None, "the extent tree root in the inode")?;
     Ok(builder.map)
 }
@@ -276,13 +276,7 @@ pub(super) fn indirect_map(
     geometry: &Geometry,
     read_block: &mut ReadBlock<'_>,
 ) -> Result<BlockMap, Problem> {
-    let mut builder = Builder {
-        geometry,
-        read_block,
-        map: BlockMap::default(),
-        visited: HashSet::new(),
-        next_logical: 0,
-    };
+    let mut builder = Builder::new(geometry, read_block);
     for index in 0..DIRECT_BLOCKS {
         let pointer = u64::from(u32_at(pointers, index * 4));
         if pointer != 0 {

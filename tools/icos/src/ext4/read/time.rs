@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::Ext4Time;
+use crate::calendar::civil_from_days;
 
 impl Ext4Time {
     /// A timestamp from its 32-bit field and, when the inode has room for it, its `_extra`
@@ -46,27 +47,6 @@ pub(super) fn format_seconds(seconds: i64) -> String {
         time / 60 % 60,
         time % 60
     )
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
-/// civil_from_days): days are counted in 400-year eras from 0000-03-01, so that the leap day
-/// ends a year.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
