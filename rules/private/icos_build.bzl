@@ -28,7 +28,9 @@ def icos_build(
     """Creates the targets of one OS variant in the calling package.
 
     Targets: version.txt, rootfs-tree.tar (canonical container rootfs, unless `rootfs` is given), partition-boot.tzst,
-    partition-root.tzst, partition-grub.tzst, disk-img.tar.zst, update-img.tar.zst, SHA256SUMS, and
+    partition-root.tzst, partition-var.tzst (the ext4 filesystems, packaged: the disk image and the upgrade
+    image are made from these, so no cache stores a raw filesystem's holes), partition-grub.tzst,
+    disk-img.tar.zst, update-img.tar.zst, SHA256SUMS, and
     NAME, a filegroup of the published files (disk-img.tar.zst, update-img.tar.zst, SHA256SUMS), and
     launch-local-vm (`bazel run` boots disk-img.tar.zst in QEMU).
     Everything but NAME is `manual`; with `test --build_tests_only` (.bazelrc), `bazel test //...`
@@ -95,25 +97,26 @@ def icos_build(
     images = {"boot": (":_boot_tree", boot_size), "root": (":_root_tree", root_size), "var": (":_var_split", var_size)}
     for part, (tree, size) in images.items():
         ext4_image(
-            name = "_{}_img".format(part),
+            name = "partition-{}.tzst".format(part),
             src = tree,
             fs_size = size,
             label = part,
             partition = "A_" + part,
             seed = seed,
             tags = manual,
+            # partition-var.tzst is not published: var is in the disk and the upgrade image.
+            visibility = visibility if part != "var" else None,
         )
-    for part, image in [("boot", ":_boot_img"), ("root", ":_root_img"), ("grub", grub)]:
-        package(
-            name = "partition-{}.tzst".format(part),
-            members = {image: "partition.img"},
-            tags = manual,
-            visibility = visibility,
-        )
+    package(
+        name = "partition-grub.tzst",
+        members = {grub: "partition.img"},
+        tags = manual,
+        visibility = visibility,
+    )
     disk_image(
         name = "disk-img.tar.zst",
         partitions = partitions,
-        images = [esp, grub, ":_boot_img", ":_root_img", ":_var_img"],
+        images = [esp, grub, ":partition-boot.tzst", ":partition-root.tzst", ":partition-var.tzst"],
         disk_size = disk_size,
         seed = seed,
         packaged = True,
@@ -122,9 +125,9 @@ def icos_build(
     )
     upgrade_image(
         name = "update-img.tar.zst",
-        boot = ":_boot_img",
-        root = ":_root_img",
-        var = ":_var_img",
+        boot = ":partition-boot.tzst",
+        root = ":partition-root.tzst",
+        var = ":partition-var.tzst",
         version = ":version.txt",
         tags = manual,
         visibility = visibility,

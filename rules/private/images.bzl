@@ -90,19 +90,21 @@ var_manifest.""",
 )
 
 def _ext4_image_impl(ctx):
-    image = ctx.actions.declare_file(output_name(ctx.label.name, ".img"))
+    # Packaged: Bazel's disk and remote caches store files without holes, and a 3G filesystem
+    # with a few hundred MB of files would cost them 3G.
+    image = ctx.actions.declare_file(output_name(ctx.label.name, ".tzst"))
     tree = _tree_of(ctx.attr.src)
     mke2fs = host_tool(ctx, "mke2fs")
     run_icos(
         ctx,
-        arguments = ["ext4", "--input", tree.path, "--output", image.path, "--size", ctx.attr.fs_size, "--label", ctx.attr.label or ctx.attr.partition, "--seed", ctx.attr.seed, "--partition-name", ctx.attr.partition, "--mke2fs", mke2fs.path],
+        arguments = ["ext4", "--input", tree.path, "--package", image.path, "--size", ctx.attr.fs_size, "--label", ctx.attr.label or ctx.attr.partition, "--seed", ctx.attr.seed, "--partition-name", ctx.attr.partition, "--mke2fs", mke2fs.path],
         inputs = [tree],
         outputs = [image],
         env = mke2fs.env,
         mnemonic = "Ext4Image",
         progress_message = "Making the ext4 filesystem %{label}",
     )
-    return [DefaultInfo(files = depset([image])), PartitionImageInfo(image = image, partition = ctx.attr.partition)]
+    return [DefaultInfo(files = depset([image])), PartitionImageInfo(image = image, partition = ctx.attr.partition, packaged = True)]
 
 _IMAGE_ATTRS = dict({
     "src": attr.label(mandatory = True, allow_single_file = [".tar"], doc = "The canonical tree to put in the filesystem."),
@@ -114,7 +116,8 @@ _IMAGE_ATTRS = dict({
 
 ext4_image = rule(
     implementation = _ext4_image_impl,
-    doc = "An ext4 filesystem image of a canonical tree (mke2fs -d), all identifiers derived from the seed.",
+    doc = """An ext4 filesystem image of a canonical tree (mke2fs -d), all identifiers derived from the
+seed, packaged as a partition .tzst (member partition.img, sparse) named like the target.""",
     attrs = _IMAGE_ATTRS,
     toolchains = [HOST_TOOLS_TOOLCHAIN],
 )
@@ -130,7 +133,7 @@ def _vfat_image_impl(ctx):
         mnemonic = "VfatImage",
         progress_message = "Making the FAT filesystem %{label}",
     )
-    return [DefaultInfo(files = depset([image])), PartitionImageInfo(image = image, partition = ctx.attr.partition)]
+    return [DefaultInfo(files = depset([image])), PartitionImageInfo(image = image, partition = ctx.attr.partition, packaged = False)]
 
 vfat_image = rule(
     implementation = _vfat_image_impl,
@@ -177,11 +180,18 @@ disk_image = rule(
 def _package_impl(ctx):
     archive = ctx.actions.declare_file(ctx.attr.out or ctx.label.name)
     args = ["package", "--output", archive.path]
+    image_members = []
     for target, member in ctx.attr.members.items():
         files = target.files.to_list()
         if len(files) != 1:
             fail("members: {} must be exactly one file".format(target.label))
-        args += ["--member", "{}={}".format(member, files[0].path)]
+        if PartitionImageInfo in target and target[PartitionImageInfo].packaged:
+            image_members.append(member)
+            args += ["--image-member", "{}={}".format(member, files[0].path)]
+        else:
+            args += ["--member", "{}={}".format(member, files[0].path)]
+    if image_members and list(ctx.attr.members.values())[:len(image_members)] != image_members:
+        fail("members: packaged partition images ({}) must come before the other members".format(", ".join(image_members)))
     run_icos(
         ctx,
         arguments = args,
@@ -198,7 +208,7 @@ package = rule(
 update-img.tar.zst. Deterministic: fixed headers, a sparse map from content, zstd whose output does
 not depend on the thread count.""",
     attrs = dict({
-        "members": attr.label_keyed_string_dict(allow_files = True, mandatory = True, doc = "File -> member name, in this order."),
+        "members": attr.label_keyed_string_dict(allow_files = True, mandatory = True, doc = "File -> member name, in this order. A packaged partition image (an ext4_image) becomes its raw image; these come first."),
         "out": attr.string(doc = "The output file name; the target name when empty."),
     }, **ICOS_ATTRS),
 )
@@ -233,9 +243,9 @@ def upgrade_image(name, boot, root, var, version, **kwargs):
 
     Args:
         name: the output file name, such as update-img.tar.zst.
-        boot: the boot filesystem image.
-        root: the root filesystem image.
-        var: the var filesystem image.
+        boot: the boot filesystem image (an ext4_image, or a raw image file).
+        root: the root filesystem image (likewise).
+        var: the var filesystem image (likewise).
         version: the version.txt file.
         **kwargs: common attributes (tags, visibility).
     """

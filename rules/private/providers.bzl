@@ -16,7 +16,8 @@ RootfsTreeInfo = provider(
 PartitionImageInfo = provider(
     doc = "A partition image: a filesystem ready to be written at a partition's offset.",
     fields = {
-        "image": "File: the raw image",
+        "image": "File: the raw image, or with `packaged` a .tzst holding it as its one member",
         "partition": "string: the partition name in partitions.csv",
+        "packaged": "bool: `image` is a package (.tzst) of the raw image",
     },
 )

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::output::{write_atomically, OutputError};
 use crate::package::sparse::{self, CopyError};
+use crate::package::{self, PackageError};
 use crate::partitions::{PartitionTable, PartitionsError, FIRST_USABLE_LBA, SECTOR_SIZE};
 use crate::seed::Seed;
 
@@ -30,6 +31,8 @@ pub enum DiskError {
     Partitions(#[from] PartitionsError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    #[error(transparent)]
+    Package(#[from] PackageError),
     #[error("disk size {size} bytes: {problem}")]
     BadSize { size: u64, problem: String },
     #[error("alignment must be at least 1 sector")]
@@ -54,7 +57,8 @@ pub enum DiskError {
     Gpt { path: PathBuf, problem: String },
 }
 
-/// The content of one partition: a raw image file.
+/// The content of one partition: a raw image file, or a package holding one (a partition's
+/// `.tzst`, as the build keeps partition images: compressed, so that caches do not store holes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionImage {
     pub name: String,
@@ -131,9 +135,11 @@ fn plan<'a>(
                 second: image.path.clone(),
             });
         }
-        let image_bytes = std::fs::metadata(&image.path)
-            .map_err(|source| DiskError::ReadImage { path: image.path.clone(), source })?
-            .len();
+        let image_bytes = if package::is_package(&image.path)? {
+            package::image_member_size(&image.path)?
+        } else {
+            std::fs::metadata(&image.path).map_err(|source| DiskError::ReadImage { path: image.path.clone(), source })?.len()
+        };
         check_fits(table, index, image, image_bytes)?;
         by_partition[index] = Some(image);
     }
@@ -170,16 +176,23 @@ pub fn build_disk(
             let Some(image) = image else { continue };
             let partition = &table.partitions[index];
             let read_error = |source| DiskError::ReadImage { path: image.path.clone(), source };
-            let mut source = File::open(&image.path).map_err(read_error)?;
-            let map = sparse::scan(&mut source).map_err(read_error)?;
-            // Checked again: the image may have grown since it was planned.
-            check_fits(table, index, image, map.size)?;
-            sparse::copy_extents_at(&mut source, &map, file, partition.start * SECTOR_SIZE).map_err(
-                |error| match error {
-                    CopyError::Read(error) => read_error(error),
-                    CopyError::Write(error) => write_error(error),
-                },
-            )?;
+            let copy_error = |error| match error {
+                CopyError::Read(error) => read_error(error),
+                CopyError::Write(error) => write_error(error),
+            };
+            let offset = partition.start * SECTOR_SIZE;
+            // Checked again before copying: the image may have grown since it was planned.
+            if package::is_package(&image.path)? {
+                package::read_image_member(&image.path, |size, reader| {
+                    check_fits(table, index, image, size)?;
+                    sparse::copy_stream_at(reader, size, file, offset).map_err(copy_error)
+                })?;
+            } else {
+                let mut source = File::open(&image.path).map_err(read_error)?;
+                let map = sparse::scan(&mut source).map_err(read_error)?;
+                check_fits(table, index, image, map.size)?;
+                sparse::copy_extents_at(&mut source, &map, file, offset).map_err(copy_error)?;
+            }
         }
         file.set_len(options.size).map_err(write_error)?;
         write_gpt(file, output, table, &identity)
@@ -263,6 +276,33 @@ mod tests {
         assert_eq!(identity.disk_guid, options(0).seed.unwrap().disk_guid());
         // The disk GUID is stored mixed-endian at offset 56 of the header.
         assert_eq!(&bytes[512 + 56..512 + 72], &identity.disk_guid.to_bytes_le());
+    }
+
+    #[test]
+    fn a_packaged_image_gives_the_same_disk_as_the_raw_image_and_is_checked_to_fit() {
+        use crate::package::{package, CompressionOptions, Member};
+        let dir = tempfile::tempdir().unwrap();
+        let table = parse_partitions_csv(Path::new("p.csv"), "esp,2048,2048,U,\nroot,4096,4096,L,\n").unwrap();
+        let raw = dir.path().join("root.img");
+        fs::write(&raw, [vec![0u8; 8192], vec![0xCD; 5000], vec![0u8; 9000], vec![1u8; 3]].concat()).unwrap();
+        let packaged = dir.path().join("partition-root.tzst");
+        package(&packaged, &[Member::file("partition.img", &raw)], CompressionOptions { level: 3, threads: 1 }).unwrap();
+        let from_raw = dir.path().join("raw.disk");
+        let from_package = dir.path().join("packaged.disk");
+        build_disk(&from_raw, &table, &[PartitionImage { name: "root".into(), path: raw }], &options(8 << 20)).unwrap();
+        let images = [PartitionImage { name: "root".into(), path: packaged.clone() }];
+        build_disk(&from_package, &table, &images, &options(8 << 20)).unwrap();
+        assert_eq!(fs::read(&from_raw).unwrap(), fs::read(&from_package).unwrap());
+        // Too large for esp (1 MiB): the error names the package, before anything is written.
+        let big = dir.path().join("big.img");
+        File::create(&big).unwrap().set_len(2048 * 512 + 4096).unwrap();
+        let big_package = dir.path().join("partition-big.tzst");
+        package(&big_package, &[Member::file("partition.img", &big)], CompressionOptions { level: 3, threads: 1 }).unwrap();
+        let output = dir.path().join("too-large.disk");
+        let images = [PartitionImage { name: "esp".into(), path: big_package }];
+        let error = build_disk(&output, &table, &images, &options(8 << 20)).unwrap_err().to_string();
+        assert!(error.contains("partition-big.tzst") && error.contains("larger than partition \"esp\""), "{error}");
+        assert!(!output.exists());
     }
 
     #[test]

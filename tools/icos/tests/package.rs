@@ -205,8 +205,10 @@ fn errors_exit_2_name_the_problem_and_leave_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("disk.img");
     fs::write(&image, b"data").unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--member", "disk.img=missing.img"], "missing.img"),
+        (&["--image-member", "disk.img=disk.img"], "disk.img: not a valid package"),
+        (&["--image-member", "disk.img=missing.tzst"], "missing.tzst"),
         (&["--member", "disk.img=disk.img", "--member", "disk.img=disk.img"], "given twice"),
         (&["--member", "sub/disk.img=disk.img"], "plain file name"),
         (&["--member", "disk.img=disk.img", "--level", "23"], "zstd level 23"),
@@ -220,6 +222,26 @@ fn errors_exit_2_name_the_problem_and_leave_no_output() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert_eq!(directory_entries(dir.path()), ["disk.img"], "{args:?} left a file behind");
     }
+}
+
+#[test]
+fn a_disk_from_a_package_holding_two_images_is_refused_naming_the_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("esp.img");
+    write_image(&image, 2 * MIB, false);
+    let two = package(dir.path(), "two.tzst", &[("partition.img", &image), ("other.img", &image)], &["--level", "1"]);
+    fs::write(dir.path().join("p.csv"), "esp, 2048, 8192, U, , ESP\n").unwrap();
+    let output = icos()
+        .current_dir(dir.path())
+        .args(["disk", "--partitions", "p.csv", "--size", "8M", "--seed", "8d1c0a6e-5f7b-4c2d-9e3a-1b2c3d4e5f60"])
+        .args(["--package", "disk-img.tar.zst", "--image"])
+        .arg(format!("esp={}", two.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("two.tzst") && stderr.contains("more than one member"), "{stderr}");
+    assert_eq!(directory_entries(dir.path()), ["esp.img", "p.csv", "two.tzst"]);
 }
 
 #[test]

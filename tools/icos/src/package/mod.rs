@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use tar::{EntryType, GnuExtSparseHeader, Header};
 
 use crate::output::{write_atomically, write_atomically_via_path, OutputError};
-use sparse::{Extent, SparseMap};
+use sparse::{CopyError, Extent, SparseMap};
 
 /// The default zstd level: level 10 compresses images with few GB of data several times faster
 /// than 19 for a few percent more bytes, and is well within zstd's fast-decompression range.
@@ -72,6 +72,92 @@ pub enum PackageError {
 pub struct Member {
     pub name: String,
     pub path: PathBuf,
+    /// `path` is itself a package holding one image (a partition's `.tzst`), and the member is that
+    /// image: a build step that gets partitions as packages repackages them without unpacking.
+    pub packaged: bool,
+}
+
+impl Member {
+    /// A member whose content is the file at `path`.
+    pub fn file(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Member { name: name.into(), path: path.into(), packaged: false }
+    }
+
+    /// A member whose content is the one image inside the package at `path`.
+    pub fn packaged_image(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Member { name: name.into(), path: path.into(), packaged: true }
+    }
+}
+
+/// The four bytes that start a zstd frame, and so every package.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// Whether `path` is a package rather than a raw image. A raw filesystem image starts with a boot
+/// sector or zeros, never with a zstd frame.
+pub fn is_package(path: &Path) -> Result<bool, PackageError> {
+    let read_error = |source| PackageError::Read { path: path.to_owned(), source };
+    let mut file = File::open(path).map_err(read_error)?;
+    let mut magic = [0u8; 4];
+    let count = sparse::read_full(&mut file, &mut magic).map_err(read_error)?;
+    Ok(count == magic.len() && magic == ZSTD_MAGIC)
+}
+
+/// The size of the image in the package `archive` (its first member), read from its header.
+pub fn image_member_size(archive: &Path) -> Result<u64, PackageError> {
+    let mut tar = open_archive(archive)?;
+    let mut entries = tar.entries().map_err(|error| bad_archive(archive, error.to_string()))?;
+    let entry = first_image_entry(archive, &mut entries)?;
+    Ok(entry.size())
+}
+
+/// Calls `read` with the size and the content (holes read as zeros) of the one image in the
+/// package `archive`, such as a partition's `.tzst` holding `partition.img`. Fails if the package
+/// holds more than that one regular or sparse file.
+pub fn read_image_member<T, E: From<PackageError>>(
+    archive: &Path,
+    read: impl FnOnce(u64, &mut dyn io::Read) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut tar = open_archive(archive)?;
+    let mut entries = tar.entries().map_err(|error| bad_archive(archive, error.to_string()))?;
+    let mut entry = first_image_entry(archive, &mut entries)?;
+    let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let result = read(entry.size(), &mut entry)?;
+    drop(entry);
+    if let Some(next) = entries.next() {
+        let next = next.map_err(|error| bad_archive(archive, error.to_string()))?;
+        let problem = format!(
+            "it holds more than one member ({:?} after {name:?}); an image package holds one",
+            String::from_utf8_lossy(&next.path_bytes())
+        );
+        return Err(bad_archive(archive, problem).into());
+    }
+    Ok(result)
+}
+
+fn bad_archive(archive: &Path, problem: String) -> PackageError {
+    PackageError::BadArchive { path: archive.to_owned(), problem }
+}
+
+fn open_archive(archive: &Path) -> Result<tar::Archive<zstd::stream::read::Decoder<'static, io::BufReader<File>>>, PackageError> {
+    let file = File::open(archive).map_err(|source| PackageError::Read { path: archive.to_owned(), source })?;
+    let decoder = zstd::stream::read::Decoder::new(file).map_err(|error| bad_archive(archive, error.to_string()))?;
+    Ok(tar::Archive::new(decoder))
+}
+
+fn first_image_entry<'a, R: io::Read>(
+    archive: &Path,
+    entries: &mut tar::Entries<'a, R>,
+) -> Result<tar::Entry<'a, R>, PackageError> {
+    let entry = entries
+        .next()
+        .ok_or_else(|| bad_archive(archive, "it holds no members".into()))?
+        .map_err(|error| bad_archive(archive, error.to_string()))?;
+    let kind = entry.header().entry_type();
+    if kind != EntryType::Regular && kind != EntryType::GNUSparse {
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        return Err(bad_archive(archive, format!("member {name:?} is not a regular or sparse file ({kind:?})")));
+    }
+    Ok(entry)
 }
 
 /// Compression parameters. `threads` changes the speed, never the bytes.
@@ -144,19 +230,41 @@ fn check_members(members: &[Member]) -> Result<(), PackageError> {
 }
 
 /// Writes the uncompressed tar stream of `members` to `writer`; `output` names it in errors.
-pub fn write_tar(writer: &mut impl Write, members: &[Member], output: &Path) -> Result<(), PackageError> {
+pub fn write_tar<W: Write>(writer: &mut W, members: &[Member], output: &Path) -> Result<(), PackageError> {
     check_members(members)?;
     let write_error = |source| PackageError::Write { path: output.to_owned(), source };
     for member in members {
         let read_error = |source| PackageError::Read { path: member.path.clone(), source };
-        let mut file = File::open(&member.path).map_err(read_error)?;
-        let map = sparse::scan(&mut file).map_err(read_error)?;
-        let headers = member_headers(&member.name, &map)
-            .map_err(|source| PackageError::Header { name: member.name.clone(), source })?;
-        for header in &headers {
-            writer.write_all(header).map_err(write_error)?;
-        }
-        copy_extents(&mut file, &member.path, &map, writer, output)?;
+        let copy_error = |error| match error {
+            CopyError::Read(source) => read_error(source),
+            CopyError::Write(source) => write_error(source),
+        };
+        let write_headers = |writer: &mut W, map: &SparseMap| {
+            let headers = member_headers(&member.name, map)
+                .map_err(|source| PackageError::Header { name: member.name.clone(), source })?;
+            headers.iter().try_for_each(|header| writer.write_all(header)).map_err(write_error)
+        };
+        let map = if member.packaged {
+            // Two passes over the packaged image: the tar header holds the sparse map, which is
+            // only known once the whole content has been read.
+            let map = read_image_member(&member.path, |size, reader| {
+                sparse::scan_stream(reader, size).map_err(read_error)
+            })?;
+            write_headers(writer, &map)?;
+            read_image_member(&member.path, |size, reader| {
+                if size != map.size {
+                    return Err(PackageError::Changed { path: member.path.clone() });
+                }
+                sparse::write_extents_of_stream(reader, &map, writer).map_err(copy_error)
+            })?;
+            map
+        } else {
+            let mut file = File::open(&member.path).map_err(read_error)?;
+            let map = sparse::scan(&mut file).map_err(read_error)?;
+            write_headers(writer, &map)?;
+            copy_extents(&mut file, &member.path, &map, writer, output)?;
+            map
+        };
         let padding = map.data_bytes().next_multiple_of(TAR_BLOCK) - map.data_bytes();
         writer.write_all(&[0u8; TAR_BLOCK as usize][..padding as usize]).map_err(write_error)?;
     }
@@ -242,10 +350,8 @@ fn copy_extents(
 /// Extracts every member of the `.tar.zst` package `archive` into `output_dir`, each file written
 /// atomically, the holes of sparse members left as holes. Returns the member names in archive order.
 pub fn unpack(archive: &Path, output_dir: &Path) -> Result<Vec<String>, PackageError> {
-    let bad = |problem: String| PackageError::BadArchive { path: archive.to_owned(), problem };
-    let file = File::open(archive).map_err(|source| PackageError::Read { path: archive.to_owned(), source })?;
-    let decoder = zstd::stream::read::Decoder::new(file).map_err(|error| bad(error.to_string()))?;
-    let mut tar = tar::Archive::new(decoder);
+    let bad = |problem: String| bad_archive(archive, problem);
+    let mut tar = open_archive(archive)?;
     let mut names = Vec::new();
     for entry in tar.entries().map_err(|error| bad(error.to_string()))? {
         let mut entry = entry.map_err(|error| bad(error.to_string()))?;
@@ -287,7 +393,7 @@ pub fn parse_member(text: &str) -> Result<Member, PackageError> {
         .split_once('=')
         .ok_or_else(|| PackageError::BadMemberName { name: text.to_owned(), problem: "expected NAME=PATH" })?;
     check_member_name(name)?;
-    Ok(Member { name: name.to_owned(), path: PathBuf::from(path) })
+    Ok(Member::file(name, path))
 }
 
 #[cfg(test)]
@@ -310,7 +416,7 @@ mod tests {
             content[start..start + 4096].fill(value);
         }
         fs::write(&path, content).unwrap();
-        Member { name: name.to_owned(), path }
+        Member::file(name, path)
     }
 
     #[test]
@@ -321,7 +427,7 @@ mod tests {
         let members = [
             image(dir.path(), "disk.img", &blocks, 70 * 4096),
             image(dir.path(), "zeros.img", &[], 5 * 4096 + 3),
-            Member { name: "VERSION.TXT".into(), path: dir.path().join("VERSION.TXT") },
+            Member::file("VERSION.TXT", dir.path().join("VERSION.TXT")),
         ];
         fs::write(&members[2].path, b"1.2.3\n").unwrap();
         let bytes = tar_of(&members);
@@ -368,7 +474,7 @@ mod tests {
             chunk.copy_from_slice(&(state >> 8).to_le_bytes());
         }
         fs::write(&path, &content).unwrap();
-        let members = [Member { name: "disk.img".into(), path }];
+        let members = [Member::file("disk.img", path)];
         let mut outputs = Vec::new();
         for threads in [1, 2, 4] {
             let output = dir.path().join(format!("out{threads}.tar.zst"));
@@ -387,11 +493,50 @@ mod tests {
     fn bad_parameters_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("out.tar.zst");
-        let members = [Member { name: "disk.img".into(), path: dir.path().join("absent.img") }];
+        let members = [Member::file("disk.img", dir.path().join("absent.img"))];
         let error = package(&output, &members, CompressionOptions::default()).unwrap_err();
         assert!(error.to_string().contains("absent.img"), "{error}");
         let level = CompressionOptions { level: 0, threads: 1 };
         assert!(matches!(package(&output, &members, level), Err(PackageError::BadLevel { .. })));
         assert!(!output.exists());
+    }
+
+    #[test]
+    fn an_image_from_a_package_is_stored_as_the_image_file_itself_would_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = image(dir.path(), "partition.img", &[(1, 7), (2, 8), (40, 9)], 64 * 4096 + 100);
+        let partition = dir.path().join("partition-root.tzst");
+        package(&partition, std::slice::from_ref(&raw), CompressionOptions { level: 3, threads: 1 }).unwrap();
+        assert!(is_package(&partition).unwrap());
+        assert!(!is_package(&raw.path).unwrap());
+        assert_eq!(image_member_size(&partition).unwrap(), 64 * 4096 + 100);
+        let version = dir.path().join("VERSION.TXT");
+        fs::write(&version, b"1.2.3\n").unwrap();
+        let from_file = tar_of(&[Member::file("root.img", &raw.path), Member::file("VERSION.TXT", &version)]);
+        let from_package =
+            tar_of(&[Member::packaged_image("root.img", &partition), Member::file("VERSION.TXT", &version)]);
+        assert_eq!(from_file, from_package);
+    }
+
+    #[test]
+    fn an_image_package_must_hold_one_regular_or_sparse_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = image(dir.path(), "boot.img", &[(0, 1)], 4096);
+        let second = image(dir.path(), "root.img", &[(0, 2)], 4096);
+        let two = dir.path().join("two.tzst");
+        package(&two, &[first.clone(), second], CompressionOptions { level: 3, threads: 1 }).unwrap();
+        let error = read_image_member(&two, |_, reader| {
+            io::copy(reader, &mut io::sink()).map_err(|source| PackageError::Read { path: two.clone(), source })
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("two.tzst") && error.contains("more than one member"), "{error}");
+        let error = is_package(&dir.path().join("absent.tzst")).unwrap_err().to_string();
+        assert!(error.contains("absent.tzst"), "{error}");
+        let garbage = dir.path().join("garbage.tzst");
+        fs::write(&garbage, [&ZSTD_MAGIC[..], b"not a frame"].concat()).unwrap();
+        assert!(is_package(&garbage).unwrap());
+        let error = image_member_size(&garbage).unwrap_err().to_string();
+        assert!(error.contains("garbage.tzst") && error.contains("not a valid package"), "{error}");
     }
 }

@@ -52,7 +52,7 @@ pub fn is_zero(bytes: &[u8]) -> bool {
 }
 
 /// Reads until `buffer` is full or the input ends; returns the number of bytes read.
-pub fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+pub fn read_full(reader: &mut (impl Read + ?Sized), buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
         match reader.read(&mut buffer[filled..]) {
@@ -87,21 +87,86 @@ pub fn scan(file: &mut File) -> io::Result<SparseMap> {
 /// Adds the data blocks of `start..end` (`start` block-aligned) to `map`.
 fn scan_range(file: &mut File, start: u64, end: u64, map: &mut SparseMap) -> io::Result<()> {
     file.seek(SeekFrom::Start(start))?;
+    for_each_data_block(file, start, end, |error| error, |position, block| {
+        map.push_data(position, block.len() as u64);
+        Ok(())
+    })
+}
+
+/// Reads `reader` from `start` (block-aligned) to `end` and calls `data` with the position and
+/// bytes of every block that is not all zero; `read_error` wraps the errors of reading.
+fn for_each_data_block<E>(
+    reader: &mut (impl Read + ?Sized),
+    start: u64,
+    end: u64,
+    read_error: impl Fn(io::Error) -> E,
+    mut data: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
     let mut buffer = vec![0u8; BUFFER_SIZE];
     let mut position = start;
     while position < end {
         let want = (end - position).min(BUFFER_SIZE as u64) as usize;
-        if read_full(file, &mut buffer[..want])? < want {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was read"));
+        if read_full(reader, &mut buffer[..want]).map_err(&read_error)? < want {
+            return Err(read_error(io::Error::new(io::ErrorKind::UnexpectedEof, "the content ended early")));
         }
         for block in buffer[..want].chunks(BLOCK_SIZE as usize) {
             if !is_zero(block) {
-                map.push_data(position, block.len() as u64);
+                data(position, block)?;
             }
             position += block.len() as u64;
         }
     }
     Ok(())
+}
+
+/// The sparse map of the `size` bytes that `reader` yields (a stream in which holes read as
+/// zeros, such as a package member): the map [`scan`] gives for the same content in a file.
+pub fn scan_stream(reader: &mut (impl Read + ?Sized), size: u64) -> io::Result<SparseMap> {
+    let mut map = SparseMap { size, extents: Vec::new() };
+    for_each_data_block(reader, 0, size, |error| error, |position, block| {
+        map.push_data(position, block.len() as u64);
+        Ok(())
+    })?;
+    Ok(map)
+}
+
+/// Copies the blocks of the `size` bytes that `reader` yields that are not all zero into `output`
+/// at `offset`; the zero blocks are not written (holes in a new file), as [`copy_extents_at`] does.
+pub fn copy_stream_at(reader: &mut (impl Read + ?Sized), size: u64, output: &mut impl WriteAt, offset: u64) -> Result<(), CopyError> {
+    for_each_data_block(reader, 0, size, CopyError::Read, |position, block| {
+        output.write_all_at(block, offset + position).map_err(CopyError::Write)
+    })
+}
+
+/// Writes the bytes of `map`'s extents to `writer`, reading the content sequentially from
+/// `reader` (which yields the whole content, holes as zeros): the data part of a sparse tar member.
+pub fn write_extents_of_stream(reader: &mut (impl Read + ?Sized), map: &SparseMap, writer: &mut impl Write) -> Result<(), CopyError> {
+    let mut position = 0;
+    for extent in &map.extents {
+        let skipped = io::copy(&mut (&mut *reader).take(extent.offset - position), &mut io::sink()).map_err(CopyError::Read)?;
+        let copied = copy_exactly(reader, extent.length, writer)?;
+        if skipped != extent.offset - position || copied != extent.length {
+            return Err(CopyError::Read(io::Error::new(io::ErrorKind::UnexpectedEof, "the content ended early")));
+        }
+        position = extent.offset + extent.length;
+    }
+    Ok(())
+}
+
+/// Copies up to `length` bytes from `reader` to `writer`; returns how many there were.
+fn copy_exactly(reader: &mut (impl Read + ?Sized), length: u64, writer: &mut impl Write) -> Result<u64, CopyError> {
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    let mut done = 0;
+    while done < length {
+        let want = (length - done).min(BUFFER_SIZE as u64) as usize;
+        let count = read_full(reader, &mut buffer[..want]).map_err(CopyError::Read)?;
+        writer.write_all(&buffer[..count]).map_err(CopyError::Write)?;
+        done += count as u64;
+        if count < want {
+            break;
+        }
+    }
+    Ok(done)
 }
 
 /// Copies the data extents of `source` (described by `map`) into `output` at `offset`; the rest
@@ -218,37 +283,6 @@ mod tests {
     use std::io::Cursor;
     use std::os::unix::fs::MetadataExt;
 
-    /// Copies all of `reader` into `output` starting at `offset`, seeking over all-zero blocks instead
-    /// of writing them, so that they stay holes. `output` must read as zeros there already (a new
-    /// file). Blocks are counted from `offset`. Returns the number of bytes copied; the caller sets the
-    /// final length, since trailing zeros are never written.
-    fn copy_skipping_zeros(reader: &mut impl Read, output: &mut impl WriteAt, offset: u64) -> Result<u64, CopyError> {
-        let mut buffer = vec![0u8; BUFFER_SIZE];
-        let mut position = offset;
-        loop {
-            let count = read_full(reader, &mut buffer).map_err(CopyError::Read)?;
-            let mut run_start: Option<usize> = None;
-            // Write each run of data blocks with one call; skip zero blocks.
-            for (index, block) in buffer[..count].chunks(BLOCK_SIZE as usize).enumerate() {
-                let start = index * BLOCK_SIZE as usize;
-                if is_zero(block) {
-                    if let Some(run) = run_start.take() {
-                        output.write_all_at(&buffer[run..start], position + run as u64).map_err(CopyError::Write)?;
-                    }
-                } else if run_start.is_none() {
-                    run_start = Some(start);
-                }
-            }
-            if let Some(run) = run_start {
-                output.write_all_at(&buffer[run..count], position + run as u64).map_err(CopyError::Write)?;
-            }
-            position += count as u64;
-            if count < buffer.len() {
-                return Ok(position - offset);
-            }
-        }
-    }
-
     fn content() -> Vec<u8> {
         // hole, data, two-block hole, data straddling into a short last block.
         let mut bytes = vec![0u8; 4096 * 5 + 100];
@@ -266,8 +300,8 @@ mod tests {
         std::fs::write(&dense_path, &bytes).unwrap();
         let sparse_path = dir.path().join("sparse");
         let mut sparse = File::create(&sparse_path).unwrap();
-        let copied = copy_skipping_zeros(&mut &bytes[..], &mut sparse, 0).unwrap();
-        sparse.set_len(copied).unwrap();
+        copy_stream_at(&mut &bytes[..], bytes.len() as u64, &mut sparse, 0).unwrap();
+        sparse.set_len(bytes.len() as u64).unwrap();
         assert_eq!(std::fs::read(&sparse_path).unwrap(), bytes);
         let dense_map = scan(&mut File::open(&dense_path).unwrap()).unwrap();
         let sparse_map = scan(&mut File::open(&sparse_path).unwrap()).unwrap();
@@ -321,7 +355,7 @@ mod tests {
     fn copy_writes_at_the_offset_and_nothing_for_zeros() {
         let mut output = Cursor::new(vec![9u8; 3 * 4096]);
         let input = [vec![0u8; 4096], vec![5u8; 10]].concat();
-        assert_eq!(copy_skipping_zeros(&mut &input[..], &mut output, 4096).unwrap(), 4106);
+        copy_stream_at(&mut &input[..], input.len() as u64, &mut output, 4096).unwrap();
         let written = output.into_inner();
         assert!(written[4096..8192].iter().all(|&byte| byte == 9), "zero block was written");
         assert_eq!(&written[8192..8202], &[5u8; 10]);

@@ -267,7 +267,7 @@ mod tests {
     fn update(dir: &Path, members: &[(&str, &Path)]) -> PathBuf {
         let members: Vec<PackageMember> = members
             .iter()
-            .map(|(name, path)| PackageMember { name: (*name).to_owned(), path: path.to_path_buf() })
+            .map(|(name, path)| PackageMember::file(*name, path))
             .collect();
         let output = dir.join("update-img.tar.zst");
         package(&output, &members, CompressionOptions { level: 3, threads: 1 }).unwrap();
@@ -348,7 +348,7 @@ mod tests {
         let version = dir.path().join("version");
         fs::write(&version, "1\n").unwrap();
         let members = [("boot.img", ext4.clone()), ("root.img", ext4), ("VERSION.TXT", version)]
-            .map(|(name, path)| PackageMember { name: name.into(), path });
+            .map(|(name, path)| PackageMember::file(name, path));
         let mut tar = Vec::new();
         crate::package::write_tar(&mut tar, &members, Path::new("test.tar")).unwrap();
         tar.extend_from_slice(b"hidden");

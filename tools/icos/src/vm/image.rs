@@ -174,7 +174,7 @@ mod tests {
         assert_eq!((disk.clone(), fs::read(&disk).unwrap()), (work.join("disk.img"), b"raw disk".to_vec()));
 
         let package = dir.path().join("disk-img.tar.zst");
-        let member = |name: &str| crate::package::Member { name: name.into(), path: raw.clone() };
+        let member = |name: &str| crate::package::Member::file(name, raw.clone());
         let options = crate::package::CompressionOptions { level: 1, threads: 1 };
         crate::package::package(&package, &[member("disk.img")], options).unwrap();
         fs::remove_file(&disk).unwrap();

@@ -138,6 +138,8 @@ fn run_pipeline(conditions: &Conditions) -> BTreeMap<String, String> {
     for (tree, size, partition) in [("boot", "32M", "A_boot"), ("root", "64M", "A_root")] {
         let mut ext4 = args(&["ext4", "--size", size, "--label", tree, "--seed", SEED, "--partition-name", partition, "-i"]);
         ext4.extend([path(&format!("{tree}.tar")), "-o".into(), path(&format!("{tree}.img"))]);
+        // What the Bazel rules keep: the filesystem packaged, as partition-<tree>.tzst.
+        ext4.extend(["--package".into(), path(&format!("partition-{tree}.tzst"))]);
         run(ext4);
     }
     let mut fat = args(&["fat", "--size", "40M", "--label", "ESP", "--seed", SEED, "--partition-name", "esp", "-i"]);
@@ -152,6 +154,28 @@ fn run_pipeline(conditions: &Conditions) -> BTreeMap<String, String> {
     let mut package = args(&["package", "--threads", conditions.zstd_threads, "--output"]);
     package.extend([path("disk-img.tar.zst"), "--member".into(), [OsStr::new("disk.img="), path("disk.img").as_os_str()].join(OsStr::new(""))]);
     run(package);
+    // The same disk and an upgrade image from the packaged partitions, as the Bazel rules make them.
+    let mut disk = args(&["disk", "--size", "256M", "--seed", SEED, "--partitions"]);
+    disk.extend([path("partitions.csv"), "--package".into(), path("disk-from-tzst.tar.zst")]);
+    for (partition, image) in [("esp", "esp.img"), ("A_boot", "partition-boot.tzst"), ("A_root", "partition-root.tzst")] {
+        disk.extend(["--image".into(), [OsStr::new(partition), OsStr::new("="), path(image).as_os_str()].join(OsStr::new(""))]);
+    }
+    run(disk);
+    fs::write(work.join("VERSION.TXT"), b"1.2.3\n").unwrap();
+    let member = |flag: &str, name: &str, file: &str| {
+        [flag.into(), [OsStr::new(name), OsStr::new("="), path(file).as_os_str()].join(OsStr::new(""))]
+    };
+    let mut upgrade = args(&["package", "--threads", conditions.zstd_threads, "--output"]);
+    upgrade.push(path("update-img.tar.zst"));
+    upgrade.extend(member("--member", "boot.img", "boot.img").into_iter().chain(member("--member", "root.img", "root.img")));
+    upgrade.extend(member("--member", "VERSION.TXT", "VERSION.TXT"));
+    run(upgrade);
+    let mut upgrade = args(&["package", "--output"]);
+    upgrade.push(path("update-from-tzst.tar.zst"));
+    upgrade.extend(member("--member", "VERSION.TXT", "VERSION.TXT"));
+    upgrade.extend(member("--image-member", "boot.img", "partition-boot.tzst"));
+    upgrade.extend(member("--image-member", "root.img", "partition-root.tzst"));
+    run(upgrade);
 
     let mut digests = BTreeMap::new();
     for entry in fs::read_dir(work).unwrap() {
@@ -193,8 +217,11 @@ fn pipeline_gives_identical_bytes_under_different_conditions() {
         umask: "077",
         zstd_threads: "3",
     });
-    assert_eq!(first.len(), 15, "{first:?}");
+    assert_eq!(first.len(), 21, "{first:?}");
     assert_eq!(first, second, "outputs differ between the two runs");
+    // Packaged partitions change nothing in what is published.
+    assert_eq!(first["disk-from-tzst.tar.zst"], first["disk-img.tar.zst"]);
+    assert_eq!(first["update-from-tzst.tar.zst"], first["update-img.tar.zst"]);
 }
 
 /// The root filesystem as debugfs sees it matches the manifest of the root tree, odd names included.

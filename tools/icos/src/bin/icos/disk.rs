@@ -1,17 +1,18 @@
 //! `icos disk`: a GPT disk image from a partitions.csv and partition images.
 
 use std::error::Error;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Args};
 use uuid::Uuid;
 
 use icos::gpt_disk::{build_disk, DiskOptions, PartitionImage};
-use icos::package::{package, CompressionOptions, Member};
 use icos::partitions::{read_partitions_csv, DEFAULT_ALIGNMENT};
 use icos::seed::Seed;
 use icos::size::parse_size;
+
+use crate::package::raw_or_packaged;
 
 #[derive(Args)]
 #[command(group(ArgGroup::new("result").required(true).multiple(true).args(["output", "package"])))]
@@ -36,7 +37,8 @@ pub struct DiskArgs {
     /// The disk GUID, instead of the one derived from the seed.
     #[arg(long)]
     disk_guid: Option<Uuid>,
-    /// The content of a partition, as NAME=PATH of a raw image; other partitions stay zero.
+    /// The content of a partition, as NAME=PATH of a raw image or of a package holding one (a
+    /// partition's .tzst); other partitions stay zero.
     #[arg(long = "image", value_name = "NAME=PATH", value_parser = PartitionImage::parse)]
     images: Vec<PartitionImage>,
     /// Partition starts must be multiples of this many sectors.
@@ -48,19 +50,9 @@ pub fn run(args: DiskArgs) -> Result<ExitCode, Box<dyn Error>> {
     let table = read_partitions_csv(&args.partitions)?;
     let options =
         DiskOptions { size: args.size, alignment: args.alignment, seed: args.seed, disk_guid: args.disk_guid };
-    let scratch;
-    let disk = match (&args.output, &args.package) {
-        (Some(output), _) => output.clone(),
-        (None, Some(archive)) => {
-            let parent = archive.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            scratch = tempfile::Builder::new().prefix(".icos-disk-").tempdir_in(parent)?;
-            scratch.path().join("disk.img")
-        }
-        (None, None) => unreachable!("clap requires --output or --package"),
-    };
-    build_disk(&disk, &table, &args.images, &options)?;
-    if let Some(archive) = &args.package {
-        package(archive, &[Member { name: "disk.img".to_owned(), path: disk }], CompressionOptions::default())?;
-    }
+    raw_or_packaged(args.output.as_deref(), args.package.as_deref(), "disk.img", |disk| {
+        build_disk(disk, &table, &args.images, &options)?;
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,12 @@
 //! `icos package` and `icos unpack`: deterministic .tar.zst packages of sparse images.
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 
-use icos::package::{package, parse_member, unpack, CompressionOptions, Member, DEFAULT_LEVEL};
+use icos::package::{package, parse_member, unpack, CompressionOptions, Member, PackageError, DEFAULT_LEVEL};
 
 #[derive(Args)]
 pub struct PackageArgs {
@@ -15,8 +15,12 @@ pub struct PackageArgs {
     output: PathBuf,
     /// A member, as NAME=PATH, stored in the order given; files with all-zero 4 KiB blocks are
     /// stored sparse.
-    #[arg(long = "member", value_name = "NAME=PATH", required = true, value_parser = parse_member)]
+    #[arg(long = "member", value_name = "NAME=PATH", required_unless_present = "image_members", value_parser = parse_member)]
     members: Vec<Member>,
+    /// A member whose content is the one image inside the package PACKAGE (a partition's .tzst),
+    /// as NAME=PACKAGE, stored sparse like a file. These members come first, in the order given.
+    #[arg(long = "image-member", value_name = "NAME=PACKAGE", value_parser = parse_image_member)]
+    image_members: Vec<Member>,
     /// The zstd compression level (1 to 22).
     #[arg(long, default_value_t = DEFAULT_LEVEL)]
     level: i32,
@@ -40,8 +44,39 @@ pub fn run(args: PackageArgs) -> Result<ExitCode, Box<dyn Error>> {
     if let Some(threads) = args.threads {
         options.threads = threads;
     }
-    package(&args.output, &args.members, options)?;
+    let members: Vec<Member> = args.image_members.into_iter().chain(args.members).collect();
+    package(&args.output, &members, options)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_image_member(text: &str) -> Result<Member, PackageError> {
+    parse_member(text).map(|member| Member::packaged_image(member.name, member.path))
+}
+
+/// Writes the raw image that `build` makes to `output`, or packages it as `member` of `archive`,
+/// or both. Without `output` the raw image lives in a temporary directory next to the archive,
+/// so that a build step never keeps (or has Bazel hash and cache) gigabytes of holes.
+pub fn raw_or_packaged(
+    output: Option<&Path>,
+    archive: Option<&Path>,
+    member: &str,
+    build: impl FnOnce(&Path) -> Result<(), Box<dyn Error>>,
+) -> Result<(), Box<dyn Error>> {
+    let scratch;
+    let raw = match (output, archive) {
+        (Some(output), _) => output.to_owned(),
+        (None, Some(archive)) => {
+            let parent = archive.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            scratch = tempfile::Builder::new().prefix(".icos-image-").tempdir_in(parent)?;
+            scratch.path().join(member)
+        }
+        (None, None) => return Err("give --output, --package or both".into()),
+    };
+    build(&raw)?;
+    if let Some(archive) = archive {
+        package(archive, &[Member::file(member, raw)], CompressionOptions::default())?;
+    }
+    Ok(())
 }
 
 pub fn run_unpack(args: UnpackArgs) -> Result<ExitCode, Box<dyn Error>> {
