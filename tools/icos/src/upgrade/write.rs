@@ -1,6 +1,7 @@
 //! Writing an image to a partition as a stream, in 1 MiB chunks: runs of all-zero 4 KiB blocks are
-//! zeroed with `fallocate` rather than written, which a block device turns into WRITE ZEROES (or
-//! discards), so that the mostly empty file systems of an update cost little I/O. The old content
+//! zeroed with `fallocate` rather than written, which a block device turns into WRITE ZEROES that
+//! may deallocate, so that the mostly empty file systems of an update cost little I/O and a thin or
+//! virtual disk stays thin. The old content
 //! of the partition is junk that must not show through: every byte up to the image's length is
 //! either written or zeroed.
 
@@ -27,10 +28,12 @@ pub trait Target {
 /// How a device zeroes ranges: the best method it supports, found by trying them in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Zeroing {
-    /// `FALLOC_FL_ZERO_RANGE`: block devices (WRITE ZEROES), ext4, xfs.
-    ZeroRange,
-    /// `FALLOC_FL_PUNCH_HOLE`: tmpfs and file systems without zero ranges.
+    /// `FALLOC_FL_PUNCH_HOLE`: on a block device WRITE ZEROES that may unmap (Linux never lets it
+    /// fall back to writing), on a file a hole. A virtual disk (QEMU with `discard=unmap`) keeps
+    /// its holes; with ZERO_RANGE first, an upgrade allocated all 5 GB of the inactive slot.
     PunchHole,
+    /// `FALLOC_FL_ZERO_RANGE`: WRITE ZEROES that keep the blocks allocated, or written zeros.
+    ZeroRange,
     /// Writing zeros, which works everywhere.
     WriteZeros,
 }
@@ -52,7 +55,7 @@ impl Device {
         if fs::metadata(path)?.file_type().is_block_device() {
             options.custom_flags(libc::O_EXCL);
         }
-        Ok(Device { file: options.open(path)?, zeroing: Zeroing::ZeroRange })
+        Ok(Device { file: options.open(path)?, zeroing: Zeroing::PunchHole })
     }
 
     /// Writes all of `reader` from offset 0 and syncs the device; returns the bytes written.
@@ -89,8 +92,8 @@ impl Target for Device {
     fn zero(&mut self, offset: u64, length: u64) -> io::Result<()> {
         loop {
             let (mode, fallback) = match self.zeroing {
-                Zeroing::ZeroRange => (libc::FALLOC_FL_ZERO_RANGE, Zeroing::PunchHole),
-                Zeroing::PunchHole => (libc::FALLOC_FL_PUNCH_HOLE, Zeroing::WriteZeros),
+                Zeroing::PunchHole => (libc::FALLOC_FL_PUNCH_HOLE, Zeroing::ZeroRange),
+                Zeroing::ZeroRange => (libc::FALLOC_FL_ZERO_RANGE, Zeroing::WriteZeros),
                 Zeroing::WriteZeros => {
                     let mut done = 0;
                     while done < length {
