@@ -87,7 +87,12 @@ pub fn scan(file: &mut File) -> io::Result<SparseMap> {
 /// Adds the data blocks of `start..end` (`start` block-aligned) to `map`.
 fn scan_range(file: &mut File, start: u64, end: u64, map: &mut SparseMap) -> io::Result<()> {
     file.seek(SeekFrom::Start(start))?;
-    for_each_data_block(file, start, end, |error| error, |position, block| {
+    add_data_blocks(file, start, end, map)
+}
+
+/// Adds the data blocks that `reader` yields for `start..end` to `map`.
+fn add_data_blocks(reader: &mut (impl Read + ?Sized), start: u64, end: u64, map: &mut SparseMap) -> io::Result<()> {
+    for_each_data_block(reader, start, end, |error| error, |position, block| {
         map.push_data(position, block.len() as u64);
         Ok(())
     })
@@ -123,10 +128,7 @@ fn for_each_data_block<E>(
 /// zeros, such as a package member): the map [`scan`] gives for the same content in a file.
 pub fn scan_stream(reader: &mut (impl Read + ?Sized), size: u64) -> io::Result<SparseMap> {
     let mut map = SparseMap { size, extents: Vec::new() };
-    for_each_data_block(reader, 0, size, |error| error, |position, block| {
-        map.push_data(position, block.len() as u64);
-        Ok(())
-    })?;
+    add_data_blocks(reader, 0, size, &mut map)?;
     Ok(map)
 }
 

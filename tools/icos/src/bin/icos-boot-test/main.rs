@@ -6,6 +6,7 @@
 //! Exit status: 0 when the scenario holds, 1 when it does not, 2 when it cannot run.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -32,6 +33,10 @@ const LOGIN_ATTEMPTS: u32 = 3;
 
 /// The 9p mount tag under which the update image is shared with the VM.
 const SHARE_TAG: &str = "update";
+
+/// What an upgrade-install may allocate of the VM's sparse disk beyond the data the update image
+/// carries: the running system's own writes (journal, logs) while it installs.
+const INSTALL_ALLOCATION_SLACK: u64 = 128 << 20;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -100,6 +105,8 @@ fn read_version(path: &Path) -> Result<String, Failure> {
 /// The running VM and the clock of the current phase.
 struct Session {
     console: VmConsole,
+    /// The VM's disk: a sparse file, whose allocation shows what the guest wrote.
+    disk: PathBuf,
     phase: &'static str,
     phase_start: Instant,
     test_start: Instant,
@@ -193,7 +200,16 @@ struct Images {
     disk: PathBuf,
     version: String,
     share: Option<PathBuf>,
-    update: Option<(String, String)>,
+    update: Option<Update>,
+}
+
+/// The update image shared with the VM.
+#[derive(Clone)]
+struct Update {
+    sha256: String,
+    version: String,
+    /// The bytes of image data it carries (its members without their holes).
+    data_bytes: u64,
 }
 
 /// The VM's settings: the defaults of `icos vm run`, with the QEMU binary and the accelerator
@@ -225,7 +241,7 @@ fn start(images: &Images, work: &Path) -> Result<Session, Failure> {
     println!("icos-boot-test: qemu command line: {}", icos::vm::command_line(&argv));
     println!("icos-boot-test: serial console log: {}", transcript.display());
     let console = VmConsole::spawn(&argv, &transcript, &logs.join("qemu-stderr.log"))?;
-    Ok(Session { console, phase: "unpacking the disk image", phase_start: test_start, test_start })
+    Ok(Session { console, disk, phase: "unpacking the disk image", phase_start: test_start, test_start })
 }
 
 fn boot(session: &mut Session, images: &Images, password: Option<&str>) -> Result<(), Failure> {
@@ -254,21 +270,35 @@ fn no_login(session: &mut Session, images: &Images) -> Result<(), Failure> {
 
 /// Boots slot A, installs the update into slot B and commits it; returns the update's version.
 fn install_and_commit(session: &mut Session, images: &Images, password: &str) -> Result<String, Failure> {
-    let (update_sha256, update_version) =
-        images.update.clone().ok_or_else(|| Failure::Setup("this scenario needs --update-image".into()))?;
+    let update = images.update.clone().ok_or_else(|| Failure::Setup("this scenario needs --update-image".into()))?;
     session.expect_boot('A', "stable", &images.version)?;
     session.login(password)?;
     session.phase("upgrade-install of the update image");
     session.run(&format!("mount -t 9p -o trans=virtio,version=9p2000.L,ro {SHARE_TAG} /mnt"), COMMAND_TIMEOUT)?;
+    let allocated_before = allocated_bytes(&session.disk)?;
     session.run(
-        &format!("/opt/icos/bin/icos-agent upgrade-install --sha256 {update_sha256} /mnt/update-img.tar.zst"),
+        &format!("/opt/icos/bin/icos-agent upgrade-install --sha256 {} /mnt/update-img.tar.zst", update.sha256),
         INSTALL_TIMEOUT,
     )?;
+    // The agent zeroes the rest of each partition without writing zeros: on a thin disk the
+    // install allocates about the data it writes, not the whole inactive slot.
+    let allocated = allocated_bytes(&session.disk)?.saturating_sub(allocated_before);
+    println!(
+        "icos-boot-test: upgrade-install allocated {} MiB of the VM disk for {} MiB of image data",
+        allocated >> 20,
+        update.data_bytes >> 20
+    );
+    check(allocated <= update.data_bytes + INSTALL_ALLOCATION_SLACK, || {
+        format!(
+            "upgrade-install allocated {allocated} bytes of the VM disk for {} bytes of image data: zero runs were written",
+            update.data_bytes
+        )
+    })?;
     session.phase("upgrade-commit");
     session.run("/opt/icos/bin/icos-agent upgrade-commit", COMMAND_TIMEOUT)?;
     let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
     check(status.contains("first_boot"), || format!("after upgrade-commit, icos-agent status says: {status}"))?;
-    Ok(update_version)
+    Ok(update.version)
 }
 
 fn upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
@@ -299,6 +329,24 @@ fn failed_upgrade(session: &mut Session, images: &Images, password: &str) -> Res
     session.expect_boot('A', "stable", &images.version)
 }
 
+fn allocated_bytes(path: &Path) -> Result<u64, Failure> {
+    let metadata = fs::metadata(path).map_err(|error| Failure::Setup(format!("{}: {error}", path.display())))?;
+    Ok(metadata.blocks() * 512)
+}
+
+/// The bytes of data in the members of a .tar.zst package: what a sparse member stores, not its
+/// apparent size.
+fn stored_data_bytes(path: &Path) -> Result<u64, Failure> {
+    let setup = |error: std::io::Error| Failure::Setup(format!("{}: {error}", path.display()));
+    let file = fs::File::open(path).map_err(setup)?;
+    let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(file).map_err(setup)?);
+    let mut total = 0;
+    for entry in archive.entries().map_err(setup)? {
+        total += entry.map_err(setup)?.header().entry_size().map_err(setup)?;
+    }
+    Ok(total)
+}
+
 fn sha256_of(path: &Path) -> Result<String, Failure> {
     let mut file = fs::File::open(path).map_err(|error| Failure::Setup(format!("{}: {error}", path.display())))?;
     let mut hasher = Sha256::new();
@@ -327,7 +375,11 @@ fn run(args: Args) -> Result<(), Failure> {
         let share = work.join("share");
         fs::create_dir_all(&share)?;
         fs::copy(update, share.join("update-img.tar.zst"))?;
-        images.update = Some((sha256_of(update)?, read_version(version_file)?));
+        images.update = Some(Update {
+            sha256: sha256_of(update)?,
+            version: read_version(version_file)?,
+            data_bytes: stored_data_bytes(update)?,
+        });
         images.share = Some(share);
     }
     let password = args.root_password.as_deref();
