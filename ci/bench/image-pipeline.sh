@@ -78,10 +78,10 @@ cd ..
 echo "bench: icos pipeline"
 rm -rf icos && mkdir icos && cd icos
 timed icos split "$icos" rootfs split -i ../rootfs.tar --boot boot.tar --root root.tar
-timed icos boot-ext4 "$icos" ext4 -i boot.tar -o boot.img --size 1G --label boot --seed $seed --partition-name A_boot
-timed icos root-ext4 "$icos" ext4 -i root.tar -o root.img --size 3G --label root --seed $seed --partition-name A_root
+timed icos boot-ext4 "$icos" ext4 -i boot.tar -o boot.img --size 1G --label boot --partitions "$partitions" --partition-name A_boot
+timed icos root-ext4 "$icos" ext4 -i root.tar -o root.img --size 3G --label root --partitions "$partitions" --partition-name A_root
 for part in esp grub; do
-  timed icos fat "$icos" fat -i "../loader/$part.tar" -o "$part.img" --size 100M --label "${part^^}" --seed $seed --partition-name $part
+  timed icos fat "$icos" fat -i "../loader/$part.tar" -o "$part.img" --size 100M --label "${part^^}" --partitions "$partitions" --partition-name $part
 done
 timed icos disk "$icos" disk --partitions "$partitions" --output disk.img --size 50G --seed $seed \
   --image esp=esp.img --image grub=grub.img --image A_boot=boot.img --image A_root=root.img

@@ -3,7 +3,8 @@
 load("//ic-os/components:defs.bzl", "UPGRADE_AGENT_INJECT")
 load("//rules:defs.bzl", "icos_build")
 
-# Every identifier a GuestOS disk has beyond partitions.csv derives from this seed.
+# The seed of the GuestOS disk GUID (and of any partition UUID partitions.csv leaves empty); the
+# filesystem identifiers derive from the partition UUIDs, as systemd-repart derives them.
 GUESTOS_SEED = "3f0b8c2e-6d41-4a97-b5e8-1c9d2a7f4e60"
 
 def guestos_build(name, build_args = None, rootfs = None, version = "//ic-os:version"):

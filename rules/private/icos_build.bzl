@@ -39,7 +39,9 @@ def icos_build(
     Args:
         name: the filegroup of the published files.
         partitions: the partitions.csv; slot A is A_boot, A_root, A_var.
-        seed: the build seed (a UUID) all identifiers not in partitions.csv derive from.
+        seed: the build seed (a UUID): the disk GUID and the partition UUIDs partitions.csv leaves
+            empty derive from it, and each filesystem's identifiers from its partition's UUID, as
+            systemd-repart derives them.
         boot_args: the boot_args file (BOOT_ARGS_A, BOOT_ARGS_B) put on the boot partition.
         esp: the ESP image (a vfat_image for partition esp).
         grub: the GRUB partition image (a vfat_image for partition grub).
@@ -102,6 +104,7 @@ def icos_build(
             fs_size = size,
             label = part,
             partition = "A_" + part,
+            partitions = partitions,
             seed = seed,
             tags = manual,
             # partition-var.tzst is not published: var is in the disk and the upgrade image.

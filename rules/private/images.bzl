@@ -89,6 +89,13 @@ var_manifest.""",
     }, **ICOS_ATTRS),
 )
 
+def _partition_args(ctx):
+    """The options that name the partition whose UUID the filesystem identifiers derive from."""
+    args = ["--partitions", ctx.file.partitions.path, "--partition-name", ctx.attr.partition]
+    if ctx.attr.seed:
+        args += ["--seed", ctx.attr.seed]
+    return args
+
 def _ext4_image_impl(ctx):
     # Packaged: Bazel's disk and remote caches store files without holes, and a 3G filesystem
     # with a few hundred MB of files would cost them 3G.
@@ -97,8 +104,8 @@ def _ext4_image_impl(ctx):
     mke2fs = host_tool(ctx, "mke2fs")
     run_icos(
         ctx,
-        arguments = ["ext4", "--input", tree.path, "--package", image.path, "--size", ctx.attr.fs_size, "--label", ctx.attr.label or ctx.attr.partition, "--seed", ctx.attr.seed, "--partition-name", ctx.attr.partition, "--mke2fs", mke2fs.path],
-        inputs = [tree],
+        arguments = ["ext4", "--input", tree.path, "--package", image.path, "--size", ctx.attr.fs_size, "--label", ctx.attr.label or ctx.attr.partition, "--mke2fs", mke2fs.path] + _partition_args(ctx),
+        inputs = [tree, ctx.file.partitions],
         outputs = [image],
         env = mke2fs.env,
         mnemonic = "Ext4Image",
@@ -109,15 +116,17 @@ def _ext4_image_impl(ctx):
 _IMAGE_ATTRS = dict({
     "src": attr.label(mandatory = True, allow_single_file = [".tar"], doc = "The canonical tree to put in the filesystem."),
     "fs_size": attr.string(mandatory = True, doc = "Filesystem size, such as 3G."),
-    "partition": attr.string(mandatory = True, doc = "The partition it is for (names the identifiers derived from the seed)."),
+    "partition": attr.string(mandatory = True, doc = "The partition it is for, in `partitions`: the filesystem identifiers derive from its UUID as systemd-repart derives them."),
+    "partitions": attr.label(allow_single_file = [".csv"], mandatory = True, doc = "The partitions.csv that gives the partition's UUID (or lets it be derived from `seed`)."),
     "label": attr.string(doc = "Filesystem label; the partition name when empty."),
-    "seed": attr.string(mandatory = True, doc = "The build seed (a UUID) from which UUIDs are derived."),
+    "seed": attr.string(doc = "The build seed (a UUID) of the disk; needed when the partition's UUID is empty in `partitions`."),
 }, **ICOS_ATTRS)
 
 ext4_image = rule(
     implementation = _ext4_image_impl,
-    doc = """An ext4 filesystem image of a canonical tree (mke2fs -d), all identifiers derived from the
-seed, packaged as a partition .tzst (member partition.img, sparse) named like the target.""",
+    doc = """An ext4 filesystem image of a canonical tree (mke2fs -d), its UUID and directory hash seed
+derived from the partition's UUID as systemd-repart derives them, packaged as a partition .tzst
+(member partition.img, sparse) named like the target.""",
     attrs = _IMAGE_ATTRS,
     toolchains = [HOST_TOOLS_TOOLCHAIN],
 )
@@ -127,8 +136,8 @@ def _vfat_image_impl(ctx):
     tree = _tree_of(ctx.attr.src)
     run_icos(
         ctx,
-        arguments = ["fat", "--input", tree.path, "--output", image.path, "--size", ctx.attr.fs_size, "--label", (ctx.attr.label or ctx.attr.partition).upper(), "--seed", ctx.attr.seed, "--partition-name", ctx.attr.partition],
-        inputs = [tree],
+        arguments = ["fat", "--input", tree.path, "--output", image.path, "--size", ctx.attr.fs_size, "--label", (ctx.attr.label or ctx.attr.partition).upper()] + _partition_args(ctx),
+        inputs = [tree, ctx.file.partitions],
         outputs = [image],
         mnemonic = "VfatImage",
         progress_message = "Making the FAT filesystem %{label}",
@@ -137,7 +146,8 @@ def _vfat_image_impl(ctx):
 
 vfat_image = rule(
     implementation = _vfat_image_impl,
-    doc = "A FAT32 filesystem image of a tree of files and directories (the ESP, the GRUB partition).",
+    doc = """A FAT32 filesystem image of a tree of files and directories (the ESP, the GRUB partition), its
+volume id derived from the partition's UUID as systemd-repart derives it.""",
     attrs = _IMAGE_ATTRS,
 )
 

@@ -35,7 +35,8 @@ pub struct FatOptions {
     pub size: u64,
     /// Volume label: up to 11 characters.
     pub label: String,
-    /// Volume id (serial number), normally `Seed::fat_volume_id(partition name)`.
+    /// Volume id (serial number), normally `FilesystemIds::from_parent(partition UUID).fat_volume_id`
+    /// (`crate::seed`).
     pub volume_id: u32,
 }
 

@@ -56,6 +56,8 @@ pub enum PartitionsError {
     Empty { path: PathBuf },
     #[error("{path}: {count} partitions, but a GPT partition array here has {MAX_PARTITIONS} entries")]
     TooMany { path: PathBuf, count: usize },
+    #[error("{path}: no partition is named {name:?}; the partitions are {names}")]
+    NoSuchPartition { path: PathBuf, name: String, names: String },
 }
 
 /// One line of `partitions.csv`; `start` and `size` in sectors.
@@ -247,8 +249,27 @@ impl PartitionTable {
         Ok(())
     }
 
+    /// The UUID of the partition named `name`: the one the table gives, or the one derived from
+    /// `seed` (see [`PartitionTable::partition_uuids`]).
+    pub fn partition_uuid(&self, name: &str, seed: Option<&Seed>) -> Result<Uuid, PartitionsError> {
+        let position = self.partitions.iter().position(|partition| partition.name == name).ok_or_else(|| {
+            let names: Vec<String> = self.partitions.iter().map(|partition| format!("{:?}", partition.name)).collect();
+            PartitionsError::NoSuchPartition { path: self.path.clone(), name: name.to_owned(), names: names.join(", ") }
+        })?;
+        match (self.partitions[position].uuid, seed) {
+            (Some(uuid), _) => Ok(uuid),
+            // All of them, so that a clash is reported as `icos disk` reports it.
+            (None, Some(_)) => Ok(self.partition_uuids(seed)?[position]),
+            (None, None) => Err(self.error(
+                &self.partitions[position],
+                "the UUID is empty and no seed was given to derive it".into(),
+            )),
+        }
+    }
+
     /// The partition UUIDs in file order: the given one, or one derived from `seed` with the
-    /// partition's index among the partitions of its type (in file order), as systemd-repart does.
+    /// partition's index among the partitions of its type (in file order, counting those with a
+    /// given UUID too), as systemd-repart does.
     pub fn partition_uuids(&self, seed: Option<&Seed>) -> Result<Vec<Uuid>, PartitionsError> {
         let mut seen_of_type: BTreeMap<Uuid, u64> = BTreeMap::new();
         let mut uuids: Vec<Uuid> = Vec::new();
@@ -336,6 +357,21 @@ B_var  , 67725312, 20971520, L, 2237D1D1-CE96-584E-8EC5-8AE6661FAAE9, Mutable da
         assert_eq!(uuids[1], seed.partition_uuid(parse_type("U").unwrap(), 0));
         let error = table.partition_uuids(None).unwrap_err().to_string();
         assert!(error.contains("partitions.csv:1: partition \"a\"") && error.contains("no seed"), "{error}");
+    }
+
+    #[test]
+    fn one_partition_s_uuid_by_name() {
+        let fixed = "b78084e2-3363-1346-8c25-d426f26b8928";
+        let table = parse(&format!("a,2048,2048,L,\nb,4096,2048,L,{fixed}\nc,6144,2048,L,\n")).unwrap();
+        let seed: Seed = "6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c".parse().unwrap();
+        // The counter of a type counts the partition with a given UUID too: c is the third.
+        assert_eq!(table.partition_uuid("c", Some(&seed)).unwrap(), seed.partition_uuid(parse_type("L").unwrap(), 2));
+        assert_eq!(table.partition_uuid("b", Some(&seed)).unwrap().to_string(), fixed);
+        assert_eq!(table.partition_uuid("b", None).unwrap().to_string(), fixed);
+        let error = table.partition_uuid("c", None).unwrap_err().to_string();
+        assert!(error.contains("partitions.csv:3: partition \"c\"") && error.contains("no seed"), "{error}");
+        let error = table.partition_uuid("d", Some(&seed)).unwrap_err().to_string();
+        assert_eq!(error, "partitions.csv: no partition is named \"d\"; the partitions are \"a\", \"b\", \"c\"");
     }
 
     #[test]

@@ -46,9 +46,9 @@ pub struct Ext4Options {
     pub size: u64,
     /// Volume label, at most 16 bytes.
     pub label: String,
-    /// Filesystem UUID, normally `Seed::filesystem_uuid(partition name)`.
+    /// Filesystem UUID, normally `FilesystemIds::from_parent(partition UUID).uuid` (`crate::seed`).
     pub uuid: Uuid,
-    /// Directory hash seed, normally `Seed::ext4_hash_seed(partition name)`.
+    /// Directory hash seed, normally the filesystem UUID, as systemd-repart sets it.
     pub hash_seed: Uuid,
     /// Every timestamp in the filesystem (seconds since 1970).
     pub source_date_epoch: u64,

@@ -5,11 +5,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use icos::seed::Seed;
+use icos::seed::FilesystemIds;
 
 use crate::common::{directory_entries, icos, tool, tool_command};
 
-const SEED: &str = "6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c";
+/// The UUID of the partition the test filesystems are for: their identifiers derive from it.
+const PARTITION_UUID: &str = "7c0a626e-e5ea-e543-b5c5-300eb8304db7";
 
 /// What a tar entry is, for [`canonical_tar`].
 pub enum Node<'a> {
@@ -127,10 +128,8 @@ fn build(input: &Path, output: &Path, size: &str, extra: &[&str]) -> Output {
             size,
             "--label",
             "root_a",
-            "--seed",
-            SEED,
-            "--partition-name",
-            "root_a",
+            "--partition-uuid",
+            PARTITION_UUID,
         ])
         .arg("--input")
         .arg(input)
@@ -227,7 +226,7 @@ fn image_is_clean_and_holds_every_kind_of_entry() {
         stderr(&fsck)
     );
 
-    let seed: Seed = SEED.parse().unwrap();
+    let ids = FilesystemIds::from_parent(PARTITION_UUID.parse().unwrap());
     let header = run(tool_command("dumpe2fs").arg("-h").arg(&image));
     let header = String::from_utf8_lossy(&header.stdout);
     let field = |name: &str| {
@@ -238,14 +237,8 @@ fn image_is_clean_and_holds_every_kind_of_entry() {
             .trim()
             .to_owned()
     };
-    assert_eq!(
-        field("Filesystem UUID"),
-        seed.filesystem_uuid("root_a").to_string()
-    );
-    assert_eq!(
-        field("Directory Hash Seed"),
-        seed.ext4_hash_seed("root_a").to_string()
-    );
+    assert_eq!(field("Filesystem UUID"), ids.uuid.to_string());
+    assert_eq!(field("Directory Hash Seed"), ids.ext4_hash_seed.to_string());
     assert_eq!(field("Filesystem volume name"), "root_a");
     assert_eq!(field("Block size"), "4096");
     assert_eq!(field("Inode size"), "256");
@@ -459,7 +452,7 @@ fn same_bytes_whatever_the_environment_and_directory() {
                 "ext4", "--input", "root.tar", "--output", "root.img", "--size", "64M", "--label",
                 "root_a",
             ])
-            .args(["--seed", SEED, "--partition-name", "root_a"])
+            .args(["--partition-uuid", PARTITION_UUID])
             .current_dir(dir)
             .env("TZ", tz)
             .env("LANG", lang)
@@ -604,4 +597,31 @@ fn mke2fs_running_out_of_space_is_reported_with_sizes() {
         ],
         &["root.tar"],
     );
+}
+
+#[test]
+fn what_the_identifiers_derive_from_is_named_when_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("root.tar"), canonical_tar(&[item(b"./", Node::Dir)])).unwrap();
+    fs::write(dir.path().join("partitions.csv"), "root_a,2048,16M,L,\n").unwrap();
+    let cases: [(&[&str], &[&str]); 5] = [
+        (&[], &["give --partition-uuid, or --partitions and --partition-name", "or --uuid"]),
+        (&["--partition-name", "root_a"], &["--partitions <PARTITIONS>"]),
+        (
+            &["--partitions", "partitions.csv", "--partition-name", "root_b"],
+            &["partitions.csv: no partition is named \"root_b\"; the partitions are \"root_a\""],
+        ),
+        (
+            &["--partitions", "partitions.csv", "--partition-name", "root_a"],
+            &["partitions.csv:1: partition \"root_a\": the UUID is empty and no seed was given"],
+        ),
+        (&["--partition-uuid", PARTITION_UUID, "--uuid", PARTITION_UUID], &["--uuid", "cannot be used with"]),
+    ];
+    for (args, expected) in cases {
+        let output = run(icos()
+            .args(["ext4", "--input", "root.tar", "--output", "root.img", "--size", "16M"])
+            .args(args)
+            .current_dir(dir.path()));
+        assert_fails(&output, dir.path(), expected, &["partitions.csv", "root.tar"]);
+    }
 }

@@ -4,12 +4,13 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use icos::seed::Seed;
+use icos::seed::FilesystemIds;
 
 use crate::common::{directory_entries, icos, tool_command};
 use crate::ext4::{canonical_tar, disk_dir, item, Node};
 
-const SEED: &str = "6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c";
+/// The UUID of the partition the test filesystems are for: the volume id derives from it.
+const PARTITION_UUID: &str = "b78084e2-3363-1346-8c25-d426f26b8928";
 
 fn run(command: &mut Command) -> Output {
     command
@@ -72,10 +73,8 @@ fn build(dir: &Path, tar: &[u8], size: &str, extra: &[&str]) -> Output {
             size,
             "--label",
             "ESP",
-            "--seed",
-            SEED,
-            "--partition-name",
-            "esp",
+            "--partition-uuid",
+            PARTITION_UUID,
         ])
         .arg("--input")
         .arg(dir.join("esp.tar"))
@@ -107,7 +106,7 @@ fn image_passes_fsck_and_mtools_reads_it_back() {
     let label = run(tool_command("fatlabel").arg(&image));
     assert_eq!(stdout(&label).trim(), "ESP");
     let volume_id = run(tool_command("fatlabel").arg("-i").arg(&image));
-    let expected = SEED.parse::<Seed>().unwrap().fat_volume_id("esp");
+    let expected = FilesystemIds::from_parent(PARTITION_UUID.parse().unwrap()).fat_volume_id;
     assert_eq!(
         stdout(&volume_id).trim().to_lowercase(),
         format!("{expected:08x}"),
@@ -174,7 +173,7 @@ fn same_bytes_whatever_the_environment_and_directory() {
                 "fat", "--input", "esp.tar", "--output", "esp.img", "--size", "100M", "--label",
                 "ESP",
             ])
-            .args(["--seed", SEED, "--partition-name", "esp"])
+            .args(["--partition-uuid", PARTITION_UUID])
             .current_dir(dir)
             .env("TZ", tz)
             .env("LANG", lang)

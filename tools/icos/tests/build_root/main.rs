@@ -7,4 +7,5 @@ mod ext4;
 mod pipeline;
 mod fat;
 mod grubenv;
+mod repart;
 mod rootfs;

@@ -138,12 +138,13 @@ fn run_pipeline(conditions: &Conditions) -> BTreeMap<String, String> {
     for (tree, size, partition) in [("boot", "32M", "A_boot"), ("root", "64M", "A_root")] {
         let mut ext4 = args(&["ext4", "--size", size, "--label", tree, "--seed", SEED, "--partition-name", partition, "-i"]);
         ext4.extend([path(&format!("{tree}.tar")), "-o".into(), path(&format!("{tree}.img"))]);
+        ext4.extend(["--partitions".into(), path("partitions.csv")]);
         // What the Bazel rules keep: the filesystem packaged, as partition-<tree>.tzst.
         ext4.extend(["--package".into(), path(&format!("partition-{tree}.tzst"))]);
         run(ext4);
     }
     let mut fat = args(&["fat", "--size", "40M", "--label", "ESP", "--seed", SEED, "--partition-name", "esp", "-i"]);
-    fat.extend([path("esp.tar"), "-o".into(), path("esp.img")]);
+    fat.extend([path("esp.tar"), "-o".into(), path("esp.img"), "--partitions".into(), path("partitions.csv")]);
     run(fat);
     let mut disk = args(&["disk", "--size", "256M", "--seed", SEED, "--partitions"]);
     disk.extend([path("partitions.csv"), "--output".into(), path("disk.img")]);

@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use icos::ext4::{build_ext4, find_mke2fs, Ext4Options};
 use icos::fat::{build_fat, FatOptions};
-use icos::seed::Seed;
+use icos::partitions::read_partitions_csv;
+use icos::seed::{FilesystemIds, Seed};
 use icos::size::parse_size;
 
 use crate::package::raw_or_packaged;
@@ -35,16 +36,12 @@ pub struct Ext4Args {
     /// The volume label (at most 16 bytes).
     #[arg(long, default_value = "")]
     label: String,
-    /// The build seed the filesystem UUID and hash seed are derived from.
-    #[arg(long)]
-    seed: Option<Seed>,
-    /// The partition name the identifiers are derived for (with --seed).
-    #[arg(long)]
-    partition_name: Option<String>,
-    /// The filesystem UUID, instead of the one derived from the seed.
-    #[arg(long)]
+    #[command(flatten)]
+    parent: ParentArgs,
+    /// The filesystem UUID, instead of the one derived from the partition's UUID.
+    #[arg(long, conflicts_with_all = PARENT_ARGS)]
     uuid: Option<Uuid>,
-    /// The directory hash seed, instead of the one derived from the seed.
+    /// The directory hash seed; default: the filesystem UUID, as systemd-repart sets it.
     #[arg(long)]
     hash_seed: Option<Uuid>,
     /// Every timestamp in the filesystem; default: $SOURCE_DATE_EPOCH, else 0.
@@ -69,43 +66,62 @@ pub struct FatArgs {
     /// The volume label: up to 11 characters, upper case.
     #[arg(long)]
     label: String,
-    /// The build seed the volume id is derived from.
-    #[arg(long)]
-    seed: Option<Seed>,
-    /// The partition name the volume id is derived for (with --seed).
-    #[arg(long)]
-    partition_name: Option<String>,
-    /// The volume id as 8 hex digits (1234ABCD or 1234-ABCD), instead of the derived one.
-    #[arg(long, value_parser = parse_volume_id)]
+    #[command(flatten)]
+    parent: ParentArgs,
+    /// The volume id as 8 hex digits (1234ABCD or 1234-ABCD), instead of the one derived from the
+    /// partition's UUID.
+    #[arg(long, value_parser = parse_volume_id, conflicts_with_all = PARENT_ARGS)]
     volume_id: Option<u32>,
 }
 
-/// A derived identifier needs both the seed and the partition name.
-fn seed_and_name<'a>(
-    seed: &'a Option<Seed>,
-    partition_name: &'a Option<String>,
-    what: &str,
-) -> Result<(&'a Seed, &'a str), String> {
-    match (seed, partition_name) {
-        (Some(seed), Some(name)) => Ok((seed, name)),
-        _ => Err(format!("{what} is derived from --seed and --partition-name; give both, or give {what} explicitly")),
+/// The options that name the UUID the filesystem identifiers derive from.
+const PARENT_ARGS: [&str; 4] = ["partition_uuid", "partitions", "partition_name", "seed"];
+
+/// The UUID of the partition the filesystem is for: its identifiers derive from it as
+/// systemd-repart derives them (`icos::seed::FilesystemIds::from_parent`).
+#[derive(Args)]
+struct ParentArgs {
+    /// The UUID of the partition (or logical volume) the filesystem is for.
+    #[arg(long, conflicts_with_all = ["partitions", "partition_name", "seed"])]
+    partition_uuid: Option<Uuid>,
+    /// The partition table (partitions.csv) that gives the partition's UUID, or lets it be derived
+    /// from --seed as `icos disk` derives it.
+    #[arg(long, requires = "partition_name")]
+    partitions: Option<PathBuf>,
+    /// The partition the filesystem is for, in --partitions.
+    #[arg(long, requires = "partitions")]
+    partition_name: Option<String>,
+    /// The build seed, needed when the partition's UUID is empty in --partitions.
+    #[arg(long, requires = "partitions")]
+    seed: Option<Seed>,
+}
+
+impl ParentArgs {
+    /// The identifiers derived from the partition's UUID; `instead` is the option that gives them
+    /// explicitly, named when nothing to derive them from was given.
+    fn filesystem_ids(&self, instead: &str) -> Result<FilesystemIds, Box<dyn Error>> {
+        let parent = match (self.partition_uuid, &self.partitions, &self.partition_name) {
+            (Some(uuid), _, _) => uuid,
+            (None, Some(partitions), Some(name)) => {
+                read_partitions_csv(partitions)?.partition_uuid(name, self.seed.as_ref())?
+            }
+            _ => {
+                return Err(format!(
+                    "the filesystem identifiers derive from the UUID of its partition: give --partition-uuid, \
+                     or --partitions and --partition-name (and --seed when the partition's UUID is derived), \
+                     or {instead}"
+                )
+                .into())
+            }
+        };
+        Ok(FilesystemIds::from_parent(parent))
     }
 }
 
 pub fn run_ext4(args: Ext4Args) -> Result<ExitCode, Box<dyn Error>> {
-    let uuid = match args.uuid {
-        Some(uuid) => uuid,
-        None => {
-            let (seed, name) = seed_and_name(&args.seed, &args.partition_name, "--uuid")?;
-            seed.filesystem_uuid(name)
-        }
-    };
-    let hash_seed = match args.hash_seed {
-        Some(hash_seed) => hash_seed,
-        None => {
-            let (seed, name) = seed_and_name(&args.seed, &args.partition_name, "--hash-seed")?;
-            seed.ext4_hash_seed(name)
-        }
+    let ids = match args.uuid {
+        Some(uuid) => FilesystemIds::from_uuid(uuid),
+        None => args.parent.filesystem_ids("--uuid")?,
     };
     let source_date_epoch = match args.source_date_epoch {
         Some(epoch) => epoch,
@@ -123,8 +139,8 @@ pub fn run_ext4(args: Ext4Args) -> Result<ExitCode, Box<dyn Error>> {
     let options = Ext4Options {
         size: args.size,
         label: args.label,
-        uuid,
-        hash_seed,
+        uuid: ids.uuid,
+        hash_seed: args.hash_seed.unwrap_or(ids.ext4_hash_seed),
         source_date_epoch,
         mke2fs,
     };
@@ -138,10 +154,7 @@ pub fn run_ext4(args: Ext4Args) -> Result<ExitCode, Box<dyn Error>> {
 pub fn run_fat(args: FatArgs) -> Result<ExitCode, Box<dyn Error>> {
     let volume_id = match args.volume_id {
         Some(volume_id) => volume_id,
-        None => {
-            let (seed, name) = seed_and_name(&args.seed, &args.partition_name, "--volume-id")?;
-            seed.fat_volume_id(name)
-        }
+        None => args.parent.filesystem_ids("--volume-id")?.fat_volume_id,
     };
     let options = FatOptions {
         size: args.size,
