@@ -19,9 +19,9 @@ use gpt::partition_types::{OperatingSystem, Type};
 use gpt::GptConfig;
 use uuid::Uuid;
 
+use crate::image_source::{copy_image_at, image_size, ImageSourceError, NamedImage};
 use crate::output::{write_atomically, OutputError};
-use crate::package::sparse::{self, CopyError};
-use crate::package::{self, PackageError};
+use crate::package::PackageError;
 use crate::partitions::{PartitionTable, PartitionsError, FIRST_USABLE_LBA, SECTOR_SIZE};
 use crate::seed::Seed;
 
@@ -43,8 +43,6 @@ pub enum DiskError {
     UnknownPartition { name: String, path: PathBuf, csv: PathBuf },
     #[error("partition {name:?} is given two images: {first} and {second}")]
     DuplicateImage { name: String, first: PathBuf, second: PathBuf },
-    #[error("{image:?} is not NAME=PATH")]
-    BadImageArgument { image: String },
     #[error("cannot read image {path}: {source}")]
     ReadImage { path: PathBuf, source: io::Error },
     #[error(
@@ -55,26 +53,6 @@ pub enum DiskError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot write the partition table of {path}: {problem}")]
     Gpt { path: PathBuf, problem: String },
-}
-
-/// The content of one partition: a raw image file, or a package holding one (a partition's
-/// `.tzst`, as the build keeps partition images: compressed, so that caches do not store holes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionImage {
-    pub name: String,
-    pub path: PathBuf,
-}
-
-impl PartitionImage {
-    /// Parses the command-line form `NAME=PATH`.
-    pub fn parse(text: &str) -> Result<Self, DiskError> {
-        match text.split_once('=') {
-            Some((name, path)) if !name.is_empty() && !path.is_empty() => {
-                Ok(PartitionImage { name: name.to_owned(), path: PathBuf::from(path) })
-            }
-            _ => Err(DiskError::BadImageArgument { image: text.to_owned() }),
-        }
-    }
 }
 
 /// Everything but the partition table and the images.
@@ -101,10 +79,11 @@ pub struct DiskIdentity {
 /// and that each image fits its partition. Returns the identifiers and, per partition in table
 /// order, its image if any.
 fn plan<'a>(
+    output: &Path,
     table: &PartitionTable,
-    images: &'a [PartitionImage],
+    images: &'a [NamedImage],
     options: &DiskOptions,
-) -> Result<(DiskIdentity, Vec<Option<&'a PartitionImage>>), DiskError> {
+) -> Result<(DiskIdentity, Vec<Option<&'a NamedImage>>), DiskError> {
     if options.alignment == 0 {
         return Err(DiskError::BadAlignment);
     }
@@ -123,7 +102,7 @@ fn plan<'a>(
         (None, Some(seed)) => seed.disk_guid(),
         (None, None) => return Err(DiskError::NoDiskGuid),
     };
-    let mut by_partition: Vec<Option<&PartitionImage>> = vec![None; table.partitions.len()];
+    let mut by_partition: Vec<Option<&NamedImage>> = vec![None; table.partitions.len()];
     for image in images {
         let index = table.partitions.iter().position(|partition| partition.name == image.name).ok_or_else(|| {
             DiskError::UnknownPartition { name: image.name.clone(), path: image.path.clone(), csv: table.path.clone() }
@@ -135,29 +114,38 @@ fn plan<'a>(
                 second: image.path.clone(),
             });
         }
-        let image_bytes = if package::is_package(&image.path)? {
-            package::image_member_size(&image.path)?
-        } else {
-            std::fs::metadata(&image.path).map_err(|source| DiskError::ReadImage { path: image.path.clone(), source })?.len()
-        };
+        let image_bytes = image_size(&image.path).map_err(|error| image_error(table, index, image, output, error))?;
         check_fits(table, index, image, image_bytes)?;
         by_partition[index] = Some(image);
     }
     Ok((DiskIdentity { disk_guid, partition_uuids }, by_partition))
 }
 
-fn check_fits(table: &PartitionTable, index: usize, image: &PartitionImage, image_bytes: u64) -> Result<(), DiskError> {
+/// The error of placing `image` into partition `index` of `output`, with the table's context.
+fn image_error(table: &PartitionTable, index: usize, image: &NamedImage, output: &Path, error: ImageSourceError) -> DiskError {
+    match error {
+        ImageSourceError::Package(error) => DiskError::Package(error),
+        ImageSourceError::Read { path, source } => DiskError::ReadImage { path, source },
+        ImageSourceError::Write(source) => DiskError::Write { path: output.to_owned(), source },
+        ImageSourceError::TooLarge { size, .. } => too_large(table, index, image, size),
+    }
+}
+
+fn too_large(table: &PartitionTable, index: usize, image: &NamedImage, image_bytes: u64) -> DiskError {
     let partition = &table.partitions[index];
-    let partition_bytes = partition.size * SECTOR_SIZE;
-    if image_bytes > partition_bytes {
-        return Err(DiskError::ImageTooLarge {
-            path: image.path.clone(),
-            image_bytes,
-            name: partition.name.clone(),
-            partition_bytes,
-            csv: table.path.clone(),
-            line: partition.line,
-        });
+    DiskError::ImageTooLarge {
+        path: image.path.clone(),
+        image_bytes,
+        name: partition.name.clone(),
+        partition_bytes: partition.size * SECTOR_SIZE,
+        csv: table.path.clone(),
+        line: partition.line,
+    }
+}
+
+fn check_fits(table: &PartitionTable, index: usize, image: &NamedImage, image_bytes: u64) -> Result<(), DiskError> {
+    if image_bytes > table.partitions[index].size * SECTOR_SIZE {
+        return Err(too_large(table, index, image, image_bytes));
     }
     Ok(())
 }
@@ -166,33 +154,18 @@ fn check_fits(table: &PartitionTable, index: usize, image: &PartitionImage, imag
 pub fn build_disk(
     output: &Path,
     table: &PartitionTable,
-    images: &[PartitionImage],
+    images: &[NamedImage],
     options: &DiskOptions,
 ) -> Result<DiskIdentity, DiskError> {
-    let (identity, by_partition) = plan(table, images, options)?;
+    let (identity, by_partition) = plan(output, table, images, options)?;
     let write_error = |source| DiskError::Write { path: output.to_owned(), source };
     write_atomically(output, |file| {
         for (index, image) in by_partition.iter().enumerate() {
             let Some(image) = image else { continue };
             let partition = &table.partitions[index];
-            let read_error = |source| DiskError::ReadImage { path: image.path.clone(), source };
-            let copy_error = |error| match error {
-                CopyError::Read(error) => read_error(error),
-                CopyError::Write(error) => write_error(error),
-            };
-            let offset = partition.start * SECTOR_SIZE;
-            // Checked again before copying: the image may have grown since it was planned.
-            if package::is_package(&image.path)? {
-                package::read_image_member(&image.path, |size, reader| {
-                    check_fits(table, index, image, size)?;
-                    sparse::copy_stream_at(reader, size, file, offset).map_err(copy_error)
-                })?;
-            } else {
-                let mut source = File::open(&image.path).map_err(read_error)?;
-                let map = sparse::scan(&mut source).map_err(read_error)?;
-                check_fits(table, index, image, map.size)?;
-                sparse::copy_extents_at(&mut source, &map, file, offset).map_err(copy_error)?;
-            }
+            // The size is checked again while copying: the image may have grown since it was planned.
+            copy_image_at(&image.path, file, partition.start * SECTOR_SIZE, partition.size * SECTOR_SIZE)
+                .map_err(|error| image_error(table, index, image, output, error))?;
         }
         file.set_len(options.size).map_err(write_error)?;
         write_gpt(file, output, table, &identity)
@@ -260,7 +233,7 @@ mod tests {
         let table = parse_partitions_csv(Path::new("p.csv"), "esp,2048,2048,U,\nroot,4096,4096,L,\n").unwrap();
         let esp = dir.path().join("esp.img");
         fs::write(&esp, [vec![0u8; 8192], vec![0xAB; 100]].concat()).unwrap();
-        let images = [PartitionImage { name: "esp".into(), path: esp }];
+        let images = [NamedImage { name: "esp".into(), path: esp }];
         let first = dir.path().join("a.img");
         let second = dir.path().join("b.img");
         let identity = build_disk(&first, &table, &images, &options(8 << 20)).unwrap();
@@ -289,8 +262,8 @@ mod tests {
         package(&packaged, &[Member::file("partition.img", &raw)], CompressionOptions { level: 3, threads: 1 }).unwrap();
         let from_raw = dir.path().join("raw.disk");
         let from_package = dir.path().join("packaged.disk");
-        build_disk(&from_raw, &table, &[PartitionImage { name: "root".into(), path: raw }], &options(8 << 20)).unwrap();
-        let images = [PartitionImage { name: "root".into(), path: packaged.clone() }];
+        build_disk(&from_raw, &table, &[NamedImage { name: "root".into(), path: raw }], &options(8 << 20)).unwrap();
+        let images = [NamedImage { name: "root".into(), path: packaged.clone() }];
         build_disk(&from_package, &table, &images, &options(8 << 20)).unwrap();
         assert_eq!(fs::read(&from_raw).unwrap(), fs::read(&from_package).unwrap());
         // Too large for esp (1 MiB): the error names the package, before anything is written.
@@ -299,7 +272,7 @@ mod tests {
         let big_package = dir.path().join("partition-big.tzst");
         package(&big_package, &[Member::file("partition.img", &big)], CompressionOptions { level: 3, threads: 1 }).unwrap();
         let output = dir.path().join("too-large.disk");
-        let images = [PartitionImage { name: "esp".into(), path: big_package }];
+        let images = [NamedImage { name: "esp".into(), path: big_package }];
         let error = build_disk(&output, &table, &images, &options(8 << 20)).unwrap_err().to_string();
         assert!(error.contains("partition-big.tzst") && error.contains("larger than partition \"esp\""), "{error}");
         assert!(!output.exists());
@@ -314,13 +287,13 @@ mod tests {
         file.seek(SeekFrom::Start(2048 * 512)).unwrap();
         file.set_len(2048 * 512 + 1).unwrap();
         let output = dir.path().join("disk.img");
-        let images = [PartitionImage { name: "esp".into(), path: big.clone() }];
+        let images = [NamedImage { name: "esp".into(), path: big.clone() }];
         let error = build_disk(&output, &table, &images, &options(4 << 20)).unwrap_err().to_string();
         assert!(
             error.contains("1048577 bytes") && error.contains("1048576 bytes") && error.contains("p.csv:1"),
             "{error}"
         );
-        let images = [PartitionImage { name: "nope".into(), path: big }];
+        let images = [NamedImage { name: "nope".into(), path: big }];
         let error = build_disk(&output, &table, &images, &options(4 << 20)).unwrap_err().to_string();
         assert!(error.contains("\"nope\""), "{error}");
         let no_ids = DiskOptions { seed: None, ..options(4 << 20) };

@@ -1,5 +1,7 @@
-//! Building blocks of icos disk images: every function here is a pure function of its inputs, so
-//! that two builds of the same sources give the same bytes.
+//! Building blocks of icos disk images. The image writers (`rootfs`, `ext4`, `fat`, `gpt_disk`,
+//! `lvm`, `package`, `grubenv`, `oci::write`) are functions of their inputs only, so that two builds
+//! of the same sources give the same bytes; `container`, `base_image`, `upgrade`, `vm` and `repro`
+//! drive programs, machines and VMs and are not.
 
 pub mod base_image;
 pub mod calendar;
@@ -9,8 +11,10 @@ pub mod exec_log;
 pub mod ext4;
 pub mod fat;
 pub mod fs_input;
-pub mod grubenv;
 pub mod gpt_disk;
+pub mod grubenv;
+pub mod image_source;
+pub mod lvm;
 pub mod oci;
 pub mod output;
 pub mod package;

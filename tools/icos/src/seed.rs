@@ -78,6 +78,14 @@ impl Seed {
         }
         derive_uuid(self.0, &message)
     }
+
+    /// The whole HMAC-SHA256 digest keyed with the seed over `message`, for identifiers that are
+    /// not UUIDs, such as LVM's (systemd-repart has no counterpart: `crate::lvm` names them).
+    pub fn digest(&self, message: &[u8]) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.as_bytes()).expect("HMAC takes any key length");
+        mac.update(message);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// The identifiers of a filesystem, all following from its UUID as systemd-repart sets them.

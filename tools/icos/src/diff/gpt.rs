@@ -411,16 +411,9 @@ fn type_text(guid: &Uuid) -> String {
     }
 }
 
-/// CRC-32 (IEEE 802.3, reflected), as GPT uses. Bitwise: headers and entry arrays are small.
+/// CRC-32 (IEEE 802.3, reflected), as GPT uses.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = u32::MAX;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
+    crc32fast::hash(bytes)
 }
 
 #[cfg(test)]

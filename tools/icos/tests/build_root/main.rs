@@ -7,5 +7,6 @@ mod ext4;
 mod pipeline;
 mod fat;
 mod grubenv;
+mod lvm;
 mod repart;
 mod rootfs;

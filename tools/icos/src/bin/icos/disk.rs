@@ -4,30 +4,24 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{ArgGroup, Args};
+use clap::Args;
 use uuid::Uuid;
 
-use icos::gpt_disk::{build_disk, DiskOptions, PartitionImage};
+use icos::gpt_disk::{build_disk, DiskOptions};
+use icos::image_source::NamedImage;
 use icos::partitions::{read_partitions_csv, DEFAULT_ALIGNMENT};
 use icos::seed::Seed;
 use icos::size::parse_size;
 
-use crate::package::raw_or_packaged;
+use crate::package::ImageOutputArgs;
 
 #[derive(Args)]
-#[command(group(ArgGroup::new("result").required(true).multiple(true).args(["output", "package"])))]
 pub struct DiskArgs {
     /// The partition table: name,start,size,type,uuid,description per line, in 512-byte sectors.
     #[arg(long)]
     partitions: PathBuf,
-    /// The disk image to create.
-    #[arg(short, long)]
-    output: Option<PathBuf>,
-    /// Also (or, without --output, only) write this package: a .tar.zst holding the image as
-    /// disk.img, as `icos package` does. Without --output the image is a temporary file, so a
-    /// build never keeps (or hashes) tens of gigabytes of holes.
-    #[arg(long)]
-    package: Option<PathBuf>,
+    #[command(flatten)]
+    result: ImageOutputArgs,
     /// The size of the disk image, e.g. 50G; a multiple of 512 bytes.
     #[arg(long, value_parser = parse_size)]
     size: u64,
@@ -39,8 +33,8 @@ pub struct DiskArgs {
     disk_guid: Option<Uuid>,
     /// The content of a partition, as NAME=PATH of a raw image or of a package holding one (a
     /// partition's .tzst); other partitions stay zero.
-    #[arg(long = "image", value_name = "NAME=PATH", value_parser = PartitionImage::parse)]
-    images: Vec<PartitionImage>,
+    #[arg(long = "image", value_name = "NAME=PATH", value_parser = NamedImage::parse)]
+    images: Vec<NamedImage>,
     /// Partition starts must be multiples of this many sectors.
     #[arg(long, default_value_t = DEFAULT_ALIGNMENT)]
     alignment: u64,
@@ -50,7 +44,7 @@ pub fn run(args: DiskArgs) -> Result<ExitCode, Box<dyn Error>> {
     let table = read_partitions_csv(&args.partitions)?;
     let options =
         DiskOptions { size: args.size, alignment: args.alignment, seed: args.seed, disk_guid: args.disk_guid };
-    raw_or_packaged(args.output.as_deref(), args.package.as_deref(), "disk.img", |disk| {
+    args.result.write("disk.img", |disk| {
         build_disk(disk, &table, &args.images, &options)?;
         Ok(())
     })?;

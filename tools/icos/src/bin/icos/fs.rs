@@ -5,7 +5,7 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{ArgGroup, Args};
+use clap::Args;
 use uuid::Uuid;
 
 use icos::ext4::{build_ext4, find_mke2fs, Ext4Options};
@@ -14,22 +14,15 @@ use icos::partitions::read_partitions_csv;
 use icos::seed::{FilesystemIds, Seed};
 use icos::size::parse_size;
 
-use crate::package::raw_or_packaged;
+use crate::package::ImageOutputArgs;
 
 #[derive(Args)]
-#[command(group(ArgGroup::new("result").required(true).multiple(true).args(["output", "package"])))]
 pub struct Ext4Args {
     /// The canonical rootfs tar to copy into the filesystem.
     #[arg(short, long)]
     input: PathBuf,
-    /// The image to create.
-    #[arg(short, long)]
-    output: Option<PathBuf>,
-    /// Also (or, without --output, only) write this package: a .tzst holding the image as
-    /// partition.img, as `icos package` does. Build caches then hold the compressed filesystem,
-    /// not gigabytes of zeros (Bazel's disk and remote caches do not keep holes).
-    #[arg(long)]
-    package: Option<PathBuf>,
+    #[command(flatten)]
+    result: ImageOutputArgs,
     /// The size of the image, e.g. 3G; a multiple of 4096 bytes.
     #[arg(long, value_parser = parse_size)]
     size: u64,
@@ -144,7 +137,7 @@ pub fn run_ext4(args: Ext4Args) -> Result<ExitCode, Box<dyn Error>> {
         source_date_epoch,
         mke2fs,
     };
-    raw_or_packaged(args.output.as_deref(), args.package.as_deref(), "partition.img", |image| {
+    args.result.write("partition.img", |image| {
         build_ext4(&args.input, image, &options)?;
         Ok(())
     })?;

@@ -7,6 +7,7 @@ mod diff;
 mod disk;
 mod fs;
 mod grubenv;
+mod lvm;
 mod oci;
 mod package;
 mod rootfs;
@@ -47,6 +48,9 @@ enum Command {
     Package(package::PackageArgs),
     /// Extract a .tar.zst package, restoring sparse images with holes.
     Unpack(package::UnpackArgs),
+    /// Write an LVM2 physical volume holding one volume group of linear logical volumes, from a
+    /// volumes.csv and images (raw or packaged) for the volumes.
+    Lvm(lvm::LvmArgs),
     /// Write an ext4 image from a canonical rootfs tar (with mke2fs -d).
     Ext4(fs::Ext4Args),
     /// Write a FAT32 image (ESP, GRUB partition) from a tar of files and directories.
@@ -94,6 +98,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
         Command::Disk(args) => disk::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Lvm(args) => lvm::run(args),
         Command::Ext4(args) => fs::run_ext4(args),
         Command::Fat(args) => fs::run_fat(args),
         Command::Rootfs(command) => rootfs::run(command),

@@ -53,35 +53,47 @@ fn parse_image_member(text: &str) -> Result<Member, PackageError> {
     parse_member(text).map(|member| Member::packaged_image(member.name, member.path))
 }
 
-/// Writes the raw image that `build` makes to `output`, or packages it as `member` of `archive`,
-/// or both. Without `output` the raw image lives in a temporary directory next to the archive,
-/// so that a build step never keeps (or has Bazel hash and cache) gigabytes of holes.
-pub fn raw_or_packaged(
-    output: Option<&Path>,
-    archive: Option<&Path>,
-    member: &str,
-    build: impl FnOnce(&Path) -> Result<(), Box<dyn Error>>,
-) -> Result<(), Box<dyn Error>> {
-    let scratch;
-    let raw = match (output, archive) {
-        (Some(output), _) => output.to_owned(),
-        (None, Some(archive)) => {
-            let parent = archive.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            scratch = tempfile::Builder::new().prefix(".icos-image-").tempdir_in(parent)?;
-            scratch.path().join(member)
-        }
-        (None, None) => return Err("give --output, --package or both".into()),
-    };
-    build(&raw)?;
-    if let Some(archive) = archive {
-        package(archive, &[Member::file(member, raw)], CompressionOptions::default())?;
-    }
-    Ok(())
-}
-
 pub fn run_unpack(args: UnpackArgs) -> Result<ExitCode, Box<dyn Error>> {
     for name in unpack(&args.input, &args.output_dir)? {
         println!("{name}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where an image command writes its image: the raw image, a package of it, or both.
+#[derive(Args)]
+#[group(required = true, multiple = true)]
+pub struct ImageOutputArgs {
+    /// The image to create.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Also (or, without --output, only) write this package: a .tar.zst (.tzst) holding the image
+    /// as its one sparse member, as `icos package` does. Without --output the raw image is a
+    /// temporary file, so a build step never keeps (or has Bazel hash and cache) gigabytes of
+    /// holes: Bazel's disk and remote caches do not keep them.
+    #[arg(long)]
+    package: Option<PathBuf>,
+}
+
+impl ImageOutputArgs {
+    /// Writes the raw image that `build` makes to --output, or packages it as `member` of
+    /// --package, or both. Without --output the raw image lives in a temporary directory next to
+    /// the package.
+    pub fn write(&self, member: &str, build: impl FnOnce(&Path) -> Result<(), Box<dyn Error>>) -> Result<(), Box<dyn Error>> {
+        let scratch;
+        let raw = match (&self.output, &self.package) {
+            (Some(output), _) => output.to_owned(),
+            (None, Some(archive)) => {
+                let parent = archive.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                scratch = tempfile::Builder::new().prefix(".icos-image-").tempdir_in(parent)?;
+                scratch.path().join(member)
+            }
+            (None, None) => return Err("give --output, --package or both".into()),
+        };
+        build(&raw)?;
+        if let Some(archive) = &self.package {
+            package(archive, &[Member::file(member, raw)], CompressionOptions::default())?;
+        }
+        Ok(())
+    }
 }
