@@ -1,6 +1,8 @@
 """Pinned base images: a module extension whose repositories hand the rules a base image by digest.
 
-Each pinned image is named by a pin file, `ic-os/<os>/context/docker-base.<variant>`, holding
+MODULE.bazel declares each OS once, with its base image variants: `base_images.os(name = "guestos",
+variants = ["dev", "prod"])`. Its Dockerfile.base is `//ic-os/<os>:rootfs/Dockerfile.base`, and each
+pinned image is named by a pin file, `ic-os/<os>/context/docker-base.<variant>`, holding
 `<name>@sha256:<manifest digest>`. The archive lives in a content-addressed OCI store
 (`$ICOS_OCI_STORE`, default `$ICOS_CACHE_DIR/oci-store`, written by `icos base-image build`). A
 repository links it in when the store has it; when it does not, the repository rule builds it first
@@ -95,22 +97,48 @@ pinned_base_image = repository_rule(
     environ = ["ICOS_CACHE_DIR", "ICOS_OCI_STORE", "ICOS_DEBIAN_MIRROR"],
 )
 
-_pinned = tag_class(attrs = {
-    "name": attr.string(mandatory = True, doc = "The repository name."),
-    "pin": attr.label(mandatory = True, doc = "The pin file."),
-    "dockerfile": attr.label(mandatory = True, doc = "The OS's Dockerfile.base."),
-    "os": attr.string(mandatory = True),
-    "variant": attr.string(mandatory = True),
-})
+def _hub_impl(rctx):
+    rctx.file("BUILD.bazel", "".join([
+        'alias(name = "{}", actual = "{}", visibility = ["//visibility:public"])\n'.format(name, actual)
+        for name, actual in sorted(rctx.attr.images.items())
+    ]))
+
+_hub = repository_rule(
+    implementation = _hub_impl,
+    doc = "@icos_base_images: one alias per OS and variant, <os>-<variant>, to its pinned image.",
+    attrs = {"images": attr.string_dict(doc = "Alias name -> the pinned image's label.")},
+)
+
+_os = tag_class(
+    doc = "An OS whose base images are pinned: //ic-os/<name>:rootfs/Dockerfile.base and //ic-os/<name>/context:docker-base.<variant>.",
+    attrs = {
+        "name": attr.string(mandatory = True, doc = "The OS, such as guestos."),
+        "variants": attr.string_list(mandatory = True, doc = "Its base image variants (dev, prod)."),
+    },
+)
 
 def _base_images_impl(module_ctx):
+    hub = {}
     for module in module_ctx.modules:
-        for image in module.tags.pinned:
-            pinned_base_image(name = image.name, pin = image.pin, dockerfile = image.dockerfile, os = image.os, variant = image.variant)
-    return module_ctx.extension_metadata(reproducible = True)
+        for os in module.tags.os:
+            for variant in os.variants:
+                repository = "{}_base_{}".format(os.name, variant)
+                pinned_base_image(
+                    name = repository,
+                    pin = Label("//ic-os/{}/context:docker-base.{}".format(os.name, variant)),
+                    dockerfile = Label("//ic-os/{}:rootfs/Dockerfile.base".format(os.name)),
+                    os = os.name,
+                    variant = variant,
+                )
+                hub["{}-{}".format(os.name, variant)] = "@{}//:image".format(repository)
+    _hub(name = "icos_base_images", images = hub)
+
+    # Not reproducible: a missing image is rebuilt with the host's cargo and the Debian archive.
+    return module_ctx.extension_metadata(reproducible = False)
 
 base_images = module_extension(
     implementation = _base_images_impl,
-    doc = "Repositories of pinned base images: base_images.pinned(name, pin, dockerfile, os, variant).",
-    tag_classes = {"pinned": _pinned},
+    doc = """Repositories of pinned base images, one set per OS (base_images.os), and the hub
+@icos_base_images whose targets <os>-<variant> are the pinned images.""",
+    tag_classes = {"os": _os},
 )

@@ -25,6 +25,9 @@ done
 tar --zstd -xf "$update_archive" -C "$work"
 for image in boot root var; do
   e2fsck -fn "$work/$image.img" >/dev/null 2>&1 || fail "e2fsck -fn $image.img"
+  # Each filesystem fills its slot's partition: sizes come from partitions.csv alone.
+  sectors=$(sfdisk --dump "$work/disk.img" | awk -v name="\"A_$image\"" '$0 ~ "name=" name { sub(/.*size= */, ""); sub(/,.*/, ""); print }')
+  [[ $(stat -c %s "$work/$image.img") == $((sectors * 512)) ]] || fail "$image.img is not the size of A_$image ($sectors sectors)"
 done
 debugfs_cat() { debugfs -R "cat $2" "$work/$1.img" 2>/dev/null; }
 debugfs_stat() { debugfs -R "stat $2" "$work/$1.img" 2>/dev/null; }
@@ -33,7 +36,11 @@ for file in /vmlinuz /initrd.img /boot_args; do
   debugfs_stat boot "$file" | grep -q 'Type:' || fail "boot partition lacks $file"
 done
 [[ "$(debugfs_cat boot /version.txt)" == "$(cat "$work/VERSION.TXT")" ]] || fail "version.txt differs from VERSION.TXT"
-debugfs_cat boot /boot_args | grep -q '^BOOT_ARGS_A=' || fail "boot_args has no BOOT_ARGS_A"
+boot_args=$(debugfs_cat boot /boot_args)
+a_root_uuid=$(sfdisk --dump "$work/disk.img" | awk '/name="A_root"/ { sub(/.*uuid=/, ""); sub(/,.*/, ""); print tolower($0) }')
+[[ $boot_args == *"BOOT_ARGS_A=\"root=PARTUUID=$a_root_uuid "* ]] || fail "boot_args does not boot A_root ($a_root_uuid): $boot_args"
+layout=$(debugfs_cat root /opt/icos/share/layout.json)
+[[ $layout == *'"name": "B_root"'* ]] || fail "root lacks the layout the upgrade agent reads: $layout"
 debugfs_stat root /opt/icos/bin/icos-agent | grep -q 'Mode:  0755' || fail "root lacks /opt/icos/bin/icos-agent (0755)"
 debugfs_stat root /etc/systemd/system/multi-user.target.d/icos-boot-report.conf | grep -q 'Type: regular' \
   || fail "root does not enable icos-boot-report.service"

@@ -2,6 +2,9 @@
 
 load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "ICOS_ATTRS", "host_tool", "run_icos")
 
+# Loaded only through //rules:defs.bzl.
+visibility("//rules/...")
+
 def _grub_efi_impl(ctx):
     efi = ctx.actions.declare_file(ctx.label.name + ".efi")
     grub_mkimage = host_tool(ctx, "grub-mkimage")

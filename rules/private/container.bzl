@@ -3,6 +3,9 @@
 load(":providers.bzl", "ContainerImageInfo", "RootfsTreeInfo")
 load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "ICOS_ATTRS", "host_tool", "output_name", "run_icos")
 
+# Loaded only through //rules:defs.bzl.
+visibility("//rules/...")
+
 def _pinned_image_impl(ctx):
     # The archive comes from the OCI store through a repository (toolchains/base_images.bzl); this
     # action checks it against the pin before anything builds on it.

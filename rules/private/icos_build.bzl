@@ -1,146 +1,243 @@
-"""icos_build: every target of one OS variant, from its Dockerfile to SHA256SUMS."""
+"""An OS as data (icos_os), its shared targets (icos_os_targets) and every target of one of its
+variants (icos_build), from its Dockerfile to SHA256SUMS."""
 
 load(":container.bzl", "container_rootfs")
-load(":images.bzl", "disk_image", "ext4_image", "file_tree", "package", "rootfs_split", "sha256sums", "upgrade_image")
+load(":images.bzl", "disk_image", "ext4_image", "file_tree", "package", "placed_file", "rootfs_split", "sha256sums", "upgrade_image", "vfat_image")
+load(":layout.bzl", "os_layout")
 load(":version.bzl", "version_txt")
 load(":vm.bzl", "local_vm")
 
+# Loaded only through //rules:defs.bzl.
+visibility("//rules/...")
+
+# The filesystems `icos rootfs split` makes of a root filesystem, and so the roles of a slot.
+ROLES = ["boot", "root", "var"]
+
+def ab_slots(roles = ROLES):
+    """IC-OS's A/B slots: role R of slot S is the partition or volume named S_R (A_root, B_boot, ...).
+
+    Args:
+        roles: the roles each slot has.
+
+    Returns:
+        dict: slot name -> dict of role -> partition or volume name.
+    """
+    return {slot: {role: "{}_{}".format(slot, role) for role in roles} for slot in ["A", "B"]}
+
+def icos_os(
+        name,
+        package,
+        partitions,
+        slots,
+        seed,
+        dockerfile,
+        srcs,
+        bases,
+        kernel_args = "",
+        volumes = None,
+        lvm_partition = None,
+        vg_name = None,
+        replace = {},
+        root_files = [],
+        esp_partition = "esp",
+        grub_partition = "grub",
+        disk_size = "50G"):
+    """An OS described as data: what icos_os_targets and icos_build make its images from.
+
+    Args:
+        name: the OS's name, such as guestos.
+        package: the package that calls icos_os_targets for it, such as //ic-os/guestos.
+        partitions: its partition table (partitions.csv), a label.
+        slots: slot name -> role -> partition or volume (ab_slots(), or one slot A).
+        seed: the build seed (a UUID): every identifier the tables leave empty derives from it.
+        dockerfile: the rootfs Dockerfile; its directory is the build context.
+        srcs: the files of the build context.
+        bases: base image variant (dev, prod) -> the pinned base image target.
+        kernel_args: kernel arguments of every slot besides root and the mounts.
+        volumes: the logical volumes (volumes.csv) of an LVM volume group, when it has one.
+        lvm_partition: the partition that holds the volume group.
+        vg_name: the volume group's name.
+        replace: file label -> path it replaces in the rootfs (/etc/hostname, ...).
+        root_files: placed_file targets added to every variant's root filesystem.
+        esp_partition: the EFI system partition.
+        grub_partition: the GRUB partition (partition 2).
+        disk_size: the size of the disk image.
+
+    Returns:
+        struct: the OS.
+    """
+    for slot, members in slots.items():
+        for role in members:
+            if role not in ROLES:
+                fail("icos_os {}: slot {} has role {}; the roles are {}".format(name, slot, role, ", ".join(ROLES)))
+    if (volumes == None) != (lvm_partition == None) or (volumes == None) != (vg_name == None):
+        fail("icos_os {}: volumes, lvm_partition and vg_name go together".format(name))
+    return struct(
+        name = name,
+        package = package,
+        partitions = partitions,
+        slots = slots,
+        seed = seed,
+        dockerfile = dockerfile,
+        srcs = srcs,
+        bases = bases,
+        kernel_args = kernel_args,
+        volumes = volumes,
+        lvm_partition = lvm_partition,
+        vg_name = vg_name,
+        replace = replace,
+        root_files = root_files,
+        esp_partition = esp_partition,
+        grub_partition = grub_partition,
+        disk_size = disk_size,
+        layout = package + ":layout",
+        esp = package + ":esp",
+        grub = package + ":grub",
+        layout_file = package + ":layout_file",
+        boot_args_file = package + ":boot_args_file",
+    )
+
+def icos_os_targets(os, visibility = ["//visibility:public"]):
+    """The targets every variant of `os` shares, in its package (`os.package`).
+
+    Targets: layout (os_layout: layout.json, boot_args, grub.cfg), layout_file and boot_args_file
+    (their places on the image), esp (the ESP with the shared GRUB EFI binary) and grub (the GRUB
+    partition: the generated grub.cfg and the initial grubenv).
+
+    Args:
+        os: the OS (icos_os).
+        visibility: visibility of the targets.
+    """
+    os_layout(
+        name = "layout",
+        partitions = os.partitions,
+        volumes = os.volumes,
+        lvm_partition = os.lvm_partition,
+        vg_name = os.vg_name,
+        slots = {slot: json.encode(members) for slot, members in os.slots.items()},
+        seed = os.seed,
+        grub_partition = os.grub_partition,
+        kernel_args = os.kernel_args,
+        grub_cfg_template = "//ic-os/bootloader:grub.cfg.in",
+        visibility = visibility,
+    )
+    for output in ["layout.json", "boot_args", "grub.cfg"]:
+        native.filegroup(name = "layout_" + output.replace(".", "_"), srcs = [":layout"], output_group = output.replace(".", "_"))
+    placed_file(name = "layout_file", src = ":layout_layout_json", path = "/opt/icos/share/layout.json", visibility = visibility)
+    placed_file(name = "boot_args_file", src = ":layout_boot_args", path = "/boot_args", visibility = visibility)
+    placed_file(name = "grub_cfg_file", src = ":layout_grub_cfg", path = "/grub.cfg")
+    file_tree(name = "grub_tree", files = [":grub_cfg_file", "//ic-os/bootloader:grubenv_file"])
+    vfat_image(name = "grub", src = ":grub_tree", layout = ":layout", target = os.grub_partition, label = "GRUB", visibility = visibility)
+    vfat_image(name = "esp", src = "//ic-os/bootloader:esp_tree", layout = ":layout", target = os.esp_partition, label = "ESP", visibility = visibility)
+
 def icos_build(
         name,
-        partitions,
-        seed,
-        boot_args,
-        esp,
-        grub,
-        dockerfile = None,
-        srcs = [],
+        os,
         base = None,
-        rootfs = None,
         build_args = {},
-        replace = {},
-        root_inject = {},
+        rootfs = None,
         version = "//ic-os:version",
-        disk_size = "50G",
-        boot_size = "1G",
-        root_size = "3G",
-        var_size = "1G",
-        visibility = None):
-    """Creates the targets of one OS variant in the calling package.
+        subdir = "",
+        visibility = ["//visibility:public"]):
+    """Creates the targets of one variant of `os` in the calling package.
 
-    Targets: version.txt, rootfs-tree.tar (canonical container rootfs, unless `rootfs` is given), partition-boot.tzst,
-    partition-root.tzst, partition-var.tzst (the ext4 filesystems, packaged: the disk image and the upgrade
-    image are made from these, so no cache stores a raw filesystem's holes), partition-grub.tzst,
-    disk-img.tar.zst, update-img.tar.zst, SHA256SUMS, and
-    NAME, a filegroup of the published files (disk-img.tar.zst, update-img.tar.zst, SHA256SUMS), and
-    launch-local-vm (`bazel run` boots disk-img.tar.zst in QEMU).
-    Everything but NAME is `manual`; with `test --build_tests_only` (.bazelrc), `bazel test //...`
-    builds images only where a test needs them.
+    Targets (under `subdir/` when given, so that one package can hold several variants):
+    version.txt, rootfs-tree.tar (canonical container rootfs, unless `rootfs` is given),
+    partition-<role>.tzst for each role of slot A (the ext4 filesystems, packaged: the disk image and
+    the upgrade image are made from these, so no cache stores a raw filesystem's holes),
+    partition-grub.tzst, disk-img.tar.zst, update-img.tar.zst, SHA256SUMS, NAME (a filegroup of the
+    published files) and launch-local-vm (`bazel run` boots disk-img.tar.zst in QEMU). Everything
+    but NAME and launch-local-vm is `manual`; with `test --build_tests_only` (.bazelrc), `bazel test
+    //...` builds images only where a test needs them.
 
     Args:
         name: the filegroup of the published files.
-        partitions: the partitions.csv; slot A is A_boot, A_root, A_var.
-        seed: the build seed (a UUID): the disk GUID and the partition UUIDs partitions.csv leaves
-            empty derive from it, and each filesystem's identifiers from its partition's UUID, as
-            systemd-repart derives them.
-        boot_args: the boot_args file (BOOT_ARGS_A, BOOT_ARGS_B) put on the boot partition.
-        esp: the ESP image (a vfat_image for partition esp).
-        grub: the GRUB partition image (a vfat_image for partition grub).
-        dockerfile: the rootfs Dockerfile; its directory is the build context.
-        srcs: the files of the build context.
-        base: the base image (a container_image or debian_bootstrap target).
-        rootfs: instead of dockerfile, srcs and base: the canonical rootfs tree of another build
-            (its rootfs-tree.tar), for a variant that differs only in what the rules add, such as
-            the version.
+        os: the OS (icos_os).
+        base: the base image variant (a key of os.bases), unless `rootfs` is given.
         build_args: Dockerfile build arguments.
-        replace: file label -> path it replaces in the rootfs (/etc/hostname, ...).
-        root_inject: file label -> "MODE:UID:GID:/path" added to the root filesystem.
+        rootfs: instead of base and build_args: the canonical rootfs tree of another variant (its
+            rootfs-tree.tar), for a variant that differs only in what the rules add, such as the
+            version.
         version: the version (a version_flag or derived_version) written to version.txt.
-        disk_size: size of the disk image.
-        boot_size: size of the boot filesystem.
-        root_size: size of the root filesystem.
-        var_size: size of the var filesystem.
+        subdir: a directory the targets' names start with.
         visibility: visibility of the published targets.
     """
+    prefix = subdir + "/" if subdir else ""
     manual = ["manual"]
-    version_txt(name = "version.txt", version = version, tags = manual, visibility = visibility)
+    version_txt(name = prefix + "version.txt", version = version, tags = manual, visibility = visibility)
     if rootfs:
-        if dockerfile or srcs or base or build_args or replace:
-            fail("icos_build: rootfs replaces dockerfile, srcs, base, build_args and replace")
+        if base or build_args:
+            fail("icos_build: rootfs replaces base and build_args")
     else:
-        rootfs = ":rootfs-tree.tar"
+        if base not in os.bases:
+            fail("icos_build {}: base must be one of {}".format(name, ", ".join(os.bases.keys())))
+        rootfs = ":{}rootfs-tree.tar".format(prefix)
         container_rootfs(
-            name = "rootfs-tree.tar",
-            dockerfile = dockerfile,
-            srcs = srcs,
-            base = base,
+            name = prefix + "rootfs-tree.tar",
+            dockerfile = os.dockerfile,
+            srcs = os.srcs,
+            base = os.bases[base],
             build_args = build_args,
-            replace = replace,
+            replace = os.replace,
             tags = manual,
             visibility = visibility,
         )
-    rootfs_split(name = "_trees", src = rootfs, tags = manual)
-    for part in ["boot", "root", "var"]:
-        native.filegroup(name = "_{}_split".format(part), srcs = [":_trees"], output_group = part, tags = manual)
-    file_tree(
-        name = "_boot_tree",
-        base = ":_boot_split",
-        inject = {
-            ":version.txt": "0644:0:0:/version.txt",
-            boot_args: "0644:0:0:/boot_args",
-        },
-        tags = manual,
-    )
-    file_tree(
-        name = "_root_tree",
-        base = ":_root_split",
-        inject = dict({":version.txt": "0644:0:0:/opt/icos/share/version.txt"}, **root_inject),
-        tags = manual,
-    )
-    images = {"boot": (":_boot_tree", boot_size), "root": (":_root_tree", root_size), "var": (":_var_split", var_size)}
-    for part, (tree, size) in images.items():
+    rootfs_split(name = prefix + "_trees", src = rootfs, tags = manual)
+    for part in ROLES:
+        native.filegroup(name = "{}_{}_split".format(prefix, part), srcs = [":{}_trees".format(prefix)], output_group = part, tags = manual)
+    placed_file(name = prefix + "_version_boot", src = ":{}version.txt".format(prefix), path = "/version.txt", tags = manual)
+    placed_file(name = prefix + "_version_root", src = ":{}version.txt".format(prefix), path = "/opt/icos/share/version.txt", tags = manual)
+    trees = {
+        "boot": (":{}_version_boot".format(prefix), os.boot_args_file),
+        "root": (":{}_version_root".format(prefix), os.layout_file) + tuple(os.root_files),
+        "var": (),
+    }
+    slot_a = os.slots["A"]
+    images = {}
+    for role in ROLES:
+        if role not in slot_a:
+            continue
+        tree = ":{}_{}_split".format(prefix, role)
+        if trees[role]:
+            file_tree(name = "{}_{}_tree".format(prefix, role), base = tree, files = list(trees[role]), tags = manual)
+            tree = ":{}_{}_tree".format(prefix, role)
+        images[role] = ":{}partition-{}.tzst".format(prefix, role)
         ext4_image(
-            name = "partition-{}.tzst".format(part),
+            name = "{}partition-{}.tzst".format(prefix, role),
             src = tree,
-            fs_size = size,
-            label = part,
-            partition = "A_" + part,
-            partitions = partitions,
-            seed = seed,
+            layout = os.layout,
+            target = slot_a[role],
+            label = role,
             tags = manual,
             # partition-var.tzst is not published: var is in the disk and the upgrade image.
-            visibility = visibility if part != "var" else None,
+            visibility = visibility if role != "var" else None,
         )
     package(
-        name = "partition-grub.tzst",
-        members = {grub: "partition.img"},
+        name = prefix + "partition-grub.tzst",
+        members = {os.grub: "partition.img"},
         tags = manual,
         visibility = visibility,
     )
     disk_image(
-        name = "disk-img.tar.zst",
-        partitions = partitions,
-        images = [esp, grub, ":partition-boot.tzst", ":partition-root.tzst", ":partition-var.tzst"],
-        disk_size = disk_size,
-        seed = seed,
+        name = prefix + "disk-img.tar.zst",
+        partitions = os.partitions,
+        images = [os.esp, os.grub] + [images[role] for role in ROLES if role in images],
+        disk_size = os.disk_size,
+        seed = os.seed,
         packaged = True,
         tags = manual,
         visibility = visibility,
     )
     upgrade_image(
-        name = "update-img.tar.zst",
-        boot = ":partition-boot.tzst",
-        root = ":partition-root.tzst",
-        var = ":partition-var.tzst",
-        version = ":version.txt",
+        name = prefix + "update-img.tar.zst",
+        images = images,
+        version = ":{}version.txt".format(prefix),
         tags = manual,
         visibility = visibility,
     )
-    sha256sums(name = "SHA256SUMS", srcs = [":disk-img.tar.zst", ":update-img.tar.zst"], tags = manual, visibility = visibility)
+    published = [":{}disk-img.tar.zst".format(prefix), ":{}update-img.tar.zst".format(prefix)]
+    sha256sums(name = prefix + "SHA256SUMS", srcs = published, tags = manual, visibility = visibility)
     # Not manual: `bazel build //ic-os/<os>/envs/<variant>/...` builds the published files and the
     # launcher.
-    local_vm(name = "launch-local-vm", disk_image = ":disk-img.tar.zst", visibility = visibility)
-    native.filegroup(
-        name = name,
-        srcs = [":disk-img.tar.zst", ":update-img.tar.zst", ":SHA256SUMS"],
-        visibility = visibility,
-    )
+    local_vm(name = prefix + "launch-local-vm", disk_image = published[0], visibility = visibility)
+    native.filegroup(name = name, srcs = published + [":{}SHA256SUMS".format(prefix)], visibility = visibility)

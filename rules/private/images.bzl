@@ -1,22 +1,31 @@
 """Partition trees, filesystem images, disks and the published packages."""
 
-load(":providers.bzl", "PartitionImageInfo", "RootfsTreeInfo")
+load(":providers.bzl", "OsLayoutInfo", "PartitionImageInfo", "PlacedFileInfo", "RootfsTreeInfo")
 load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "ICOS_ATTRS", "host_tool", "output_name", "run_icos")
 
-def _injections(ctx):
-    """--inject arguments and inputs from the `inject` attribute: file -> "MODE:UID:GID:/path"."""
-    args = []
-    for target, spec in ctx.attr.inject.items():
-        files = target.files.to_list()
-        if len(files) != 1:
-            fail("inject: {} must be exactly one file, it has {}".format(target.label, len(files)))
-        args += ["--inject", "{}={}".format(spec, files[0].path)]
-    return args, ctx.files.inject
+# Loaded only through //rules:defs.bzl.
+visibility("//rules/...")
 
-_INJECT_ATTR = attr.label_keyed_string_dict(
-    allow_files = True,
-    doc = """Files to add: each file -> "MODE:UID:GID:/absolute/path", such as
-"0755:0:0:/opt/icos/bin/icos". Missing parent directories become 0755 root directories.""",
+def _placed_file_impl(ctx):
+    if not ctx.attr.path.startswith("/") or ctx.attr.path.endswith("/"):
+        fail("{}: path {} must be an absolute file path".format(ctx.label, ctx.attr.path))
+    if len(ctx.attr.mode) != 4 or [c for c in ctx.attr.mode.elems() if c not in "01234567"]:
+        fail("{}: mode {} must be four octal digits, such as 0644".format(ctx.label, ctx.attr.mode))
+    return [
+        DefaultInfo(files = depset([ctx.file.src])),
+        PlacedFileInfo(file = ctx.file.src, path = ctx.attr.path, mode = ctx.attr.mode, uid = ctx.attr.uid, gid = ctx.attr.gid),
+    ]
+
+placed_file = rule(
+    implementation = _placed_file_impl,
+    doc = "A file placed in a file tree: where it goes, with which mode and owner (as pkg_files does).",
+    attrs = {
+        "src": attr.label(mandatory = True, allow_single_file = True, doc = "The file: a source file or a rule's single output."),
+        "path": attr.string(mandatory = True, doc = "The absolute path in the tree, such as /opt/icos/bin/icos-agent."),
+        "mode": attr.string(default = "0644", doc = "The permission bits as four octal digits."),
+        "uid": attr.int(default = 0, doc = "The numeric owner."),
+        "gid": attr.int(default = 0, doc = "The numeric group."),
+    },
 )
 
 def _tree_of(target):
@@ -30,15 +39,19 @@ def _tree_of(target):
 def _file_tree_impl(ctx):
     tar = ctx.actions.declare_file(output_name(ctx.label.name, ".tar"))
     manifest = ctx.actions.declare_file(ctx.label.name.removesuffix(".tar") + ".manifest.jsonl")
-    args, inputs = _injections(ctx)
-    sources = []
+    args = ["rootfs", "canonicalize", "--output", tar.path, "--manifest", manifest.path]
+    inputs = []
     if ctx.attr.base:
         base = _tree_of(ctx.attr.base)
-        sources = ["--input", base.path]
-        inputs = inputs + [base]
+        args += ["--input", base.path]
+        inputs.append(base)
+    for target in ctx.attr.files:
+        placed = target[PlacedFileInfo]
+        args += ["--inject", "{}:{}:{}:{}={}".format(placed.mode, placed.uid, placed.gid, placed.path, placed.file.path)]
+        inputs.append(placed.file)
     run_icos(
         ctx,
-        arguments = ["rootfs", "canonicalize"] + sources + ["--output", tar.path, "--manifest", manifest.path] + args,
+        arguments = args,
         inputs = inputs,
         outputs = [tar, manifest],
         mnemonic = "FileTree",
@@ -48,10 +61,10 @@ def _file_tree_impl(ctx):
 
 file_tree = rule(
     implementation = _file_tree_impl,
-    doc = "A canonical tree: `base` (or an empty root) plus Bazel-built files injected at given paths and modes.",
+    doc = "A canonical tree: `base` (or an empty root) plus placed files. Missing parent directories become 0755 root directories.",
     attrs = dict({
         "base": attr.label(allow_single_file = [".tar"], doc = "The canonical tree to add to; an empty root when not given."),
-        "inject": _INJECT_ATTR,
+        "files": attr.label_list(providers = [PlacedFileInfo], doc = "The files to add (placed_file targets)."),
     }, **ICOS_ATTRS),
 )
 
@@ -89,44 +102,44 @@ var_manifest.""",
     }, **ICOS_ATTRS),
 )
 
-def _partition_args(ctx):
-    """The options that name the partition whose UUID the filesystem identifiers derive from."""
-    args = ["--partitions", ctx.file.partitions.path, "--partition-name", ctx.attr.partition]
-    if ctx.attr.seed:
-        args += ["--seed", ctx.attr.seed]
+def _layout_args(ctx):
+    """The arguments that size and identify a filesystem from its OS layout."""
+    args = ["--layout", ctx.attr.layout[OsLayoutInfo].layout_json.path, "--target", ctx.attr.target]
+    if ctx.attr.fs_size:
+        args += ["--size", ctx.attr.fs_size]
     return args
 
 def _ext4_image_impl(ctx):
-    # Packaged: Bazel's disk and remote caches store files without holes, and a 3G filesystem
-    # with a few hundred MB of files would cost them 3G.
+    # Packaged: Bazel's disk and remote caches store files without holes, and a 10G filesystem
+    # with a few hundred MB of files would cost them 10G.
     image = ctx.actions.declare_file(output_name(ctx.label.name, ".tzst"))
     tree = _tree_of(ctx.attr.src)
     mke2fs = host_tool(ctx, "mke2fs")
     run_icos(
         ctx,
-        arguments = ["ext4", "--input", tree.path, "--package", image.path, "--size", ctx.attr.fs_size, "--label", ctx.attr.label or ctx.attr.partition, "--mke2fs", mke2fs.path] + _partition_args(ctx),
-        inputs = [tree, ctx.file.partitions],
+        arguments = ["ext4", "--input", tree.path, "--package", image.path, "--label", ctx.attr.label or ctx.attr.target, "--mke2fs", mke2fs.path] + _layout_args(ctx),
+        inputs = [tree, ctx.attr.layout[OsLayoutInfo].layout_json],
         outputs = [image],
         env = mke2fs.env,
         mnemonic = "Ext4Image",
         progress_message = "Making the ext4 filesystem %{label}",
     )
-    return [DefaultInfo(files = depset([image])), PartitionImageInfo(image = image, partition = ctx.attr.partition, packaged = True)]
+    return [DefaultInfo(files = depset([image])), PartitionImageInfo(image = image, partition = ctx.attr.target, packaged = True)]
 
 _IMAGE_ATTRS = dict({
     "src": attr.label(mandatory = True, allow_single_file = [".tar"], doc = "The canonical tree to put in the filesystem."),
-    "fs_size": attr.string(mandatory = True, doc = "Filesystem size, such as 3G."),
-    "partition": attr.string(mandatory = True, doc = "The partition it is for, in `partitions`: the filesystem identifiers derive from its UUID as systemd-repart derives them."),
-    "partitions": attr.label(allow_single_file = [".csv"], mandatory = True, doc = "The partitions.csv that gives the partition's UUID (or lets it be derived from `seed`)."),
-    "label": attr.string(doc = "Filesystem label; the partition name when empty."),
-    "seed": attr.string(doc = "The build seed (a UUID) of the disk; needed when the partition's UUID is empty in `partitions`."),
+    "layout": attr.label(mandatory = True, providers = [OsLayoutInfo], doc = "The OS's layout (os_layout)."),
+    "target": attr.string(mandatory = True, doc = """The partition or volume of `layout` the filesystem is for: its size, and the UUID the
+filesystem identifiers derive from (as systemd-repart derives them)."""),
+    "fs_size": attr.string(doc = "The filesystem size, such as 3G, when smaller than its partition or volume."),
+    "label": attr.string(doc = "Filesystem label; the target's name when empty."),
 }, **ICOS_ATTRS)
 
 ext4_image = rule(
     implementation = _ext4_image_impl,
-    doc = """An ext4 filesystem image of a canonical tree (mke2fs -d), its UUID and directory hash seed
-derived from the partition's UUID as systemd-repart derives them, packaged as a partition .tzst
-(member partition.img, sparse) named like the target.""",
+    doc = """An ext4 filesystem image of a canonical tree (mke2fs -d) that fills its partition or volume, its
+UUID and directory hash seed derived from the target's UUID, packaged as a partition .tzst (member
+partition.img, sparse) named like the target.""",
     attrs = _IMAGE_ATTRS,
     toolchains = [HOST_TOOLS_TOOLCHAIN],
 )
@@ -136,18 +149,18 @@ def _vfat_image_impl(ctx):
     tree = _tree_of(ctx.attr.src)
     run_icos(
         ctx,
-        arguments = ["fat", "--input", tree.path, "--output", image.path, "--size", ctx.attr.fs_size, "--label", (ctx.attr.label or ctx.attr.partition).upper()] + _partition_args(ctx),
-        inputs = [tree, ctx.file.partitions],
+        arguments = ["fat", "--input", tree.path, "--output", image.path, "--label", (ctx.attr.label or ctx.attr.target).upper()] + _layout_args(ctx),
+        inputs = [tree, ctx.attr.layout[OsLayoutInfo].layout_json],
         outputs = [image],
         mnemonic = "VfatImage",
         progress_message = "Making the FAT filesystem %{label}",
     )
-    return [DefaultInfo(files = depset([image])), PartitionImageInfo(image = image, partition = ctx.attr.partition, packaged = False)]
+    return [DefaultInfo(files = depset([image])), PartitionImageInfo(image = image, partition = ctx.attr.target, packaged = False)]
 
 vfat_image = rule(
     implementation = _vfat_image_impl,
-    doc = """A FAT32 filesystem image of a tree of files and directories (the ESP, the GRUB partition), its
-volume id derived from the partition's UUID as systemd-repart derives it.""",
+    doc = """A FAT32 filesystem image of a tree of files and directories (the ESP, the GRUB partition) that
+fills its partition, its volume id derived from the partition's UUID as systemd-repart derives it.""",
     attrs = _IMAGE_ATTRS,
 )
 
@@ -244,19 +257,20 @@ sha256sums = rule(
     }, **ICOS_ATTRS),
 )
 
-def upgrade_image(name, boot, root, var, version, **kwargs):
+def upgrade_image(name, images, version, **kwargs):
     """update-img.tar.zst: what an A/B upgrade installs into the inactive slot.
 
-    Members: boot.img, root.img and var.img (the filesystems of the slot's boot, root and var
-    partitions: the var of the new version starts from its own /var, as on a fresh install) and
-    VERSION.TXT. The upgrade agent (icos-agent upgrade-install) writes them.
+    Members: <role>.img for each role of the slot (boot.img, root.img and var.img: the filesystems
+    of the slot's boot, root and var; the var of the new version starts from its own /var, as on a
+    fresh install) and VERSION.TXT. The upgrade agent (icos-agent upgrade-install) writes each image
+    into the inactive slot's partition or volume of that role, as the installed layout.json says.
 
     Args:
         name: the output file name, such as update-img.tar.zst.
-        boot: the boot filesystem image (an ext4_image, or a raw image file).
-        root: the root filesystem image (likewise).
-        var: the var filesystem image (likewise).
+        images: role -> the filesystem image (an ext4_image, or a raw image file).
         version: the version.txt file.
         **kwargs: common attributes (tags, visibility).
     """
-    package(name = name, members = {boot: "boot.img", root: "root.img", var: "var.img", version: "VERSION.TXT"}, **kwargs)
+    members = {image: "{}.img".format(role) for role, image in images.items()}
+    members[version] = "VERSION.TXT"
+    package(name = name, members = members, **kwargs)

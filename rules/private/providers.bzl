@@ -1,5 +1,8 @@
 """Providers that image rules hand to each other."""
 
+# Loaded only through //rules:defs.bzl.
+visibility("//rules/...")
+
 ContainerImageInfo = provider(
     doc = "A container image as an OCI archive, usable as the base of another container build.",
     fields = {"archive": "File: the OCI archive (podman save --format oci-archive)"},
@@ -19,5 +22,28 @@ PartitionImageInfo = provider(
         "image": "File: the raw image, or with `packaged` a .tzst holding it as its one member",
         "partition": "string: the partition name in partitions.csv",
         "packaged": "bool: `image` is a package (.tzst) of the raw image",
+    },
+)
+
+OsLayoutInfo = provider(
+    doc = "The resolved layout of an OS (`icos layout`): its partitions, volumes and boot slots as data.",
+    fields = {
+        "layout_json": "File: layout.json, every partition and volume with its size and identifiers, and the slots",
+        "boot_args": "File: the slots' kernel command lines (BOOT_ARGS_A, BOOT_ARGS_B)",
+        "grub_cfg": "File: the GRUB configuration with the slots' devices",
+        "partitions": "File: the partitions.csv the disk is made from",
+        "seed": "string: the build seed",
+        "slots": "dict: slot name -> dict of role (boot, root, var) -> partition or volume name",
+    },
+)
+
+PlacedFileInfo = provider(
+    doc = "A file and where it goes in a file tree: path, mode and owner.",
+    fields = {
+        "file": "File: the content",
+        "path": "string: the absolute path in the tree",
+        "mode": "string: the permission bits, octal, such as 0644",
+        "uid": "int: the owner's numeric user id",
+        "gid": "int: the owner's numeric group id",
     },
 )

@@ -1,5 +1,9 @@
 """Access to the programs that image actions run: the icos tool and the host tools."""
 
+# Loaded only through //rules:defs.bzl.
+visibility("//rules/...")
+
+
 HOST_TOOLS_TOOLCHAIN = "//toolchains:host_tools_type"
 
 # Attributes every image rule has: the icos tool, built from source for the execution platform.

@@ -1,5 +1,9 @@
 """The version of an image: a build setting, written to version.txt."""
 
+# Loaded only through //rules:defs.bzl.
+visibility("//rules/...")
+
+
 VersionInfo = provider(doc = "The image version.", fields = {"version": "string"})
 
 def _version_flag_impl(ctx):

@@ -8,6 +8,9 @@ run, so that a QEMU upgrade re-runs the boot tests instead of serving cached res
 
 load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "host_tool")
 
+# Loaded only through //rules:defs.bzl.
+visibility("//rules/...")
+
 _QEMU = "qemu-system-x86_64"
 
 def _shell_quote(text):

@@ -1,6 +1,7 @@
-//! Runs `icos-agent` against a fake GuestOS system root: a mount table, a sysfs tree of the GPT
-//! disk, partition device nodes as regular files full of junk, a grubenv made by `icos grubenv`,
-//! and update images made by `icos package`.
+//! Runs `icos-agent` against fake system roots: a mount table, a sysfs tree of the GPT disk (and of
+//! the device-mapper devices of an LVM volume group), device nodes as regular files full of junk,
+//! the OS's layout.json made by `icos::layout::resolve`, a grubenv made by `icos grubenv`, and
+//! update images made by `icos package`.
 
 mod common;
 
@@ -12,22 +13,29 @@ use std::process::{Command, Output};
 use sha2::{Digest, Sha256};
 
 use common::{icos, run};
+use icos::layout::{resolve, Layout, LvmSpec, SlotSpec};
+use icos::lvm::parse_volumes_csv;
+use icos::partitions::parse_partitions_csv;
 
 const MIB: u64 = 1 << 20;
-/// The disk's partitions: number, GPT name, size in 512-byte sectors (small versions of
-/// ic-os/guestos/partitions.csv).
-const PARTITIONS: [(u32, &str, u64); 9] = [
-    (1, "esp", 2048),
-    (2, "grub", 2048),
-    (3, "config", 2048),
-    (4, "A_boot", 4096),
-    (5, "A_root", 8192),
-    (6, "A_var", 6144),
-    (7, "B_boot", 4096),
-    (8, "B_root", 8192),
-    (9, "B_var", 6144),
+/// The slots' targets: slot, role, size in 512-byte sectors (small versions of
+/// ic-os/guestos/partitions.csv). On the GPT disk they are partitions 4 to 9 in this order, in the
+/// volume group dm-0 to dm-5.
+const TARGETS: [(&str, &str, u64); 6] = [
+    ("A", "boot", 4096),
+    ("A", "root", 8192),
+    ("A", "var", 6144),
+    ("B", "boot", 4096),
+    ("B", "root", 8192),
+    ("B", "var", 6144),
 ];
 const DISK: &str = "sys/devices/pci0000:00/0000:00:04.0/virtio1/block/vda";
+const VIRTUAL_BLOCK: &str = "sys/devices/virtual/block";
+/// The partition of the volume group, and its size in sectors.
+const LVM_PARTITION: (u32, &str, u64) = (3, "hostlvm", 40960);
+/// A volume of the volume group in no slot, dm-6.
+const CONFIG_VOLUME: u32 = 6;
+const ALL_SLOTS: [&str; 2] = ["A:boot=A_boot,root=A_root,var=A_var", "B:boot=B_boot,root=B_root,var=B_var"];
 
 /// A command running the icos-agent binary under test.
 fn icos_agent() -> Command {
@@ -40,19 +48,76 @@ fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
-/// Bytes that are never zero, different for each partition, so that zeroed ranges show.
+/// Bytes that are never zero, different for each target, so that zeroed ranges show.
 fn junk(size: u64, seed: u32) -> Vec<u8> {
     (0..size).map(|index| ((index as u32).wrapping_mul(131).wrapping_add(seed * 17) % 251 + 1) as u8).collect()
 }
 
-/// A GuestOS disk seen from inside the VM, with `/` mounted from A_root or B_root.
+/// Where the slots are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Storage {
+    /// GPT partitions of vda, as GuestOS has them.
+    Gpt,
+    /// Logical volumes of volume group hostlvm in partition 3 of vda, as HostOS has them.
+    Lvm,
+}
+
+/// The index in [`TARGETS`] of the target of `role` in `slot`.
+fn target_index(slot: &str, role: &str) -> usize {
+    TARGETS.iter().position(|&(s, r, _)| s == slot && r == role).unwrap()
+}
+
+/// The layout of `storage` with the slots `slots` (`icos layout --slot` syntax).
+fn layout(storage: Storage, slots: &[&str]) -> Layout {
+    let seed = "6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c".parse().unwrap();
+    let slots: Vec<SlotSpec> = slots.iter().map(|slot| SlotSpec::parse(slot).unwrap()).collect();
+    let mut csv = String::from("esp,2048,2048,U,\ngrub,4096,2048,L,\n");
+    let mut start = 6144;
+    match storage {
+        Storage::Gpt => {
+            csv.push_str(&format!("config,{start},2048,L,\n"));
+            start += 2048;
+            for (slot, role, sectors) in TARGETS {
+                csv.push_str(&format!("{slot}_{role},{start},{sectors},L,\n"));
+                start += sectors;
+            }
+            let table = parse_partitions_csv(Path::new("partitions.csv"), &csv).unwrap();
+            resolve(&table, None, &slots, "grub", &seed).unwrap()
+        }
+        Storage::Lvm => {
+            let (_, name, sectors) = LVM_PARTITION;
+            csv.push_str(&format!("{name},{start},{sectors},lvm,\n"));
+            let table = parse_partitions_csv(Path::new("partitions.csv"), &csv).unwrap();
+            // 1 MiB extents: 2048 sectors.
+            let mut volumes = String::new();
+            let mut extent = 0;
+            for (slot, role, sectors) in TARGETS {
+                volumes.push_str(&format!("{slot}_{role},{extent},{},\n", sectors / 2048));
+                extent += sectors / 2048;
+            }
+            volumes.push_str(&format!("config,{extent},1,\n"));
+            let volumes = parse_volumes_csv(Path::new("volumes.csv"), &volumes, MIB).unwrap();
+            let lvm =
+                LvmSpec { partition: name.into(), volumes: &volumes, vg_name: "hostlvm".into(), extent_size: MIB };
+            resolve(&table, Some(&lvm), &slots, "grub", &seed).unwrap()
+        }
+    }
+}
+
+/// An OS disk seen from inside the VM, with `/` mounted from slot A's or B's root.
 struct FakeSystem {
     dir: tempfile::TempDir,
+    storage: Storage,
 }
 
 impl FakeSystem {
+    /// A GuestOS with both slots on partitions.
     fn new(running: &str, grub_variables: &[&str]) -> FakeSystem {
-        let fake = FakeSystem { dir: tempfile::tempdir().unwrap() };
+        FakeSystem::with(Storage::Gpt, &ALL_SLOTS, running, grub_variables)
+    }
+
+    fn with(storage: Storage, slots: &[&str], running: &str, grub_variables: &[&str]) -> FakeSystem {
+        let fake = FakeSystem { dir: tempfile::tempdir().unwrap(), storage };
         let root = fake.root();
         let disk = root.join(DISK);
         fs::create_dir_all(disk.join("queue")).unwrap();
@@ -60,9 +125,33 @@ impl FakeSystem {
         fs::write(disk.join("size"), "100000\n").unwrap();
         symlink("../../../virtio1", disk.join("device")).unwrap();
         fs::create_dir_all(root.join("sys/dev/block")).unwrap();
+        fs::create_dir_all(root.join("sys/block")).unwrap();
         fs::create_dir_all(root.join("dev")).unwrap();
         symlink(format!("../../../{DISK}"), root.join("sys/dev/block/252:0")).unwrap();
-        for (number, name, sectors) in PARTITIONS {
+        symlink(format!("../{}", DISK.trim_start_matches("sys/")), root.join("sys/block/vda")).unwrap();
+        let mut partitions = vec![(1, "esp".to_owned(), 2048), (2, "grub".to_owned(), 2048)];
+        match storage {
+            Storage::Gpt => {
+                partitions.push((3, "config".to_owned(), 2048));
+                for (index, (slot, role, sectors)) in TARGETS.into_iter().enumerate() {
+                    partitions.push((index as u32 + 4, format!("{slot}_{role}"), sectors));
+                }
+            }
+            Storage::Lvm => {
+                let (number, name, sectors) = LVM_PARTITION;
+                partitions.push((number, name.to_owned(), sectors));
+                let mut volumes: Vec<(u32, String, u64)> = TARGETS
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, (slot, role, sectors))| (index as u32, format!("hostlvm-{slot}_{role}"), sectors))
+                    .collect();
+                volumes.push((CONFIG_VOLUME, "hostlvm-config".into(), 2048));
+                for (number, name, sectors) in volumes {
+                    fake.add_dm_device(number, &name, sectors);
+                }
+            }
+        }
+        for (number, name, sectors) in &partitions {
             let partition = disk.join(format!("vda{number}"));
             fs::create_dir(&partition).unwrap();
             let uevent = format!(
@@ -71,20 +160,44 @@ impl FakeSystem {
             fs::write(partition.join("uevent"), uevent).unwrap();
             fs::write(partition.join("size"), format!("{sectors}\n")).unwrap();
             symlink(format!("../../../{DISK}/vda{number}"), root.join(format!("sys/dev/block/252:{number}"))).unwrap();
-            if number >= 4 {
-                fs::write(root.join(format!("dev/vda{number}")), junk(sectors * 512, number)).unwrap();
-            }
+        }
+        for (index, (slot, role, sectors)) in TARGETS.into_iter().enumerate() {
+            fs::write(fake.device_path(slot, role), junk(sectors * 512, index as u32 + 4)).unwrap();
         }
         fs::create_dir_all(root.join("proc/self")).unwrap();
         fs::create_dir_all(root.join("opt/icos/share")).unwrap();
+        fs::write(fake.layout_path(), layout(storage, slots).to_json()).unwrap();
         fake.boot(running, "0.1.0-dev");
         fs::create_dir(fake.dir.path().join("grub")).unwrap();
         run(icos().args(["grubenv", "create", "--output"]).arg(fake.grubenv()).args(grub_variables));
         fake
     }
 
+    /// Device-mapper device dm-`number` (254:`number`) named `name`, a linear volume on vda3, as
+    /// sysfs shows it.
+    fn add_dm_device(&self, number: u32, name: &str, sectors: u64) {
+        let root = self.root();
+        let dir = root.join(VIRTUAL_BLOCK).join(format!("dm-{number}"));
+        fs::create_dir_all(dir.join("dm")).unwrap();
+        fs::create_dir_all(dir.join("slaves")).unwrap();
+        fs::write(dir.join("dm/name"), format!("{name}\n")).unwrap();
+        fs::write(dir.join("dm/uuid"), format!("LVM-fake{number}\n")).unwrap();
+        fs::write(dir.join("uevent"), format!("MAJOR=254\nMINOR={number}\nDEVNAME=dm-{number}\nDEVTYPE=disk\n"))
+            .unwrap();
+        fs::write(dir.join("size"), format!("{sectors}\n")).unwrap();
+        let vda3 = format!("../../../../{}/vda3", DISK.trim_start_matches("sys/devices/"));
+        symlink(vda3, dir.join("slaves/vda3")).unwrap();
+        symlink(format!("../devices/virtual/block/dm-{number}"), root.join(format!("sys/block/dm-{number}"))).unwrap();
+        symlink(format!("../../devices/virtual/block/dm-{number}"), root.join(format!("sys/dev/block/254:{number}")))
+            .unwrap();
+    }
+
     fn root(&self) -> PathBuf {
         self.dir.path().join("root")
+    }
+
+    fn layout_path(&self) -> PathBuf {
+        self.root().join("opt/icos/share/layout.json")
     }
 
     /// Where the test makes update images.
@@ -96,20 +209,36 @@ impl FakeSystem {
         self.dir.path().join("grub/grubenv")
     }
 
+    /// The kernel's name of the device of `role` in `slot`, and its device number.
+    fn devname(&self, slot: &str, role: &str) -> (String, String) {
+        let index = target_index(slot, role) as u32;
+        match self.storage {
+            Storage::Gpt => (format!("vda{}", index + 4), format!("252:{}", index + 4)),
+            Storage::Lvm => (format!("dm-{index}"), format!("254:{index}")),
+        }
+    }
+
+    fn device_path(&self, slot: &str, role: &str) -> PathBuf {
+        self.root().join("dev").join(self.devname(slot, role).0)
+    }
+
     /// What a boot into `slot` changes: the mount table and the running version.
     fn boot(&self, slot: &str, version: &str) {
-        let number = if slot == "A" { 5 } else { 8 };
+        let (root, root_number) = self.devname(slot, "root");
+        let (var, var_number) = self.devname(slot, "var");
         let mountinfo = format!(
             "1 0 0:2 / / rw - rootfs rootfs rw\n\
              22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw\n\
-             28 1 252:{number} / / ro,relatime shared:1 - ext4 /dev/vda{number} ro\n\
-             30 28 252:{} / /var rw,relatime shared:2 - ext4 /dev/vda{} rw\n\
-             31 28 252:2 / /grub rw,relatime shared:3 - vfat /dev/vda2 rw\n",
-            number + 1,
-            number + 1
+             28 1 {root_number} / / ro,relatime shared:1 - ext4 /dev/{root} ro\n\
+             30 28 {var_number} / /var rw,relatime shared:2 - ext4 /dev/{var} rw\n\
+             31 28 252:2 / /grub rw,relatime shared:3 - vfat /dev/vda2 rw\n"
         );
-        fs::write(self.root().join("proc/self/mountinfo"), mountinfo).unwrap();
+        self.mount_root(&mountinfo);
         fs::write(self.root().join("opt/icos/share/version.txt"), format!("{version}\n")).unwrap();
+    }
+
+    fn mount_root(&self, mountinfo: &str) {
+        fs::write(self.root().join("proc/self/mountinfo"), mountinfo).unwrap();
     }
 
     fn agent(&self, args: &[&str]) -> Output {
@@ -123,8 +252,8 @@ impl FakeSystem {
             .expect("cannot start icos-agent")
     }
 
-    fn device(&self, number: u32) -> Vec<u8> {
-        fs::read(self.root().join(format!("dev/vda{number}"))).unwrap()
+    fn device(&self, slot: &str, role: &str) -> Vec<u8> {
+        fs::read(self.device_path(slot, role)).unwrap()
     }
 
     fn grub_variables(&self) -> Vec<String> {
@@ -136,9 +265,9 @@ impl FakeSystem {
         run(icos().args(["grubenv", "set"]).arg(self.grubenv()).args(variables));
     }
 
-    /// The bytes of every device node and of grubenv.
+    /// The bytes of every slot's device node and of grubenv.
     fn snapshot(&self) -> Vec<Vec<u8>> {
-        let mut contents: Vec<Vec<u8>> = (4..=9).map(|number| self.device(number)).collect();
+        let mut contents: Vec<Vec<u8>> = TARGETS.iter().map(|&(slot, role, _)| self.device(slot, role)).collect();
         contents.push(fs::read(self.grubenv()).unwrap());
         contents
     }
@@ -196,17 +325,26 @@ fn sha256(path: &Path) -> String {
     format!("{:x}", Sha256::digest(fs::read(path).unwrap()))
 }
 
-/// Checks that partition `number` starts with `image` and keeps its old junk after it.
-fn assert_written(fake: &FakeSystem, number: u32, image: &[u8]) {
-    let device = fake.device(number);
-    let sectors = PARTITIONS[number as usize - 1].2;
-    assert_eq!(device.len() as u64, sectors * 512, "vda{number} changed its size");
-    assert!(device[..image.len()] == image[..], "vda{number} does not hold the image");
-    assert!(device[image.len()..] == junk(sectors * 512, number)[image.len()..], "vda{number} changed past the image");
+/// Checks that the device of `role` in `slot` starts with `image` and keeps its old junk after it.
+fn assert_written(fake: &FakeSystem, slot: &str, role: &str, image: &[u8]) {
+    let index = target_index(slot, role);
+    let device = fake.device(slot, role);
+    let size = TARGETS[index].2 * 512;
+    assert_eq!(device.len() as u64, size, "{slot}_{role} changed its size");
+    assert!(device[..image.len()] == image[..], "{slot}_{role} does not hold the image");
+    let junk = junk(size, index as u32 + 4);
+    assert!(device[image.len()..] == junk[image.len()..], "{slot}_{role} changed past the image");
 }
 
-fn assert_untouched(fake: &FakeSystem, number: u32) {
-    assert!(fake.device(number) == junk(PARTITIONS[number as usize - 1].2 * 512, number), "vda{number} was written");
+fn assert_untouched(fake: &FakeSystem, slot: &str, role: &str) {
+    let index = target_index(slot, role);
+    assert!(fake.device(slot, role) == junk(TARGETS[index].2 * 512, index as u32 + 4), "{slot}_{role} was written");
+}
+
+fn assert_slot_untouched(fake: &FakeSystem, slot: &str) {
+    for role in ["boot", "root", "var"] {
+        assert_untouched(fake, slot, role);
+    }
 }
 
 /// Checks exit status 2 and a one-line error naming `expected`.
@@ -236,13 +374,23 @@ fn status_reports_the_running_slot_in_text_and_json() {
             "inactive_slot": "B",
             "next_boot": "A",
             "installed_upgrade": null,
+            "targets": {
+                "A": {"boot": "A_boot", "root": "A_root", "var": "A_var"},
+                "B": {"boot": "B_boot", "root": "B_root", "var": "B_var"},
+            },
         })
     );
 }
 
 #[test]
-fn install_commit_and_confirm_walk_through_the_boot_cycle() {
-    let fake = FakeSystem::new("A", &["boot_alternative=A", "boot_cycle=stable"]);
+fn install_commit_and_confirm_walk_through_the_boot_cycle_on_partitions_and_on_volumes() {
+    for storage in [Storage::Gpt, Storage::Lvm] {
+        walk_through_the_boot_cycle(storage);
+    }
+}
+
+fn walk_through_the_boot_cycle(storage: Storage) {
+    let fake = FakeSystem::with(storage, &ALL_SLOTS, "A", &["boot_alternative=A", "boot_cycle=stable"]);
     let update = make_update(&fake.update_dir(), true);
     let output =
         fake.agent(&["upgrade-install", update.package.to_str().unwrap(), "--sha256", &sha256(&update.package)]);
@@ -255,12 +403,21 @@ fn install_commit_and_confirm_walk_through_the_boot_cycle() {
             "{stderr}"
         );
     }
-    assert_written(&fake, 7, &update.boot);
-    assert_written(&fake, 8, &update.root);
-    assert_written(&fake, 9, &update.var);
-    for number in 4..=6 {
-        assert_untouched(&fake, number);
+    // Each member went to the target of its role, named in the progress report.
+    for role in ["boot", "root", "var"] {
+        let device = fake.device_path("B", role);
+        let line = format!("to B_{role} ({})", device.display());
+        assert!(
+            stderr
+                .lines()
+                .any(|text| text.starts_with(&format!("icos-agent: writing {role}.img")) && text.ends_with(&line)),
+            "{line}: {stderr}"
+        );
     }
+    assert_written(&fake, "B", "boot", &update.boot);
+    assert_written(&fake, "B", "root", &update.root);
+    assert_written(&fake, "B", "var", &update.var);
+    assert_slot_untouched(&fake, "A");
     assert_eq!(
         fake.grub_variables(),
         ["boot_alternative=A", "boot_cycle=stable", "icos_installed_slot=B", "icos_installed_version=0.1.0-next"]
@@ -297,19 +454,30 @@ fn install_commit_and_confirm_walk_through_the_boot_cycle() {
     assert!(output.status.success());
     assert_eq!(stdout(&output), "slot B is stable already: nothing to do\n");
     assert_eq!(fs::read(fake.grubenv()).unwrap(), grubenv);
+
+    // From slot B the next upgrade goes to slot A.
+    let update = make_update(&fake.dir.path().join("update-2"), true);
+    let output = fake.agent(&["upgrade-install", update.package.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout(&output).starts_with("upgrade 0.1.0-next installed in slot A"), "{}", stdout(&output));
+    for (role, image) in [("boot", &update.boot), ("root", &update.root), ("var", &update.var)] {
+        assert_written(&fake, "A", role, image);
+        assert_written(&fake, "B", role, image);
+    }
 }
 
 #[test]
-fn slot_b_installs_into_slot_a_and_an_update_without_var_img_keeps_var() {
-    let fake = FakeSystem::new("B", &["boot_alternative=B", "boot_cycle=stable"]);
+fn slot_b_installs_into_slot_a_and_a_slot_without_var_keeps_its_var() {
+    // The var partitions are in no slot: the update has no var.img and they stay.
+    let slots = ["A:boot=A_boot,root=A_root", "B:boot=B_boot,root=B_root"];
+    let fake = FakeSystem::with(Storage::Gpt, &slots, "B", &["boot_alternative=B", "boot_cycle=stable"]);
     let update = make_update(&fake.update_dir(), false);
     let output = fake.agent(&["upgrade-install", update.package.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_written(&fake, 4, &update.boot);
-    assert_written(&fake, 5, &update.root);
-    for number in [6, 7, 8, 9] {
-        assert_untouched(&fake, number);
-    }
+    assert_written(&fake, "A", "boot", &update.boot);
+    assert_written(&fake, "A", "root", &update.root);
+    assert_untouched(&fake, "A", "var");
+    assert_slot_untouched(&fake, "B");
     assert_eq!(
         fake.grub_variables(),
         ["boot_alternative=B", "boot_cycle=stable", "icos_installed_slot=A", "icos_installed_version=0.1.0-next"]
@@ -336,25 +504,31 @@ fn good_update(dir: &Path) -> String {
     make_update(dir, true).package.display().to_string()
 }
 
+/// The members of a complete update made by [`make_update`].
+const MEMBERS: [(&str, &str); 4] =
+    [("boot.img", "boot"), ("root.img", "root"), ("var.img", "var"), ("VERSION.TXT", "version")];
+
 fn missing_root(dir: &Path) -> String {
     make_update(dir, true);
-    package(dir, "broken.tar.zst", &[("boot.img", "boot"), ("VERSION.TXT", "version")]).display().to_string()
+    package(dir, "broken.tar.zst", &[("boot.img", "boot"), ("var.img", "var"), ("VERSION.TXT", "version")])
+        .display()
+        .to_string()
+}
+
+fn missing_var(dir: &Path) -> String {
+    make_update(dir, false).package.display().to_string()
 }
 
 fn boot_too_large(dir: &Path) -> String {
     make_update(dir, true);
     write_image(&dir.join("boot"), 2 * MIB + 4096, 1, true);
-    package(dir, "broken.tar.zst", &[("boot.img", "boot"), ("root.img", "root"), ("VERSION.TXT", "version")])
-        .display()
-        .to_string()
+    package(dir, "broken.tar.zst", &MEMBERS).display().to_string()
 }
 
 fn root_not_ext4(dir: &Path) -> String {
     make_update(dir, true);
     write_image(&dir.join("root"), MIB, 1, false);
-    package(dir, "broken.tar.zst", &[("boot.img", "boot"), ("root.img", "root"), ("VERSION.TXT", "version")])
-        .display()
-        .to_string()
+    package(dir, "broken.tar.zst", &MEMBERS).display().to_string()
 }
 
 fn unexpected_member(dir: &Path) -> String {
@@ -385,6 +559,17 @@ fn absent(dir: &Path) -> String {
 
 #[test]
 fn refusals_leave_the_partitions_and_grubenv_untouched() {
+    refusals_leave_the_targets_and_grubenv_untouched(Storage::Gpt, "partition", "A_root on vda5");
+}
+
+#[test]
+fn refusals_leave_the_volumes_and_grubenv_untouched() {
+    refusals_leave_the_targets_and_grubenv_untouched(Storage::Lvm, "volume", "hostlvm-A_root on dm-1");
+}
+
+/// Runs the refusal cases on `storage`: in the expected errors, KIND is `kind` (of target) and
+/// ROOT is `root` (the root's name and device).
+fn refusals_leave_the_targets_and_grubenv_untouched(storage: Storage, kind: &str, root: &str) {
     const STABLE: &[&str] = &["boot_alternative=A", "boot_cycle=stable"];
     // A stale marker, which a refused install must keep.
     const MARKED: &[&str] =
@@ -393,7 +578,7 @@ fn refusals_leave_the_partitions_and_grubenv_untouched() {
     const INSTALL: &[&str] = &["upgrade-install", "IMAGE"];
     const WRONG_SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
     // (grubenv, the image, the arguments with IMAGE for its path, the error)
-    let cases: [(&[&str], MakeImage, &[&str], &str); 17] = [
+    let cases: [(&[&str], MakeImage, &[&str], &str); 18] = [
         (
             &["boot_alternative=A", "boot_cycle=failsafe_check"],
             good_update,
@@ -403,7 +588,13 @@ fn refusals_leave_the_partitions_and_grubenv_untouched() {
         (FIRST_BOOT, good_update, INSTALL, "the upgrade committed to slot B has not booted yet: reboot first"),
         (&["boot_alternative=A", "boot_cycle=install"], good_update, INSTALL, "while boot_cycle is install"),
         (MARKED, missing_root, INSTALL, "member root.img is missing"),
-        (MARKED, boot_too_large, INSTALL, "boot.img is 2101248 bytes, larger than partition B_boot"),
+        (
+            MARKED,
+            missing_var,
+            INSTALL,
+            "the update does not fit slot B: member var.img is missing: slot B has a var target (B_var)",
+        ),
+        (MARKED, boot_too_large, INSTALL, "boot.img is 2101248 bytes, larger than KIND B_boot"),
         (MARKED, root_not_ext4, INSTALL, "root.img is not an ext4 image"),
         (MARKED, unexpected_member, INSTALL, "unexpected member \"disk.img\""),
         (MARKED, corrupt, INSTALL, "not a valid update image"),
@@ -415,7 +606,7 @@ fn refusals_leave_the_partitions_and_grubenv_untouched() {
             &["boot_alternative=B", "boot_cycle=stable"],
             absent,
             &["status"],
-            "boot_alternative=B with boot_cycle=stable does not fit the running system, slot A (A_root on vda5)",
+            "boot_alternative=B with boot_cycle=stable does not fit the running system, slot A (ROOT)",
         ),
         (STABLE, absent, &["upgrade-commit"], "no upgrade is installed in slot B: run upgrade-install first"),
         (
@@ -428,27 +619,101 @@ fn refusals_leave_the_partitions_and_grubenv_untouched() {
         (&["boot_alternative=A"], absent, &["status"], "boot_cycle is not set"),
     ];
     for (variables, make_image, args, expected) in cases {
-        let fake = FakeSystem::new("A", variables);
+        let fake = FakeSystem::with(storage, &ALL_SLOTS, "A", variables);
         let image = make_image(&fake.update_dir());
         let args: Vec<&str> = args.iter().map(|arg| if *arg == "IMAGE" { image.as_str() } else { arg }).collect();
         let before = fake.snapshot();
         let output = fake.agent(&args);
-        assert_error(&output, expected);
-        assert!(fake.snapshot() == before, "{args:?}: the partitions or grubenv changed");
+        assert_error(&output, &expected.replace("KIND", kind).replace("ROOT", root));
+        assert!(fake.snapshot() == before, "{args:?}: the targets or grubenv changed");
     }
 }
 
 #[test]
-fn a_target_partition_that_cannot_be_opened_stops_the_install_before_any_write() {
+fn a_target_that_cannot_be_opened_stops_the_install_before_any_write() {
     let marked = ["boot_alternative=A", "boot_cycle=stable", "icos_installed_slot=B", "icos_installed_version=old"];
-    let fake = FakeSystem::new("A", &marked);
-    let update = make_update(&fake.update_dir(), true);
-    fs::remove_file(fake.root().join("dev/vda8")).unwrap();
-    let grubenv = fs::read(fake.grubenv()).unwrap();
-    let output = fake.agent(&["upgrade-install", update.package.to_str().unwrap()]);
-    assert_error(&output, "dev/vda8: No such file or directory");
-    for number in [4, 5, 6, 7, 9] {
-        assert_untouched(&fake, number);
+    for storage in [Storage::Gpt, Storage::Lvm] {
+        let fake = FakeSystem::with(storage, &ALL_SLOTS, "A", &marked);
+        let update = make_update(&fake.update_dir(), true);
+        let device = fake.device_path("B", "root");
+        fs::remove_file(&device).unwrap();
+        let grubenv = fs::read(fake.grubenv()).unwrap();
+        let output = fake.agent(&["upgrade-install", update.package.to_str().unwrap()]);
+        assert_error(&output, &format!("{}: No such file or directory", device.display()));
+        assert_slot_untouched(&fake, "A");
+        assert_untouched(&fake, "B", "boot");
+        assert_untouched(&fake, "B", "var");
+        assert_eq!(fs::read(fake.grubenv()).unwrap(), grubenv);
     }
-    assert_eq!(fs::read(fake.grubenv()).unwrap(), grubenv);
+}
+
+#[test]
+fn a_root_on_a_volume_of_no_slot_is_named_with_the_slots_roots() {
+    let fake = FakeSystem::with(Storage::Lvm, &ALL_SLOTS, "A", &["boot_alternative=A", "boot_cycle=stable"]);
+    fake.mount_root(&format!("28 1 254:{CONFIG_VOLUME} / / rw - ext4 /dev/mapper/hostlvm-config rw\n"));
+    assert_error(
+        &fake.agent(&["status"]),
+        "the root file system is on dm-6 (device-mapper device \"hostlvm-config\"), which is no slot's root: \
+         the layout's slot roots are A: device-mapper device \"hostlvm-A_root\", \
+         B: device-mapper device \"hostlvm-B_root\"",
+    );
+}
+
+#[test]
+fn a_missing_volume_of_the_inactive_slot_stops_the_install_before_the_image_is_read() {
+    let fake = FakeSystem::with(Storage::Lvm, &ALL_SLOTS, "A", &["boot_alternative=A", "boot_cycle=stable"]);
+    // The volume is not active: no device-mapper device of that name.
+    let (devname, _) = fake.devname("B", "root");
+    fs::remove_file(fake.root().join("sys/block").join(devname)).unwrap();
+    let before = fake.snapshot();
+    // The image is not even there: the targets are found first.
+    let output = fake.agent(&["upgrade-install", "/nonexistent/update-img.tar.zst"]);
+    assert_error(&output, "no device-mapper device is named hostlvm-B_root");
+    assert_error(&output, "is logical volume hostlvm-B_root of volume group hostlvm active?");
+    assert!(fake.snapshot() == before);
+}
+
+#[test]
+fn the_layout_file_is_read_from_the_system_root_or_from_layout() {
+    let fake = FakeSystem::new("A", &["boot_alternative=A", "boot_cycle=stable"]);
+    let moved = fake.dir.path().join("elsewhere.json");
+    fs::rename(fake.layout_path(), &moved).unwrap();
+    assert_error(
+        &fake.agent(&["status"]),
+        &format!("OS layout: cannot read {}: No such file or directory", fake.layout_path().display()),
+    );
+    let output = fake.agent(&["status", "--layout", moved.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout(&output).starts_with("slot A, boot_cycle stable"), "{}", stdout(&output));
+
+    fs::write(&moved, "{\"version\": 1}").unwrap();
+    let error = format!("OS layout: {}: missing field", moved.display());
+    assert_error(&fake.agent(&["--layout", moved.to_str().unwrap(), "status"]), &error);
+
+    // Slot names are those grubenv knows.
+    let mut json: serde_json::Value = serde_json::from_str(&layout(Storage::Gpt, &ALL_SLOTS).to_json()).unwrap();
+    json["slots"][1]["name"] = "C".into();
+    fs::write(&moved, json.to_string()).unwrap();
+    let error = format!("{}: the slots are [\"A\", \"C\"]: the agent knows slot A, or slots A and B", moved.display());
+    assert_error(&fake.agent(&["--layout", moved.to_str().unwrap(), "status"]), &error);
+}
+
+#[test]
+fn an_os_with_one_slot_reports_its_state_but_installs_nothing() {
+    let fake = FakeSystem::with(Storage::Gpt, &[ALL_SLOTS[0]], "A", &["boot_alternative=A", "boot_cycle=stable"]);
+    let output = fake.agent(&["status"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stdout(&output), "slot A, boot_cycle stable, version 0.1.0-dev; the only slot: no upgrades in place\n");
+    let json: serde_json::Value = serde_json::from_slice(&fake.agent(&["status", "--json"]).stdout).unwrap();
+    assert!(json["inactive_slot"].is_null(), "{json}");
+    assert_eq!(json["targets"], serde_json::json!({"A": {"boot": "A_boot", "root": "A_root", "var": "A_var"}}));
+
+    let update = make_update(&fake.update_dir(), true);
+    let before = fake.snapshot();
+    for args in [&["upgrade-install", update.package.to_str().unwrap()][..], &["upgrade-commit"]] {
+        assert_error(&fake.agent(args), "this OS has one slot: it cannot be upgraded in place");
+    }
+    assert!(fake.snapshot() == before);
+    let output = fake.agent(&["confirm"]);
+    assert_eq!(stdout(&output), "slot A is stable already: nothing to do\n");
 }

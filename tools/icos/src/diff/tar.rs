@@ -24,50 +24,15 @@ use super::escape::{escape, format_size, preview, quote, short_hex};
 use super::report::{ArtifactDiff, Difference, Side, What};
 use super::tree::{compare_fields, compare_trees, FileTree, Node, NodeType, Time};
 use super::{bytes_difference, compare_blobs, Context};
+use crate::hashing::{HashingReader, StreamDigest};
 use crate::rootfs::path::normalize;
 
 /// How many members' raw headers are listed when nothing else explains a difference.
 const LISTED_HEADERS: usize = 20;
 
-/// Reads through to `inner`, hashing and counting what passes.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    length: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), length: 0 }
-    }
-
-    /// Reads the rest of the stream and returns its length and SHA-256.
-    pub fn finish(mut self) -> io::Result<StreamDigest> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok(StreamDigest { length: self.length, sha256: self.hasher.finalize().into() })
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let count = self.inner.read(buffer)?;
-        self.hasher.update(&buffer[..count]);
-        self.length += count as u64;
-        Ok(count)
-    }
-}
-
-/// The length and digest of a whole (decompressed) stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamDigest {
-    pub length: u64,
-    pub sha256: [u8; 32],
-}
-
-impl StreamDigest {
-    pub fn describe(&self) -> String {
-        format!("{}, sha256 {}", format_size(self.length), short_hex(&self.sha256))
-    }
+/// How a tar stream's digest is shown when nothing else explains a difference.
+fn describe_stream(stream: &StreamDigest) -> String {
+    format!("{}, sha256 {}", format_size(stream.length), short_hex(&stream.sha256))
 }
 
 /// One member's metadata as archived, with its PAX records applied.
@@ -439,8 +404,8 @@ pub fn compare(
     if diff.is_empty() && a.stream != b.stream {
         diff.differences.push(Difference::field(
             "tar stream (no member or header explains it: padding or trailing blocks)",
-            Some(a.stream.describe()),
-            Some(b.stream.describe()),
+            Some(describe_stream(&a.stream)),
+            Some(describe_stream(&b.stream)),
         ));
         if let Some((bytes, blob_a, blob_b)) = bytes {
             diff.differences

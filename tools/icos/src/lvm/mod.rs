@@ -111,7 +111,7 @@ impl LvmIdentity {
                 .iter()
                 .map(|volume| volume.uuid.unwrap_or_else(|| derived_id(&options.seed, vg, &format!("lv/{}", volume.name))))
                 .collect(),
-            pe_count: (options.size - PE_START) / options.extent_size,
+            pe_count: options.size.saturating_sub(PE_START) / options.extent_size.max(1),
         }
     }
 }
@@ -200,6 +200,25 @@ pub fn build_lvm(
     images: &[NamedImage],
     options: &LvmOptions,
 ) -> Result<LvmIdentity, LvmError> {
+    let write_error = |source| LvmError::Write { path: output.to_owned(), source };
+    write_atomically(output, |file: &mut File| {
+        let identity = write_lvm_at(file, 0, output, table, images, options)?;
+        file.set_len(options.size).map_err(write_error)?;
+        Ok(identity)
+    })
+}
+
+/// Writes the physical volume into `file` from byte `offset` on (the partition that holds it in a
+/// disk image, which `output` names in errors), writing only data blocks; everything is checked
+/// before the first byte is written. Returns the identifiers.
+pub fn write_lvm_at(
+    file: &mut File,
+    offset: u64,
+    output: &Path,
+    table: &VolumeTable,
+    images: &[NamedImage],
+    options: &LvmOptions,
+) -> Result<LvmIdentity, LvmError> {
     let (identity, by_volume) = plan(output, table, images, options)?;
     let metadata_area_size = PE_START - METADATA_AREA_OFFSET;
     let group = VolumeGroup {
@@ -232,19 +251,17 @@ pub fn build_lvm(
         metadata_area_size,
     };
     let write_error = |source| LvmError::Write { path: output.to_owned(), source };
-    write_atomically(output, |file: &mut File| {
-        for (index, image) in by_volume.iter().enumerate() {
-            let Some(image) = image else { continue };
-            let volume = &table.volumes[index];
-            let offset = PE_START + volume.start * options.extent_size;
-            copy_image_at(&image.path, file, offset, volume.size * options.extent_size)
-                .map_err(|error| image_error(table, index, image, options, output, error))?;
-        }
-        file.write_all_at(&label.sector(), PhysicalVolumeLabel::offset()).map_err(write_error)?;
-        file.write_all_at(&metadata_area_header(metadata_area_size, &text), METADATA_AREA_OFFSET).map_err(write_error)?;
-        file.write_all_at(&text, METADATA_AREA_OFFSET + METADATA_HEADER_SIZE).map_err(write_error)?;
-        file.set_len(options.size).map_err(write_error)
-    })?;
+    for (index, image) in by_volume.iter().enumerate() {
+        let Some(image) = image else { continue };
+        let volume = &table.volumes[index];
+        let volume_offset = offset + PE_START + volume.start * options.extent_size;
+        copy_image_at(&image.path, file, volume_offset, volume.size * options.extent_size)
+            .map_err(|error| image_error(table, index, image, options, output, error))?;
+    }
+    file.write_all_at(&label.sector(), offset + PhysicalVolumeLabel::offset()).map_err(write_error)?;
+    file.write_all_at(&metadata_area_header(metadata_area_size, &text), offset + METADATA_AREA_OFFSET)
+        .map_err(write_error)?;
+    file.write_all_at(&text, offset + METADATA_AREA_OFFSET + METADATA_HEADER_SIZE).map_err(write_error)?;
     Ok(identity)
 }
 

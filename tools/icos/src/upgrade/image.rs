@@ -1,98 +1,96 @@
 //! The update image `update-img.tar.zst` (made by [`crate::package`]): a zstd-compressed GNU tar
-//! holding the ext4 images `boot.img`, `root.img` and, optionally, `var.img`, and `VERSION.TXT`.
+//! holding one ext4 image `<role>.img` for each role of a slot (`boot.img`, `root.img`, `var.img`
+//! for the roles of [`crate::layout::ROLES`]) and `VERSION.TXT`.
 //!
 //! It is read twice as a stream, never unpacked: once to verify all of it before anything is
-//! written (zstd frame checksums, tar headers, member names and types, ext4 magics, the version, the
-//! SHA-256 of the file), and once to write the images. The second pass computes the SHA-256 again,
-//! so that what was written is what was verified even if the file changed in between.
+//! written (zstd frame checksums, tar headers, member names and types against the roles of the
+//! slot it is for, ext4 magics, the version, the SHA-256 of the file), and once to write the
+//! images. The second pass computes the SHA-256 again, so that what was written is what was
+//! verified even if the file changed in between.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use super::{version_line, Slot, UpgradeError};
+use crate::hashing::HashingReader;
+use crate::layout;
 use crate::package::sparse::{is_zero, read_full};
 
 /// The member holding the version, as rules/private/images.bzl (`upgrade_image`) names it.
 const VERSION_MEMBER: &str = "VERSION.TXT";
+/// An image member is named after the role of the slot it is written to: `root.img`.
+const IMAGE_SUFFIX: &str = ".img";
 /// A version is one short line; the bound keeps grubenv, which records it, within 1024 bytes.
 const MAX_VERSION_BYTES: u64 = 128;
 /// ext4's superblock magic 0xEF53, little-endian at byte 1080 (superblock at 1024, `s_magic` at 56).
 const EXT4_MAGIC_OFFSET: usize = 1080;
 const EXT4_MAGIC: [u8; 2] = [0x53, 0xEF];
 
-/// The file-system images of an update, each written to its partition of the inactive slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageKind {
-    Boot,
-    Root,
-    Var,
-}
-
-impl ImageKind {
-    const ALL: [ImageKind; 3] = [ImageKind::Boot, ImageKind::Root, ImageKind::Var];
-
-    pub fn member(self) -> &'static str {
-        match self {
-            ImageKind::Boot => "boot.img",
-            ImageKind::Root => "root.img",
-            ImageKind::Var => "var.img",
-        }
-    }
-
-    /// The partition of `slot` the image goes to, such as `B_root`.
-    pub fn partition(self, slot: Slot) -> String {
-        let suffix = match self {
-            ImageKind::Boot => "boot",
-            ImageKind::Root => "root",
-            ImageKind::Var => "var",
-        };
-        format!("{slot}_{suffix}")
-    }
-
-    /// Whether an update must hold it: without `var.img` the var partition is left as it is.
-    fn required(self) -> bool {
-        self != ImageKind::Var
-    }
+/// The name of the member holding the image of `role`.
+pub fn member_name(role: &str) -> String {
+    format!("{role}{IMAGE_SUFFIX}")
 }
 
 /// What a member of an update is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Member {
-    Image(ImageKind),
+    /// The image of this role.
+    Image(String),
     Version,
 }
 
 impl Member {
-    fn name(self) -> &'static str {
+    fn name(&self) -> String {
         match self {
-            Member::Image(kind) => kind.member(),
-            Member::Version => VERSION_MEMBER,
+            Member::Image(role) => member_name(role),
+            Member::Version => VERSION_MEMBER.to_owned(),
         }
     }
+}
 
-    /// Identifies `entry`, which must be a regular or sparse file with one of the known names.
-    fn of(entry: &tar::Entry<'_, impl Read>) -> Result<Member, String> {
-        let name = entry.path_bytes();
-        let member = ImageKind::ALL
-            .into_iter()
-            .map(Member::Image)
-            .chain([Member::Version])
-            .find(|member| member.name().as_bytes() == name.as_ref())
-            .ok_or_else(|| {
-                format!(
-                    "unexpected member {:?}: an update holds boot.img, root.img, var.img (optional) and {VERSION_MEMBER}",
-                    String::from_utf8_lossy(&name)
-                )
-            })?;
-        let kind = entry.header().entry_type();
-        if kind != EntryType::Regular && kind != EntryType::GNUSparse {
-            return Err(format!("member {} is not a regular or sparse file ({kind:?})", member.name()));
-        }
-        Ok(member)
+/// Why a member is refused: the archive is malformed, or it is made for other roles than the
+/// slot's (an update of another OS).
+enum Refusal {
+    Invalid(String),
+    DoesNotFit(String),
+}
+
+/// The roles of `slot`, for messages: `boot, root, var`.
+fn role_list(slot: &layout::Slot) -> String {
+    slot.members.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// The member name of `entry`, which must be a regular or sparse file.
+fn entry_name(entry: &tar::Entry<'_, impl Read>) -> Result<String, String> {
+    let raw = entry.path_bytes();
+    let name = String::from_utf8_lossy(&raw).into_owned();
+    let kind = entry.header().entry_type();
+    if kind != EntryType::Regular && kind != EntryType::GNUSparse {
+        return Err(format!("member {name} is not a regular or sparse file ({kind:?})"));
+    }
+    Ok(name)
+}
+
+/// Identifies `entry`: VERSION.TXT, or the image of one of the roles of `slot`.
+fn identify(entry: &tar::Entry<'_, impl Read>, slot: &layout::Slot) -> Result<Member, Refusal> {
+    let name = entry_name(entry).map_err(Refusal::Invalid)?;
+    if name == VERSION_MEMBER {
+        return Ok(Member::Version);
+    }
+    match name.strip_suffix(IMAGE_SUFFIX) {
+        Some(role) if slot.members.contains_key(role) => Ok(Member::Image(role.to_owned())),
+        Some(role) => Err(Refusal::DoesNotFit(format!(
+            "unexpected member {name:?}: slot {} has no role {role:?} (its roles: {})",
+            slot.name,
+            role_list(slot)
+        ))),
+        None => Err(Refusal::Invalid(format!(
+            "unexpected member {name:?}: an update holds <role>{IMAGE_SUFFIX} for each role of the slot and \
+             {VERSION_MEMBER}"
+        ))),
     }
 }
 
@@ -104,33 +102,16 @@ pub struct UpdateImage {
     /// The size of the file.
     pub compressed_size: u64,
     pub version: String,
-    /// The images in archive order, with their sizes.
-    pub images: Vec<(ImageKind, u64)>,
+    /// The images in archive order: the role each is for, and its size.
+    pub images: Vec<(String, u64)>,
 }
 
-/// Passes the bytes of the file through while hashing and counting them.
-struct HashingReader {
-    file: File,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl Read for HashingReader {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let count = self.file.read(buffer)?;
-        self.hasher.update(&buffer[..count]);
-        self.bytes += count as u64;
-        Ok(count)
-    }
-}
-
-type Archive = tar::Archive<zstd::stream::read::Decoder<'static, BufReader<HashingReader>>>;
+type Archive = tar::Archive<zstd::stream::read::Decoder<'static, BufReader<HashingReader<File>>>>;
 
 fn open(path: &Path) -> Result<Archive, UpgradeError> {
     let read_error = |source| UpgradeError::Read { path: path.to_owned(), source };
     let file = File::open(path).map_err(read_error)?;
-    let reader = HashingReader { file, hasher: Sha256::new(), bytes: 0 };
-    let decoder = zstd::stream::read::Decoder::new(reader).map_err(read_error)?;
+    let decoder = zstd::stream::read::Decoder::new(HashingReader::new(file)).map_err(read_error)?;
     Ok(tar::Archive::new(decoder))
 }
 
@@ -151,39 +132,49 @@ fn finish(archive: Archive, path: &Path) -> Result<(String, u64), UpgradeError> 
             break;
         }
     }
-    let hashing = decoder.finish().into_inner();
-    Ok((format!("{:x}", hashing.hasher.finalize()), hashing.bytes))
+    let digest = decoder
+        .finish()
+        .into_inner()
+        .finish()
+        .map_err(|source| UpgradeError::Read { path: path.to_owned(), source })?;
+    Ok((digest.sha256_hex(), digest.length))
 }
 
 impl UpdateImage {
-    /// Reads all of `path` once and checks it: a zstd stream with valid checksums of a tar whose
-    /// members are exactly boot.img, root.img, optionally var.img (ext4 images) and VERSION.TXT
-    /// (one line), each once. Only the first bytes of each image are looked at; the rest is
-    /// decompressed and checked without producing the zeros of sparse members' holes.
-    pub fn verify(path: &Path) -> Result<UpdateImage, UpgradeError> {
+    /// Reads all of `path` once and checks it for `slot`, the slot it is to be written to: a zstd
+    /// stream with valid checksums of a tar whose members are exactly one ext4 image per role of
+    /// the slot (`<role>.img`) and VERSION.TXT (one line), each once. Only the first bytes of each
+    /// image are looked at; the rest is decompressed and checked without producing the zeros of
+    /// sparse members' holes.
+    pub fn verify(path: &Path, slot: &layout::Slot) -> Result<UpdateImage, UpgradeError> {
         let bad = |problem: String| UpgradeError::BadImage { path: path.to_owned(), problem };
+        let does_not_fit =
+            |problem: String| UpgradeError::DoesNotFit { path: path.to_owned(), slot: slot.name.clone(), problem };
         let mut archive = open(path)?;
         let mut seen = Vec::new();
         let mut images = Vec::new();
         let mut version = None;
         for entry in archive.entries().map_err(|error| bad(error.to_string()))? {
             let mut entry = entry.map_err(|error| bad(error.to_string()))?;
-            let member = Member::of(&entry).map_err(bad)?;
+            let member = identify(&entry, slot).map_err(|refusal| match refusal {
+                Refusal::Invalid(problem) => bad(problem),
+                Refusal::DoesNotFit(problem) => does_not_fit(problem),
+            })?;
             if seen.contains(&member) {
                 return Err(bad(format!("member {} is given twice", member.name())));
             }
-            seen.push(member);
+            seen.push(member.clone());
             match member {
-                Member::Image(kind) => {
+                Member::Image(role) => {
                     let mut head = [0u8; EXT4_MAGIC_OFFSET + EXT4_MAGIC.len()];
                     let count = read_full(&mut entry, &mut head).map_err(|error| bad(error.to_string()))?;
                     if count < head.len() || head[EXT4_MAGIC_OFFSET..] != EXT4_MAGIC {
                         return Err(bad(format!(
                             "{} is not an ext4 image: no superblock magic at byte {EXT4_MAGIC_OFFSET}",
-                            kind.member()
+                            member_name(&role)
                         )));
                     }
-                    images.push((kind, entry.size()));
+                    images.push((role, entry.size()));
                 }
                 Member::Version => {
                     if entry.size() > MAX_VERSION_BYTES {
@@ -200,24 +191,31 @@ impl UpdateImage {
             }
         }
         let (sha256, compressed_size) = finish(archive, path)?;
-        for kind in ImageKind::ALL {
-            if kind.required() && !seen.contains(&Member::Image(kind)) {
-                return Err(bad(format!("member {} is missing", kind.member())));
+        // Every role is written: a role left out would keep the old system's file system next to
+        // the new ones of the others.
+        for (role, target) in &slot.members {
+            if !seen.contains(&Member::Image(role.clone())) {
+                return Err(does_not_fit(format!(
+                    "member {} is missing: slot {} has a {role} target ({})",
+                    member_name(role),
+                    slot.name,
+                    target.name
+                )));
             }
         }
         let version = version.ok_or_else(|| bad(format!("member {VERSION_MEMBER} is missing")))?;
         Ok(UpdateImage { sha256, compressed_size, version, images })
     }
 
-    /// Reads `path` again and hands each image to `copy` with its size, as a reader of all its
-    /// bytes (the holes of sparse members read as zeros). Fails with [`UpgradeError::ImageChanged`]
-    /// when the file is no longer the one verified: before an image whose size changed, else at
-    /// the end, by the SHA-256.
+    /// Reads `path` again and hands each image to `copy` with its role and size, as a reader of
+    /// all its bytes (the holes of sparse members read as zeros). Fails with
+    /// [`UpgradeError::ImageChanged`] when the file is no longer the one verified: before an
+    /// image whose name or size changed, else at the end, by the SHA-256.
     pub fn copy_images(
         &self,
         path: &Path,
         slot: Slot,
-        mut copy: impl FnMut(ImageKind, u64, &mut dyn Read) -> Result<(), UpgradeError>,
+        mut copy: impl FnMut(&str, u64, &mut dyn Read) -> Result<(), UpgradeError>,
     ) -> Result<(), UpgradeError> {
         let changed = || UpgradeError::ImageChanged { path: path.to_owned(), slot };
         let read_error = |source| UpgradeError::Read { path: path.to_owned(), source };
@@ -225,15 +223,15 @@ impl UpdateImage {
         let mut expected = self.images.iter();
         for entry in archive.entries().map_err(read_error)? {
             let mut entry = entry.map_err(read_error)?;
-            match Member::of(&entry) {
-                Ok(Member::Image(kind)) => {
-                    if expected.next() != Some(&(kind, entry.size())) {
-                        return Err(changed());
-                    }
-                    copy(kind, entry.size(), &mut entry)?;
+            let name = entry_name(&entry).map_err(|_| changed())?;
+            if name == VERSION_MEMBER {
+                continue;
+            }
+            match expected.next() {
+                Some((role, size)) if member_name(role) == name && *size == entry.size() => {
+                    copy(role, *size, &mut entry)?;
                 }
-                Ok(Member::Version) => {}
-                Err(_) => return Err(changed()),
+                _ => return Err(changed()),
             }
         }
         let (sha256, _) = finish(archive, path)?;
@@ -247,9 +245,29 @@ impl UpdateImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::{Location, Target};
     use crate::package::{package, CompressionOptions, Member as PackageMember};
+    use std::collections::BTreeMap;
     use std::fs;
     use std::path::PathBuf;
+
+    /// Slot `name` with `roles`, each on a partition named `<name>_<role>`.
+    fn slot(name: &str, roles: &[&str]) -> layout::Slot {
+        let members: BTreeMap<String, Target> = roles
+            .iter()
+            .zip(1u32..)
+            .map(|(role, number)| {
+                let target = Target {
+                    name: format!("{name}_{role}"),
+                    location: Location::Partition { number, uuid: uuid::Uuid::nil() },
+                    size: 1 << 20,
+                    filesystem_parent: uuid::Uuid::nil(),
+                };
+                (role.to_string(), target)
+            })
+            .collect();
+        layout::Slot { name: name.into(), members }
+    }
 
     /// A sparse file of `size` bytes with the ext4 magic (unless `ext4` is false) and some data.
     fn image(dir: &Path, name: &str, size: u64, ext4: bool) -> PathBuf {
@@ -265,10 +283,7 @@ mod tests {
     }
 
     fn update(dir: &Path, members: &[(&str, &Path)]) -> PathBuf {
-        let members: Vec<PackageMember> = members
-            .iter()
-            .map(|(name, path)| PackageMember::file(*name, path))
-            .collect();
+        let members: Vec<PackageMember> = members.iter().map(|(name, path)| PackageMember::file(*name, path)).collect();
         let output = dir.join("update-img.tar.zst");
         package(&output, &members, CompressionOptions { level: 3, threads: 1 }).unwrap();
         output
@@ -282,22 +297,22 @@ mod tests {
         let version = dir.path().join("version");
         fs::write(&version, "1.2.3\n").unwrap();
         let path = update(dir.path(), &[("boot.img", &boot), ("VERSION.TXT", &version), ("root.img", &root)]);
-        let verified = UpdateImage::verify(&path).unwrap();
+        let verified = UpdateImage::verify(&path, &slot("B", &["boot", "root"])).unwrap();
         assert_eq!(verified.version, "1.2.3");
-        assert_eq!(verified.images, [(ImageKind::Boot, 64 << 10), (ImageKind::Root, 256 << 10)]);
+        assert_eq!(verified.images, [("boot".to_owned(), 64 << 10), ("root".to_owned(), 256 << 10)]);
         assert_eq!(verified.compressed_size, fs::metadata(&path).unwrap().len());
         let mut copied = Vec::new();
         verified
-            .copy_images(&path, Slot::B, |kind, size, reader| {
+            .copy_images(&path, Slot::B, |role, size, reader| {
                 let mut bytes = Vec::new();
                 reader.read_to_end(&mut bytes).unwrap();
                 assert_eq!(bytes.len() as u64, size);
-                copied.push((kind, bytes));
+                copied.push((role.to_owned(), bytes));
                 Ok(())
             })
             .unwrap();
-        assert_eq!(copied[0], (ImageKind::Boot, fs::read(&boot).unwrap()));
-        assert_eq!(copied[1], (ImageKind::Root, fs::read(&root).unwrap()));
+        assert_eq!(copied[0], ("boot".to_owned(), fs::read(&boot).unwrap()));
+        assert_eq!(copied[1], ("root".to_owned(), fs::read(&root).unwrap()));
     }
 
     #[test]
@@ -308,7 +323,7 @@ mod tests {
         let version = dir.path().join("version");
         fs::write(&version, "1\n").unwrap();
         let path = update(dir.path(), &[("boot.img", &boot), ("root.img", &root), ("VERSION.TXT", &version)]);
-        let verified = UpdateImage::verify(&path).unwrap();
+        let verified = UpdateImage::verify(&path, &slot("A", &["boot", "root"])).unwrap();
         fs::write(&version, "2\n").unwrap();
         update(dir.path(), &[("boot.img", &boot), ("root.img", &root), ("VERSION.TXT", &version)]);
         let result = verified.copy_images(&path, Slot::A, |_, _, _| Ok(()));
@@ -326,19 +341,56 @@ mod tests {
         fs::write(&version, "1\n").unwrap();
         let two_lines = dir.path().join("two-lines");
         fs::write(&two_lines, "1\n2\n").unwrap();
-        let cases: [(&[(&str, &Path)], &str); 6] = [
-            (&[("boot.img", &ext4), ("VERSION.TXT", &version)], "member root.img is missing"),
+        let var = image(dir.path(), "var", 8192, true);
+        let cases: [(&[(&str, &Path)], &str); 8] = [
+            (
+                &[("boot.img", &ext4), ("VERSION.TXT", &version)],
+                "member root.img is missing: slot B has a root target (B_root)",
+            ),
             (&[("boot.img", &ext4), ("root.img", &ext4)], "member VERSION.TXT is missing"),
             (&[("boot.img", &ext4), ("root.img", &other), ("VERSION.TXT", &version)], "root.img is not an ext4"),
             (&[("boot.img", &tiny), ("root.img", &ext4), ("VERSION.TXT", &version)], "boot.img is not an ext4"),
             (&[("boot.img", &ext4), ("root.img", &ext4), ("VERSION.TXT", &two_lines)], "more than one line"),
-            (&[("boot.img", &ext4), ("disk.img", &ext4)], "unexpected member \"disk.img\""),
+            (
+                &[("boot.img", &ext4), ("disk.img", &ext4)],
+                "the update does not fit slot B: unexpected member \"disk.img\": slot B has no role \"disk\" \
+                 (its roles: boot, root)",
+            ),
+            (&[("boot.img", &ext4), ("README", &version)], "not a valid update image: unexpected member \"README\""),
+            // var.img is an image of a known role, but slot B has none.
+            (
+                &[("boot.img", &ext4), ("root.img", &ext4), ("var.img", &var), ("VERSION.TXT", &version)],
+                "slot B has no role \"var\"",
+            ),
         ];
         for (members, expected) in cases {
             let path = update(dir.path(), members);
-            let error = UpdateImage::verify(&path).unwrap_err().to_string();
+            let error = UpdateImage::verify(&path, &slot("B", &["boot", "root"])).unwrap_err().to_string();
             assert!(error.contains(expected), "{members:?}: {error}");
         }
+        // `icos package` refuses a member given twice; an update made otherwise may hold one.
+        let ext4_bytes = fs::read(&ext4).unwrap();
+        for (name, bytes) in [("boot.img", &ext4_bytes[..]), ("VERSION.TXT", b"1\n")] {
+            let mut builder = tar::Builder::new(Vec::new());
+            for _ in 0..2 {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(bytes.len() as u64);
+                header.set_mode(0o644);
+                builder.append_data(&mut header, name, bytes).unwrap();
+            }
+            let path = dir.path().join("twice.tar.zst");
+            fs::write(&path, zstd::encode_all(&builder.into_inner().unwrap()[..], 3).unwrap()).unwrap();
+            let error = UpdateImage::verify(&path, &slot("B", &["boot", "root"])).unwrap_err().to_string();
+            assert!(error.contains(&format!("member {name} is given twice")), "{error}");
+        }
+        // The roles come from the slot: with var, an update without var.img does not fit.
+        let path = update(dir.path(), &[("boot.img", &ext4), ("root.img", &ext4), ("VERSION.TXT", &version)]);
+        let error = UpdateImage::verify(&path, &slot("A", &["boot", "root", "var"])).unwrap_err().to_string();
+        assert!(
+            error
+                .contains("the update does not fit slot A: member var.img is missing: slot A has a var target (A_var)"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -354,7 +406,7 @@ mod tests {
         tar.extend_from_slice(b"hidden");
         let path = dir.path().join("update-img.tar.zst");
         fs::write(&path, zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
-        let error = UpdateImage::verify(&path).unwrap_err().to_string();
+        let error = UpdateImage::verify(&path, &slot("B", &["boot", "root"])).unwrap_err().to_string();
         assert!(error.contains("data follows the end of the tar archive"), "{error}");
     }
 }

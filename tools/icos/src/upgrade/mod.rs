@@ -9,6 +9,11 @@
 //! - `failsafe_check`: still set at the next boot, GRUB falls back to the other slot (`stable`);
 //! - `stable`: set by [`Agent::confirm`]; GRUB keeps booting the slot.
 //!
+//! The slots are those of the OS's layout (`layout.json`, [`crate::layout`]), installed on the image
+//! at [`INSTALLED_LAYOUT`]: the running slot is the one whose root target holds the root file
+//! system, and an update's `<role>.img` goes to the other slot's target of that role, a GPT
+//! partition or an LVM logical volume.
+//!
 //! The agent adds a marker, `icos_installed_slot` and `icos_installed_version`: set only once an
 //! install into the inactive slot is complete, and cleared before an install writes anything and by
 //! the commit, so that a commit can never make GRUB boot a partly written slot.
@@ -17,6 +22,7 @@ mod image;
 mod system;
 mod write;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -26,8 +32,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::grubenv::{GrubEnv, GrubEnvError};
+use crate::layout::{self, Layout, LayoutError, INSTALLED_LAYOUT};
 use crate::package::sparse::CopyError;
-use image::UpdateImage;
+use image::{member_name, UpdateImage};
 use system::System;
 use write::Device;
 
@@ -51,24 +58,40 @@ pub enum UpgradeError {
     GrubEnv(#[from] GrubEnvError),
     #[error("{path}: {problem}")]
     System { path: PathBuf, problem: String },
-    #[error("the root file system is on {device} ({partition}), not on A_root or B_root")]
-    NotASlot { device: String, partition: String },
+    #[error("OS layout: {0}")]
+    Layout(#[from] LayoutError),
+    #[error(
+        "the root file system is on {device} ({found}), which is no slot's root: the layout's slot roots are {roots}"
+    )]
+    NotASlot { device: String, found: String, roots: String },
     #[error("{disk}: no partition is named {name}")]
     NoPartition { disk: PathBuf, name: String },
+    #[error(
+        "no partition {name} can be found: the root file system is on device-mapper device {root} ({devname}), \
+         which is not on partitions of one disk"
+    )]
+    NoDisk { name: String, root: String, devname: String },
+    #[error(
+        "no device-mapper device is named {dm_name} (in {path}): is logical volume {dm_name} of volume group \
+         {volume_group} active?"
+    )]
+    NoVolume { dm_name: String, volume_group: String, path: PathBuf },
+    #[error("this OS has one slot: it cannot be upgraded in place")]
+    OneSlot,
     #[error("{disk}: two partitions are named {name}")]
     DuplicatePartition { disk: PathBuf, name: String },
     #[error("{path}: {name} {problem}")]
     Variable { path: PathBuf, name: &'static str, problem: String },
     #[error(
         "{path}: boot_alternative={found} with boot_cycle={boot_cycle} does not fit the running system, \
-         slot {running} ({partition} on {device}), which needs boot_alternative={expected}"
+         slot {running} ({root} on {device}), which needs boot_alternative={expected}"
     )]
     SlotMismatch {
         path: PathBuf,
         found: Slot,
         boot_cycle: BootCycle,
         running: Slot,
-        partition: String,
+        root: String,
         device: String,
         expected: Slot,
     },
@@ -76,8 +99,10 @@ pub enum UpgradeError {
     WrongCycle { action: &'static str, boot_cycle: BootCycle, advice: String },
     #[error("{path}: not a valid update image: {problem}")]
     BadImage { path: PathBuf, problem: String },
-    #[error("{path}: {member} is {size} bytes, larger than partition {partition} ({device}, {capacity} bytes)")]
-    TooLarge { path: PathBuf, member: &'static str, size: u64, partition: String, device: PathBuf, capacity: u64 },
+    #[error("{path}: the update does not fit slot {slot}: {problem}")]
+    DoesNotFit { path: PathBuf, slot: String, problem: String },
+    #[error("{path}: {member} is {size} bytes, larger than {target} ({device}, {capacity} bytes)")]
+    TooLarge { path: PathBuf, member: String, size: u64, target: String, device: PathBuf, capacity: u64 },
     #[error("{text:?} is not a SHA-256: expected 64 hexadecimal digits")]
     BadSha256 { text: String },
     #[error("{path}: the SHA-256 is {actual}, expected {expected}")]
@@ -88,7 +113,8 @@ pub enum UpgradeError {
     NothingInstalled { slot: Slot },
 }
 
-/// One of the two sets of boot, root and var partitions.
+/// One of the two slots, as grubenv's `boot_alternative` names them: the layout's slots are named
+/// so too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Slot {
     A,
@@ -162,21 +188,26 @@ pub struct Status {
     pub boot_cycle: BootCycle,
     /// The running system's version.
     pub version: String,
-    /// The other slot, where upgrades are installed.
-    pub inactive_slot: Slot,
+    /// The other slot, where upgrades are installed; none on an OS with one slot.
+    pub inactive_slot: Option<Slot>,
     /// The slot GRUB boots next: the inactive one once an upgrade is committed.
     pub next_boot: Slot,
     /// The version installed in the inactive slot and not committed yet.
     pub installed_upgrade: Option<String>,
+    /// The layout's targets of each slot: slot, role, partition or volume name.
+    pub targets: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl fmt::Display for Status {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "slot {}, boot_cycle {}, version {}; ", self.slot, self.boot_cycle, self.version)?;
-        write!(formatter, "slot {}: ", self.inactive_slot)?;
+        let Some(inactive_slot) = self.inactive_slot else {
+            return formatter.write_str("the only slot: no upgrades in place");
+        };
+        write!(formatter, "slot {inactive_slot}: ")?;
         match &self.installed_upgrade {
             Some(version) => write!(formatter, "upgrade {version} installed, not committed"),
-            None if self.next_boot == self.inactive_slot => formatter.write_str("committed, boots next"),
+            None if self.next_boot == inactive_slot => formatter.write_str("committed, boots next"),
             None => formatter.write_str("no upgrade installed"),
         }
     }
@@ -187,10 +218,10 @@ impl fmt::Display for Status {
 pub enum InstallEvent<'a> {
     /// The whole image was read once and is valid.
     Verified { image: &'a Path, bytes: u64, sha256: &'a str, elapsed: Duration },
-    /// A member starts being written to its partition.
-    Writing { member: &'static str, device: &'a Path, size: u64 },
+    /// A member starts being written to its target (a partition or volume of the layout).
+    Writing { member: &'a str, target: &'a str, device: &'a Path, size: u64 },
     /// A member was written and synced.
-    Written { member: &'static str, size: u64, elapsed: Duration },
+    Written { member: &'a str, size: u64, elapsed: Duration },
 }
 
 /// The result of an install.
@@ -250,17 +281,21 @@ impl fmt::Display for Confirmation {
     }
 }
 
-/// Where the agent finds the system it manages: `/` and `/grub/grubenv` in production.
+/// Where the agent finds the system it manages: `/`, `/grub/grubenv` and
+/// `/opt/icos/share/layout.json` in production.
 #[derive(Debug, Clone)]
 pub struct Agent {
     /// The root of the system: the mount table, sysfs, device nodes and version file are under it.
     pub system_root: PathBuf,
     /// The GRUB environment block.
     pub grubenv: PathBuf,
+    /// The OS's layout, `layout.json`.
+    pub layout: PathBuf,
 }
 
 /// The running system and its boot state, checked against each other.
 struct State {
+    layout: Layout,
     system: System,
     env: GrubEnv,
     boot_cycle: BootCycle,
@@ -268,10 +303,31 @@ struct State {
 }
 
 impl Agent {
+    /// Where the layout is installed on the system under `system_root`.
+    pub fn installed_layout(system_root: &Path) -> PathBuf {
+        system_root.join(INSTALLED_LAYOUT.trim_start_matches('/'))
+    }
+
+    /// Reads the layout and checks what the agent relies on: slot A, maybe B, each with a root.
+    /// `icos layout` writes no other; a file edited by hand might.
+    fn read_layout(&self) -> Result<Layout, UpgradeError> {
+        let layout = Layout::read(&self.layout)?;
+        let invalid = |problem: String| LayoutError::Invalid { path: self.layout.clone(), problem };
+        let names: Vec<&str> = layout.slots.iter().map(|slot| slot.name.as_str()).collect();
+        if names != ["A"] && names != ["A", "B"] {
+            return Err(invalid(format!("the slots are {names:?}: the agent knows slot A, or slots A and B")).into());
+        }
+        if let Some(slot) = layout.slots.iter().find(|slot| !slot.members.contains_key("root")) {
+            return Err(invalid(format!("slot {} has no root", slot.name)).into());
+        }
+        Ok(layout)
+    }
+
     /// Reads the boot state and checks that it describes the running system: `boot_alternative` is
     /// the running slot, except after a commit (`first_boot`), when it is the other one.
     fn state(&self) -> Result<State, UpgradeError> {
-        let system = System::discover(&self.system_root)?;
+        let layout = self.read_layout()?;
+        let system = System::discover(&self.system_root, &layout)?;
         let env = GrubEnv::read(&self.grubenv)?;
         let variable =
             |name: &'static str, problem: String| UpgradeError::Variable { path: self.grubenv.clone(), name, problem };
@@ -291,12 +347,12 @@ impl Agent {
                 found: boot_alternative,
                 boot_cycle,
                 running: system.slot,
-                partition: system.root.name.clone(),
+                root: system.root.name.clone(),
                 device: system.root.devname.clone(),
                 expected,
             });
         }
-        Ok(State { system, env, boot_cycle, boot_alternative })
+        Ok(State { layout, system, env, boot_cycle, boot_alternative })
     }
 
     /// The version waiting uncommitted in `slot`, from the marker.
@@ -319,22 +375,38 @@ impl Agent {
         let path = self.system_root.join(VERSION_FILE);
         let bytes = fs::read(&path).map_err(|source| UpgradeError::Read { path: path.clone(), source })?;
         let version = version_line(&bytes).map_err(|problem| UpgradeError::System { path, problem: problem.into() })?;
-        let inactive_slot = state.system.slot.other();
+        let other = state.system.slot.other();
+        let inactive_slot = state.layout.slot(other.letter()).map(|_| other);
+        let installed_upgrade = match inactive_slot {
+            Some(slot) => self.installed_upgrade(&state.env, slot)?,
+            None => None,
+        };
+        let targets = state
+            .layout
+            .slots
+            .iter()
+            .map(|slot| {
+                let members = slot.members.iter().map(|(role, target)| (role.clone(), target.name.clone())).collect();
+                (slot.name.clone(), members)
+            })
+            .collect();
         Ok(Status {
             slot: state.system.slot,
             boot_cycle: state.boot_cycle,
             version,
             inactive_slot,
             next_boot: state.boot_alternative,
-            installed_upgrade: self.installed_upgrade(&state.env, inactive_slot)?,
+            installed_upgrade,
+            targets,
         })
     }
 
-    /// Installs the update image `image` into the inactive slot. The image is verified completely
-    /// (one pass, with the SHA-256 when `expected_sha256` is given) and the target partitions are
-    /// opened (exclusively: a mounted one is refused); then the marker is cleared, the images are
-    /// written in a second pass that must read the same bytes, and the marker is set. A refusal
-    /// writes nothing; a failure while writing leaves the slot uncommitted.
+    /// Installs the update image `image` into the inactive slot. The slot's targets are found, the
+    /// image is verified completely (one pass, with the SHA-256 when `expected_sha256` is given;
+    /// one `<role>.img` for each role of the slot) and the targets are opened (exclusively: a
+    /// mounted one is refused); then the marker is cleared, the images are written in a second
+    /// pass that must read the same bytes, and the marker is set. A refusal writes nothing; a
+    /// failure while writing leaves the slot uncommitted.
     pub fn upgrade_install(
         &self,
         image: &Path,
@@ -343,10 +415,16 @@ impl Agent {
     ) -> Result<Installed, UpgradeError> {
         let expected_sha256 = expected_sha256.map(parse_sha256).transpose()?;
         let mut state = self.state()?;
+        // The one-slot refusal first: no boot cycle would make an install possible.
+        let (slot, slot_layout) = inactive_slot(&state)?;
         require_stable(&state, "install an upgrade")?;
-        let slot = state.system.slot.other();
+        // The devices first: a layout that does not fit the system fails before the long read.
+        let mut devices = BTreeMap::new();
+        for (role, target) in &slot_layout.members {
+            devices.insert(role.as_str(), (target, state.system.device(target)?));
+        }
         let started = Instant::now();
-        let update = UpdateImage::verify(image)?;
+        let update = UpdateImage::verify(image, &slot_layout)?;
         progress(InstallEvent::Verified {
             image,
             bytes: update.compressed_size,
@@ -362,22 +440,27 @@ impl Agent {
                 });
             }
         }
-        let mut partitions = Vec::new();
-        for &(kind, size) in &update.images {
-            let partition = state.system.partition(&kind.partition(slot))?;
-            if size > partition.size {
+        let mut targets = Vec::new();
+        for (role, size) in &update.images {
+            // verify() accepts only images of the slot's roles.
+            let (target, block) = devices.get(role.as_str()).ok_or_else(|| UpgradeError::DoesNotFit {
+                path: image.to_owned(),
+                slot: slot_layout.name.clone(),
+                problem: format!("slot {} has no role {role:?}", slot_layout.name),
+            })?;
+            if *size > block.size {
                 return Err(UpgradeError::TooLarge {
                     path: image.to_owned(),
-                    member: kind.member(),
-                    size,
-                    partition: partition.name.clone(),
-                    device: partition.device.clone(),
-                    capacity: partition.size,
+                    member: member_name(role),
+                    size: *size,
+                    target: format!("{} {}", block.kind, target.name),
+                    device: block.device.clone(),
+                    capacity: block.size,
                 });
             }
-            let device = Device::open(&partition.device)
-                .map_err(|source| UpgradeError::Write { path: partition.device.clone(), source })?;
-            partitions.push((kind, &partition.device, device));
+            let device = Device::open(&block.device)
+                .map_err(|source| UpgradeError::Write { path: block.device.clone(), source })?;
+            targets.push((role.as_str(), target.name.as_str(), &block.device, device));
         }
         let marker_was_set = state.env.unset(INSTALLED_SLOT) | state.env.unset(INSTALLED_VERSION);
         let mut installed_env = state.env.clone();
@@ -389,12 +472,13 @@ impl Agent {
             state.env.write_in_place(&self.grubenv)?;
         }
 
-        update.copy_images(image, slot, |kind, size, reader| {
-            let (_, path, device) = partitions
+        update.copy_images(image, slot, |role, size, reader| {
+            let (_, target, path, device) = targets
                 .iter_mut()
-                .find(|(candidate, _, _)| *candidate == kind)
+                .find(|(candidate, ..)| *candidate == role)
                 .ok_or_else(|| UpgradeError::ImageChanged { path: image.to_owned(), slot })?;
-            progress(InstallEvent::Writing { member: kind.member(), device: path, size });
+            let member = member_name(role);
+            progress(InstallEvent::Writing { member: &member, target, device: path, size });
             let started = Instant::now();
             let written = device.write_image(reader).map_err(|error| match error {
                 CopyError::Read(source) => UpgradeError::Read { path: image.to_owned(), source },
@@ -403,7 +487,7 @@ impl Agent {
             if written != size {
                 return Err(UpgradeError::ImageChanged { path: image.to_owned(), slot });
             }
-            progress(InstallEvent::Written { member: kind.member(), size, elapsed: started.elapsed() });
+            progress(InstallEvent::Written { member: &member, size, elapsed: started.elapsed() });
             Ok(())
         })?;
 
@@ -414,8 +498,8 @@ impl Agent {
     /// Makes GRUB boot the upgrade installed in the inactive slot once, at the next boot.
     pub fn upgrade_commit(&self) -> Result<Committed, UpgradeError> {
         let mut state = self.state()?;
+        let (slot, _) = inactive_slot(&state)?;
         require_stable(&state, "commit an upgrade")?;
-        let slot = state.system.slot.other();
         let version = self.installed_upgrade(&state.env, slot)?.ok_or(UpgradeError::NothingInstalled { slot })?;
         state.env.set(BOOT_ALTERNATIVE, slot.letter())?;
         state.env.set(BOOT_CYCLE, BootCycle::FirstBoot.as_str())?;
@@ -442,6 +526,13 @@ impl Agent {
             }
         }
     }
+}
+
+/// The slot upgrades go to, and its targets; an OS with one slot has none.
+fn inactive_slot(state: &State) -> Result<(Slot, layout::Slot), UpgradeError> {
+    let slot = state.system.slot.other();
+    let targets = state.layout.slot(slot.letter()).ok_or(UpgradeError::OneSlot)?;
+    Ok((slot, targets.clone()))
 }
 
 fn require_stable(state: &State, action: &'static str) -> Result<(), UpgradeError> {
@@ -525,9 +616,10 @@ mod tests {
             slot: Slot::A,
             boot_cycle: BootCycle::Stable,
             version: "0.1.0-dev".into(),
-            inactive_slot: Slot::B,
+            inactive_slot: Some(Slot::B),
             next_boot: Slot::A,
             installed_upgrade: Some("0.1.0-next".into()),
+            targets: BTreeMap::new(),
         };
         assert_eq!(
             status.to_string(),
@@ -541,6 +633,14 @@ mod tests {
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["boot_cycle"], "first_boot");
         assert_eq!(json["next_boot"], "B");
+        assert_eq!(json["inactive_slot"], "B");
         assert!(json["installed_upgrade"].is_null());
+        status.inactive_slot = None;
+        status.boot_cycle = BootCycle::Stable;
+        status.next_boot = Slot::A;
+        assert_eq!(
+            status.to_string(),
+            "slot A, boot_cycle stable, version 0.1.0-dev; the only slot: no upgrades in place"
+        );
     }
 }

@@ -20,6 +20,11 @@ struct Cli {
     /// The root of the system whose mount table, sysfs, device nodes and version file are used.
     #[arg(long, global = true, value_name = "DIR", default_value = "/", hide = true)]
     system_root: PathBuf,
+    /// The OS's layout (layout.json), which names the partition or volume of each role of each
+    /// slot [default: /opt/icos/share/layout.json]
+    // The default is under --system-root, so that tests need not pass it: no clap default_value.
+    #[arg(long, global = true, value_name = "PATH")]
+    layout: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,8 +69,8 @@ fn report(event: InstallEvent<'_>) {
             mebibytes(bytes),
             elapsed.as_secs_f64()
         ),
-        InstallEvent::Writing { member, device, size } => {
-            eprintln!("icos-agent: writing {member} ({}) to {}", mebibytes(size), device.display())
+        InstallEvent::Writing { member, target, device, size } => {
+            eprintln!("icos-agent: writing {member} ({}) to {target} ({})", mebibytes(size), device.display())
         }
         InstallEvent::Written { member, size, elapsed } => eprintln!(
             "icos-agent: wrote {member}: {} in {:.1} s ({})",
@@ -77,7 +82,8 @@ fn report(event: InstallEvent<'_>) {
 }
 
 fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
-    let agent = Agent { system_root: cli.system_root, grubenv: cli.grubenv };
+    let layout = cli.layout.unwrap_or_else(|| Agent::installed_layout(&cli.system_root));
+    let agent = Agent { system_root: cli.system_root, grubenv: cli.grubenv, layout };
     match cli.command {
         Command::Status { json: true } => println!("{}", serde_json::to_string_pretty(&agent.status()?)?),
         Command::Status { json: false } => println!("{}", agent.status()?),

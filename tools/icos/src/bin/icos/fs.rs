@@ -1,6 +1,5 @@
 //! `icos ext4` and `icos fat`: filesystem images from a canonical rootfs tar.
 
-use std::env;
 use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use uuid::Uuid;
 
+use icos::layout::Layout;
 use icos::ext4::{build_ext4, find_mke2fs, Ext4Options};
 use icos::fat::{build_fat, FatOptions};
 use icos::partitions::read_partitions_csv;
@@ -23,9 +23,10 @@ pub struct Ext4Args {
     input: PathBuf,
     #[command(flatten)]
     result: ImageOutputArgs,
-    /// The size of the image, e.g. 3G; a multiple of 4096 bytes.
+    /// The size of the image, e.g. 3G; a multiple of 4096 bytes. Default: the size of the
+    /// --target in --layout.
     #[arg(long, value_parser = parse_size)]
-    size: u64,
+    size: Option<u64>,
     /// The volume label (at most 16 bytes).
     #[arg(long, default_value = "")]
     label: String,
@@ -54,8 +55,9 @@ pub struct FatArgs {
     #[arg(short, long)]
     output: PathBuf,
     /// The size of the image, e.g. 100M; a multiple of 512 bytes, at least 33 MiB (FAT32).
+    /// Default: the size of the --target in --layout.
     #[arg(long, value_parser = parse_size)]
-    size: u64,
+    size: Option<u64>,
     /// The volume label: up to 11 characters, upper case.
     #[arg(long)]
     label: String,
@@ -68,12 +70,19 @@ pub struct FatArgs {
 }
 
 /// The options that name the UUID the filesystem identifiers derive from.
-const PARENT_ARGS: [&str; 4] = ["partition_uuid", "partitions", "partition_name", "seed"];
+const PARENT_ARGS: [&str; 6] = ["partition_uuid", "partitions", "partition_name", "seed", "layout", "target"];
 
 /// The UUID of the partition the filesystem is for: its identifiers derive from it as
 /// systemd-repart derives them (`icos::seed::FilesystemIds::from_parent`).
 #[derive(Args)]
 struct ParentArgs {
+    /// The resolved layout of the OS (`icos layout --layout-json`), with --target: the
+    /// filesystem's identifiers derive from the target's UUID, and its size is the target's.
+    #[arg(long, requires = "target", conflicts_with_all = ["partition_uuid", "partitions"])]
+    layout: Option<PathBuf>,
+    /// The partition or logical volume of --layout the filesystem is for.
+    #[arg(long, requires = "layout")]
+    target: Option<String>,
     /// The UUID of the partition (or logical volume) the filesystem is for.
     #[arg(long, conflicts_with_all = ["partitions", "partition_name", "seed"])]
     partition_uuid: Option<Uuid>,
@@ -89,48 +98,71 @@ struct ParentArgs {
     seed: Option<Seed>,
 }
 
+/// What the filesystem is for: the UUID its identifiers derive from and, from a layout, its size.
+struct Parent {
+    uuid: Uuid,
+    size: Option<u64>,
+}
+
 impl ParentArgs {
-    /// The identifiers derived from the partition's UUID; `instead` is the option that gives them
-    /// explicitly, named when nothing to derive them from was given.
-    fn filesystem_ids(&self, instead: &str) -> Result<FilesystemIds, Box<dyn Error>> {
-        let parent = match (self.partition_uuid, &self.partitions, &self.partition_name) {
+    /// The partition or volume the filesystem is for; `instead` is the option that gives the
+    /// identifiers explicitly, named when nothing to derive them from was given.
+    fn parent(&self, instead: &str) -> Result<Parent, Box<dyn Error>> {
+        if let (Some(layout_path), Some(name)) = (&self.layout, &self.target) {
+            let layout = Layout::read(layout_path)?;
+            let target = layout.target(name).ok_or_else(|| {
+                let names: Vec<&str> = layout.targets.iter().map(|target| target.name.as_str()).collect();
+                format!("{}: no partition or volume is named {name:?}; there are {}", layout_path.display(), names.join(", "))
+            })?;
+            return Ok(Parent { uuid: target.filesystem_parent, size: Some(target.size) });
+        }
+        let uuid = match (self.partition_uuid, &self.partitions, &self.partition_name) {
             (Some(uuid), _, _) => uuid,
             (None, Some(partitions), Some(name)) => {
                 read_partitions_csv(partitions)?.partition_uuid(name, self.seed.as_ref())?
             }
             _ => {
                 return Err(format!(
-                    "the filesystem identifiers derive from the UUID of its partition: give --partition-uuid, \
-                     or --partitions and --partition-name (and --seed when the partition's UUID is derived), \
-                     or {instead}"
+                    "the filesystem identifiers derive from the UUID of its partition: give --layout and --target, \
+                     --partition-uuid, or --partitions and --partition-name (and --seed when the partition's UUID is \
+                     derived), or {instead}"
                 )
                 .into())
             }
         };
-        Ok(FilesystemIds::from_parent(parent))
+        Ok(Parent { uuid, size: None })
+    }
+
+    /// The UUID the identifiers derive from (when `derive` says they are needed) and the size:
+    /// `size`, else the target's.
+    fn resolve(&self, derive: bool, size: Option<u64>, instead: &str) -> Result<(Option<Uuid>, u64), Box<dyn Error>> {
+        match (derive, size) {
+            (false, Some(size)) => Ok((None, size)),
+            _ => {
+                let parent = self.parent(instead)?;
+                let size = size
+                    .or(parent.size)
+                    .ok_or("give --size, or --layout and --target to take the size of the target")?;
+                Ok((derive.then_some(parent.uuid), size))
+            }
+        }
     }
 }
 
 pub fn run_ext4(args: Ext4Args) -> Result<ExitCode, Box<dyn Error>> {
-    let ids = match args.uuid {
-        Some(uuid) => FilesystemIds::from_uuid(uuid),
-        None => args.parent.filesystem_ids("--uuid")?,
+    let (parent, size) = args.parent.resolve(args.uuid.is_none(), args.size, "--uuid")?;
+    let ids = match (args.uuid, parent) {
+        (Some(uuid), _) => FilesystemIds::from_uuid(uuid),
+        (None, Some(parent)) => FilesystemIds::from_parent(parent),
+        (None, None) => return Err("give --uuid or what it derives from".into()),
     };
-    let source_date_epoch = match args.source_date_epoch {
-        Some(epoch) => epoch,
-        None => match env::var("SOURCE_DATE_EPOCH") {
-            Ok(value) => value.parse().map_err(|_| {
-                format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds since 1970")
-            })?,
-            Err(_) => 0,
-        },
-    };
+    let source_date_epoch = crate::rootfs::epoch(args.source_date_epoch)?.unwrap_or(0);
     let mke2fs = match args.mke2fs {
         Some(path) => path,
         None => find_mke2fs()?,
     };
     let options = Ext4Options {
-        size: args.size,
+        size,
         label: args.label,
         uuid: ids.uuid,
         hash_seed: args.hash_seed.unwrap_or(ids.ext4_hash_seed),
@@ -145,12 +177,14 @@ pub fn run_ext4(args: Ext4Args) -> Result<ExitCode, Box<dyn Error>> {
 }
 
 pub fn run_fat(args: FatArgs) -> Result<ExitCode, Box<dyn Error>> {
-    let volume_id = match args.volume_id {
-        Some(volume_id) => volume_id,
-        None => args.parent.filesystem_ids("--volume-id")?.fat_volume_id,
+    let (parent, size) = args.parent.resolve(args.volume_id.is_none(), args.size, "--volume-id")?;
+    let volume_id = match (args.volume_id, parent) {
+        (Some(volume_id), _) => volume_id,
+        (None, Some(parent)) => FilesystemIds::from_parent(parent).fat_volume_id,
+        (None, None) => return Err("give --volume-id or what it derives from".into()),
     };
     let options = FatOptions {
-        size: args.size,
+        size,
         label: args.label,
         volume_id,
     };

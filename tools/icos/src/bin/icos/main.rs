@@ -7,6 +7,7 @@ mod diff;
 mod disk;
 mod fs;
 mod grubenv;
+mod layout;
 mod lvm;
 mod oci;
 mod package;
@@ -48,6 +49,9 @@ enum Command {
     Package(package::PackageArgs),
     /// Extract a .tar.zst package, restoring sparse images with holes.
     Unpack(package::UnpackArgs),
+    /// Resolve an OS's layout (partitions, LVM volumes, boot slots) into layout.json (for the
+    /// build rules and the upgrade agent), the slots' kernel command lines and grub.cfg.
+    Layout(layout::LayoutArgs),
     /// Write an LVM2 physical volume holding one volume group of linear logical volumes, from a
     /// volumes.csv and images (raw or packaged) for the volumes.
     Lvm(lvm::LvmArgs),
@@ -98,6 +102,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
         Command::Disk(args) => disk::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Layout(args) => layout::run(args),
         Command::Lvm(args) => lvm::run(args),
         Command::Ext4(args) => fs::run_ext4(args),
         Command::Fat(args) => fs::run_fat(args),

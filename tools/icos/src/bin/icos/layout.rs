@@ -1,0 +1,109 @@
+//! `icos layout`: an OS's disk layout as data, resolved into layout.json, boot_args and grub.cfg.
+
+use std::error::Error;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+
+use icos::layout::{resolve, LayoutError, LvmSpec, SlotSpec};
+use icos::lvm::{read_volumes_csv, DEFAULT_EXTENT_SIZE};
+use icos::output::write_atomically;
+use icos::partitions::read_partitions_csv;
+use icos::seed::Seed;
+use icos::size::parse_size;
+
+#[derive(Args)]
+pub struct LayoutArgs {
+    /// The partition table (partitions.csv).
+    #[arg(long)]
+    partitions: PathBuf,
+    /// The logical volumes of the OS's LVM volume group (volumes.csv), with --lvm-partition.
+    #[arg(long, requires_all = ["lvm_partition", "vg_name"])]
+    volumes: Option<PathBuf>,
+    /// The partition that holds the LVM physical volume.
+    #[arg(long, requires = "volumes")]
+    lvm_partition: Option<String>,
+    /// The name of the volume group.
+    #[arg(long, requires = "volumes")]
+    vg_name: Option<String>,
+    /// The size of an LVM physical extent.
+    #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_EXTENT_SIZE)]
+    extent_size: u64,
+    /// A boot slot as NAME:ROLE=TARGET,...: the partition or volume of each of its roles (boot,
+    /// root, var), such as A:boot=A_boot,root=A_root,var=A_var. One slot (A), or A and B.
+    #[arg(long = "slot", required = true, value_parser = parse_slot)]
+    slots: Vec<SlotSpec>,
+    /// The GRUB partition, which holds grub.cfg and grubenv (partition 2).
+    #[arg(long, default_value = "grub")]
+    grub_partition: String,
+    /// The build seed: partition UUIDs the table leaves empty and LVM UUIDs derive from it.
+    #[arg(long)]
+    seed: Seed,
+    /// Kernel arguments of every slot besides root and the mounts, such as "rw console=ttyS0".
+    #[arg(long, default_value = "")]
+    kernel_args: String,
+    /// Write the resolved layout (JSON) here.
+    #[arg(long)]
+    layout_json: Option<PathBuf>,
+    /// Write the slots' kernel command lines (BOOT_ARGS_A, BOOT_ARGS_B) here.
+    #[arg(long)]
+    boot_args: Option<PathBuf>,
+    /// The GRUB configuration template, whose @ICOS_LAYOUT@ line becomes the devices of grubenv
+    /// and of each slot's boot filesystem.
+    #[arg(long, requires = "grub_cfg")]
+    grub_cfg_template: Option<PathBuf>,
+    /// Write the GRUB configuration here.
+    #[arg(long, requires = "grub_cfg_template")]
+    grub_cfg: Option<PathBuf>,
+}
+
+fn parse_slot(text: &str) -> Result<SlotSpec, LayoutError> {
+    SlotSpec::parse(text)
+}
+
+fn write_text(path: &Path, text: &str) -> Result<(), Box<dyn Error>> {
+    let write = |file: &mut fs::File| -> Result<(), Box<dyn Error>> {
+        file.write_all(text.as_bytes()).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        Ok(())
+    };
+    write_atomically(path, write)
+}
+
+pub fn run(args: LayoutArgs) -> Result<ExitCode, Box<dyn Error>> {
+    let partitions = read_partitions_csv(&args.partitions)?;
+    let volumes = match &args.volumes {
+        Some(path) => Some(read_volumes_csv(path, args.extent_size)?),
+        None => None,
+    };
+    let lvm = match (&volumes, &args.lvm_partition, &args.vg_name) {
+        (Some(volumes), Some(partition), Some(vg_name)) => Some(LvmSpec {
+            partition: partition.clone(),
+            volumes,
+            vg_name: vg_name.clone(),
+            extent_size: args.extent_size,
+        }),
+        _ => None,
+    };
+    let layout = resolve(&partitions, lvm.as_ref(), &args.slots, &args.grub_partition, &args.seed)?;
+    // Everything is computed before anything is written.
+    let grub_cfg = match &args.grub_cfg_template {
+        Some(template) => {
+            let text = fs::read_to_string(template).map_err(|error| format!("cannot read {}: {error}", template.display()))?;
+            Some(layout.grub_cfg(&text, template)?)
+        }
+        None => None,
+    };
+    if let Some(path) = &args.layout_json {
+        write_text(path, &layout.to_json())?;
+    }
+    if let Some(path) = &args.boot_args {
+        write_text(path, &layout.boot_args(&args.kernel_args))?;
+    }
+    if let (Some(path), Some(text)) = (&args.grub_cfg, &grub_cfg) {
+        write_text(path, text)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

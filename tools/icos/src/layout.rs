@@ -1,0 +1,474 @@
+//! The layout of an OS disk as data: which partitions (of `partitions.csv`) or LVM logical
+//! volumes (of a `volumes.csv` inside one partition) form each boot slot, and where the GRUB
+//! partition is. From it come, so that nothing repeats the layout by hand:
+//!
+//! - the resolved layout (`layout.json`): every partition and volume with its size and the UUID
+//!   its filesystem identifiers derive from, and the slots. The build rules size and identify the
+//!   filesystems from it; the upgrade agent reads the copy installed on the image to find the
+//!   running slot and the volumes of the other one;
+//! - `boot_args`: each slot's kernel command line (`BOOT_ARGS_A`, `BOOT_ARGS_B`), with its root
+//!   and the mounts of its other members and of the GRUB partition;
+//! - the GRUB configuration: the shared A/B state machine (a template) with the devices of each
+//!   slot's boot filesystem and of grubenv filled in.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::lvm::{LvmIdentity, LvmOptions, VolumeTable, VolumesError};
+use crate::partitions::{PartitionTable, PartitionsError, SECTOR_SIZE};
+use crate::seed::Seed;
+
+/// The version of the `layout.json` format.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Where the image carries its layout, for the upgrade agent.
+pub const INSTALLED_LAYOUT: &str = "/opt/icos/share/layout.json";
+/// The roles a slot member can have: the filesystems `icos rootfs split` makes, mounted at `/`,
+/// `/boot` and `/var`.
+pub const ROLES: [&str; 3] = ["boot", "root", "var"];
+/// The shared GRUB EFI binary looks for `grub.cfg` in this partition of the disk it came from.
+pub const GRUB_PARTITION_NUMBER: u32 = 2;
+/// The line of the GRUB template that the generated device assignments replace.
+pub const GRUB_TEMPLATE_MARKER: &str = "@ICOS_LAYOUT@";
+/// Where the booted system mounts the GRUB partition, and so where the agent finds grubenv.
+pub const GRUB_MOUNT: &str = "/grub";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error(transparent)]
+    Partitions(#[from] PartitionsError),
+    #[error(transparent)]
+    Volumes(#[from] VolumesError),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path}: {problem}")]
+    Invalid { path: PathBuf, problem: String },
+    #[error("{0}")]
+    Spec(String),
+}
+
+/// Where a partition or volume is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Location {
+    /// A GPT partition: its number (from 1) and partition UUID.
+    Partition { number: u32, uuid: Uuid },
+    /// A linear logical volume: its volume group, device-mapper name (`vg-lv`, dashes doubled)
+    /// and LVM UUID.
+    Volume { volume_group: String, dm_name: String, uuid: String },
+}
+
+/// A partition or logical volume of the layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub name: String,
+    #[serde(flatten)]
+    pub location: Location,
+    /// The size in bytes.
+    pub size: u64,
+    /// The UUID the identifiers of a filesystem here derive from ([`crate::seed::FilesystemIds::from_parent`]):
+    /// the partition UUID, or for a volume one derived from the seed and its LVM UUID.
+    pub filesystem_parent: Uuid,
+}
+
+impl Target {
+    /// How the kernel command line names it (`root=`, `systemd.mount-extra=`).
+    pub fn kernel_device(&self) -> String {
+        match &self.location {
+            Location::Partition { uuid, .. } => format!("PARTUUID={uuid}"),
+            Location::Volume { dm_name, .. } => format!("/dev/mapper/{dm_name}"),
+        }
+    }
+
+    /// How GRUB names it, with `$boot_disk` the disk GRUB was loaded from.
+    pub fn grub_device(&self) -> String {
+        match &self.location {
+            Location::Partition { number, .. } => format!("($boot_disk,gpt{number})"),
+            Location::Volume { dm_name, .. } => format!("(lvm/{dm_name})"),
+        }
+    }
+}
+
+/// A boot slot: its name (`A`, `B`) and the target of each role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub name: String,
+    pub members: BTreeMap<String, Target>,
+}
+
+/// The volume group inside one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeGroupInfo {
+    pub name: String,
+    pub partition: String,
+    pub extent_size: u64,
+}
+
+/// The resolved layout: `layout.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub version: u32,
+    /// The GRUB partition, which holds grubenv.
+    pub grub: Target,
+    pub volume_group: Option<VolumeGroupInfo>,
+    pub slots: Vec<Slot>,
+    /// Every partition and volume, in table order (partitions first).
+    pub targets: Vec<Target>,
+}
+
+/// The description of one slot on the command line: `A:boot=A_boot,root=A_root,var=A_var`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotSpec {
+    pub name: String,
+    pub members: BTreeMap<String, String>,
+}
+
+impl SlotSpec {
+    pub fn parse(text: &str) -> Result<Self, LayoutError> {
+        let bad = |problem: &str| LayoutError::Spec(format!("slot {text:?}: {problem}; expected NAME:ROLE=TARGET,... such as A:boot=A_boot,root=A_root,var=A_var"));
+        let (name, members_text) = text.split_once(':').ok_or_else(|| bad("no ':'"))?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(bad("the slot name must be letters and digits"));
+        }
+        let mut members = BTreeMap::new();
+        for member in members_text.split(',') {
+            let (role, target) = member.split_once('=').ok_or_else(|| bad("a member is not ROLE=TARGET"))?;
+            if !ROLES.contains(&role) {
+                return Err(bad(&format!("unknown role {role:?} (roles: {})", ROLES.join(", "))));
+            }
+            if target.is_empty() || members.insert(role.to_owned(), target.to_owned()).is_some() {
+                return Err(bad(&format!("role {role:?} is empty or given twice")));
+            }
+        }
+        for required in ["boot", "root"] {
+            if !members.contains_key(required) {
+                return Err(bad(&format!("it has no {required} member")));
+            }
+        }
+        Ok(SlotSpec { name: name.to_owned(), members })
+    }
+}
+
+/// The volume group of an OS with LVM, as the layout needs it.
+pub struct LvmSpec<'a> {
+    pub partition: String,
+    pub volumes: &'a VolumeTable,
+    pub vg_name: String,
+    pub extent_size: u64,
+}
+
+/// The device-mapper name of logical volume `lv` of `vg`: lvm2 and GRUB double the dashes in
+/// each name and join them with one.
+pub fn dm_name(vg: &str, lv: &str) -> String {
+    format!("{}-{}", vg.replace('-', "--"), lv.replace('-', "--"))
+}
+
+/// The UUID a filesystem on a logical volume derives its identifiers from. systemd-repart has no
+/// volumes; this is keyed with the seed over the volume's LVM UUID, so that a UUID fixed in
+/// `volumes.csv` fixes the filesystem's identifiers too.
+pub fn volume_filesystem_parent(seed: &Seed, lv_uuid: &str) -> Uuid {
+    let digest = seed.digest(format!("icos-lvm-file-system/{lv_uuid}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// Resolves the slots against the partition table and the volume group.
+pub fn resolve(
+    partitions: &PartitionTable,
+    lvm: Option<&LvmSpec>,
+    slots: &[SlotSpec],
+    grub_partition: &str,
+    seed: &Seed,
+) -> Result<Layout, LayoutError> {
+    let invalid = |path: &Path, problem: String| LayoutError::Invalid { path: path.to_owned(), problem };
+    let uuids = partitions.partition_uuids(Some(seed))?;
+    let mut targets: Vec<Target> = partitions
+        .partitions
+        .iter()
+        .zip(&uuids)
+        .zip(1u32..)
+        .map(|((partition, uuid), number)| Target {
+            name: partition.name.clone(),
+            location: Location::Partition { number, uuid: *uuid },
+            size: partition.size * SECTOR_SIZE,
+            filesystem_parent: *uuid,
+        })
+        .collect();
+    let mut volume_group = None;
+    if let Some(lvm) = lvm {
+        let holder = targets.iter().find(|target| target.name == lvm.partition).ok_or_else(|| {
+            invalid(&partitions.path, format!("no partition is named {:?}, which is to hold the LVM volume group", lvm.partition))
+        })?;
+        let options = LvmOptions {
+            size: holder.size,
+            vg_name: lvm.vg_name.clone(),
+            extent_size: lvm.extent_size,
+            seed: *seed,
+            creation_host: String::new(),
+            creation_time: 0,
+        };
+        if !lvm.extent_size.is_power_of_two() || lvm.extent_size < 4096 {
+            return Err(LayoutError::Spec(format!("extent size {}: must be a power of two of at least 4096 bytes", lvm.extent_size)));
+        }
+        let identity = LvmIdentity::derive(lvm.volumes, &options);
+        lvm.volumes.check_layout(identity.pe_count)?;
+        for (volume, id) in lvm.volumes.volumes.iter().zip(&identity.lv_uuids) {
+            if let Some(clash) = targets.iter().find(|target| target.name == volume.name) {
+                return Err(invalid(
+                    &lvm.volumes.path,
+                    format!("line {}: volume {:?} has the name of a partition ({})", volume.line, volume.name, clash.name),
+                ));
+            }
+            let uuid = id.to_string();
+            targets.push(Target {
+                name: volume.name.clone(),
+                filesystem_parent: volume_filesystem_parent(seed, &uuid),
+                location: Location::Volume {
+                    volume_group: lvm.vg_name.clone(),
+                    dm_name: dm_name(&lvm.vg_name, &volume.name),
+                    uuid,
+                },
+                size: volume.size * lvm.extent_size,
+            });
+        }
+        volume_group = Some(VolumeGroupInfo {
+            name: lvm.vg_name.clone(),
+            partition: lvm.partition.clone(),
+            extent_size: lvm.extent_size,
+        });
+    }
+    let find = |name: &str| targets.iter().find(|target| target.name == name).cloned();
+    let grub = find(grub_partition)
+        .filter(|target| matches!(target.location, Location::Partition { .. }))
+        .ok_or_else(|| invalid(&partitions.path, format!("no partition is named {grub_partition:?} (the GRUB partition)")))?;
+    if grub.location != (Location::Partition { number: GRUB_PARTITION_NUMBER, uuid: grub.filesystem_parent }) {
+        return Err(invalid(
+            &partitions.path,
+            format!("the GRUB partition {grub_partition:?} must be partition {GRUB_PARTITION_NUMBER}: the shared GRUB EFI binary reads grub.cfg there"),
+        ));
+    }
+    if slots.is_empty() || slots.len() > 2 {
+        return Err(LayoutError::Spec(format!("an OS has one slot or two (A and B), not {}", slots.len())));
+    }
+    let expected_names: &[&str] = if slots.len() == 1 { &["A"] } else { &["A", "B"] };
+    let mut resolved = Vec::new();
+    let mut used: BTreeMap<&str, String> = BTreeMap::new();
+    for (spec, expected) in slots.iter().zip(expected_names) {
+        if spec.name != *expected {
+            return Err(LayoutError::Spec(format!("slot {:?}: the slots are named {}", spec.name, expected_names.join(" and "))));
+        }
+        let mut members = BTreeMap::new();
+        for (role, name) in &spec.members {
+            let target = find(name).ok_or_else(|| {
+                LayoutError::Spec(format!("slot {}: {role} is {name:?}, which is neither a partition nor a volume", spec.name))
+            })?;
+            if let Some(previous) = used.insert(name, format!("{} {role}", spec.name)) {
+                return Err(LayoutError::Spec(format!("slot {} {role} and {previous} are both {name:?}", spec.name)));
+            }
+            members.insert(role.clone(), target);
+        }
+        if slots.len() == 2 && spec.name == "B" && spec.members.keys().ne(slots[0].members.keys()) {
+            return Err(LayoutError::Spec("slots A and B must have the same roles".into()));
+        }
+        resolved.push(Slot { name: spec.name.clone(), members });
+    }
+    Ok(Layout { version: LAYOUT_VERSION, grub, volume_group, slots: resolved, targets })
+}
+
+impl Layout {
+    /// Reads a `layout.json`.
+    pub fn read(path: &Path) -> Result<Layout, LayoutError> {
+        let text = fs::read_to_string(path).map_err(|source| LayoutError::Read { path: path.to_owned(), source })?;
+        let layout: Layout = serde_json::from_str(&text)
+            .map_err(|error| LayoutError::Invalid { path: path.to_owned(), problem: error.to_string() })?;
+        if layout.version != LAYOUT_VERSION {
+            return Err(LayoutError::Invalid {
+                path: path.to_owned(),
+                problem: format!("layout version {}, but this icos reads version {LAYOUT_VERSION}", layout.version),
+            });
+        }
+        Ok(layout)
+    }
+
+    /// The JSON text, one key per line, ending in a newline.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a layout always serialises");
+        text.push('\n');
+        text
+    }
+
+    /// The partition or volume called `name`.
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|target| target.name == name)
+    }
+
+    /// The slot called `name`.
+    pub fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|slot| slot.name == name)
+    }
+
+    /// The slot that boots when GRUB picks `name`: a one-slot OS boots slot A for both.
+    fn boot_slot(&self, name: &str) -> &Slot {
+        self.slot(name).unwrap_or(&self.slots[0])
+    }
+
+    /// `boot_args`: `BOOT_ARGS_A` and `BOOT_ARGS_B`, each the slot's root, `kernel_args`, and the
+    /// mounts of its other members and of the GRUB partition.
+    pub fn boot_args(&self, kernel_args: &str) -> String {
+        let mut text = String::from(
+            "# Kernel arguments of each slot, generated by `icos layout` from the partition table: grub.cfg\n\
+             # sources this file from the boot filesystem of the slot it boots.\n",
+        );
+        for name in ["A", "B"] {
+            let slot = self.boot_slot(name);
+            let mut args = vec![format!("root={}", slot.members["root"].kernel_device())];
+            args.extend(kernel_args.split_whitespace().map(str::to_owned));
+            for (role, target) in &slot.members {
+                if role != "root" {
+                    args.push(format!("systemd.mount-extra={}:/{role}:ext4", target.kernel_device()));
+                }
+            }
+            args.push(format!("systemd.mount-extra={}:{GRUB_MOUNT}:vfat", self.grub.kernel_device()));
+            let _ = writeln!(text, "BOOT_ARGS_{name}=\"{}\"", args.join(" "));
+        }
+        text
+    }
+
+    /// The GRUB configuration: `template` with its marker line replaced by the devices of grubenv
+    /// and of each slot's boot filesystem.
+    pub fn grub_cfg(&self, template: &str, template_path: &Path) -> Result<String, LayoutError> {
+        let mut assignments = String::from("# Generated by `icos layout` from the partition table.\n");
+        let _ = writeln!(assignments, "set grubenv={}/grubenv", self.grub.grub_device());
+        if self.volume_group.is_some() {
+            assignments.push_str("insmod lvm\n");
+        }
+        for name in ["A", "B"] {
+            let _ = writeln!(assignments, "set boot_{name}={}", self.boot_slot(name).members["boot"].grub_device());
+        }
+        let marker_lines = template.lines().filter(|line| line.trim() == GRUB_TEMPLATE_MARKER).count();
+        if marker_lines != 1 {
+            return Err(LayoutError::Invalid {
+                path: template_path.to_owned(),
+                problem: format!("expected one line {GRUB_TEMPLATE_MARKER}, found {marker_lines}"),
+            });
+        }
+        let mut text = String::new();
+        for line in template.lines() {
+            if line.trim() == GRUB_TEMPLATE_MARKER {
+                text.push_str(&assignments);
+            } else {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lvm::parse_volumes_csv;
+    use crate::partitions::parse_partitions_csv;
+
+    fn seed() -> Seed {
+        "6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c".parse().unwrap()
+    }
+
+    fn ab(prefix: &str) -> Vec<SlotSpec> {
+        ["A", "B"]
+            .iter()
+            .map(|slot| SlotSpec::parse(&format!("{slot}:boot={prefix}{slot}_boot,root={prefix}{slot}_root,var={prefix}{slot}_var")).unwrap())
+            .collect()
+    }
+
+    const GUESTOS: &str = "esp,2048,204800,U,B78084E2-3363-1346-8C25-D426F26B8928\n\
+        grub,206848,204800,L,6788E4CF-F456-104E-9A34-A2C58CFB0EE6\n\
+        A_boot,616448,2097152,L,DDF618FE-7244-B446-A175-3296E6B9D02E\n\
+        A_root,2713600,20971520,L,7C0A626E-E5EA-E543-B5C5-300EB8304DB7\n\
+        A_var,23685120,20971520,L,22D2F5A6-1E39-D247-81CF-90C95C113E21\n\
+        B_boot,44656640,2097152,L,D5214E4F-F7B0-B945-9A9B-52B9188DF4C5\n\
+        B_root,46753792,20971520,L,A78BC3A8-376C-054A-96E7-3904B915D0C5\n\
+        B_var,67725312,20971520,L,\n";
+
+    #[test]
+    fn gpt_slots_give_partuuid_boot_args_and_grub_partitions() {
+        let table = parse_partitions_csv(Path::new("partitions.csv"), GUESTOS).unwrap();
+        let layout = resolve(&table, None, &ab(""), "grub", &seed()).unwrap();
+        assert_eq!(layout.slot("A").unwrap().members["root"].size, 20971520 * 512);
+        let boot_args = layout.boot_args("rw console=ttyS0,115200");
+        assert!(boot_args.contains(
+            "BOOT_ARGS_A=\"root=PARTUUID=7c0a626e-e5ea-e543-b5c5-300eb8304db7 rw console=ttyS0,115200 \
+             systemd.mount-extra=PARTUUID=ddf618fe-7244-b446-a175-3296e6b9d02e:/boot:ext4 \
+             systemd.mount-extra=PARTUUID=22d2f5a6-1e39-d247-81cf-90c95c113e21:/var:ext4 \
+             systemd.mount-extra=PARTUUID=6788e4cf-f456-104e-9a34-a2c58cfb0ee6:/grub:vfat\"\n"
+        ), "{boot_args}");
+        // B_var has no UUID in the table: it is derived from the seed.
+        let derived = table.partition_uuids(Some(&seed())).unwrap()[7];
+        assert!(boot_args.contains(&format!("PARTUUID={derived}:/var:ext4")), "{boot_args}");
+        let cfg = layout.grub_cfg("before\n@ICOS_LAYOUT@\nafter\n", Path::new("grub.cfg.in")).unwrap();
+        assert!(cfg.starts_with("before\n# Generated"), "{cfg}");
+        assert!(cfg.contains("set grubenv=($boot_disk,gpt2)/grubenv\nset boot_A=($boot_disk,gpt3)\nset boot_B=($boot_disk,gpt6)\nafter\n"), "{cfg}");
+        let read_back: Layout = serde_json::from_str(&layout.to_json()).unwrap();
+        assert_eq!(read_back, layout);
+    }
+
+    #[test]
+    fn volume_slots_give_mapper_devices_and_lvm_grub_devices() {
+        let table = parse_partitions_csv(Path::new("partitions.csv"), "esp,2048,204800,U,\ngrub,206848,204800,L,\nhostlvm,411648,4194304,lvm,\n").unwrap();
+        let volumes = parse_volumes_csv(
+            Path::new("volumes.csv"),
+            "config,0,1,\nA_boot,1,1,\nA_root,2,2,\nB_boot,4,1,\nB_root,5,2,\nguest-os,7,10,\n",
+            4 << 20,
+        )
+        .unwrap();
+        let lvm = LvmSpec { partition: "hostlvm".into(), volumes: &volumes, vg_name: "hostlvm".into(), extent_size: 4 << 20 };
+        let slots: Vec<SlotSpec> = ["A:boot=A_boot,root=A_root", "B:boot=B_boot,root=B_root"].iter().map(|s| SlotSpec::parse(s).unwrap()).collect();
+        let layout = resolve(&table, Some(&lvm), &slots, "grub", &seed()).unwrap();
+        let boot_args = layout.boot_args("rw");
+        assert!(boot_args.contains("BOOT_ARGS_B=\"root=/dev/mapper/hostlvm-B_root rw systemd.mount-extra=/dev/mapper/hostlvm-B_boot:/boot:ext4 systemd.mount-extra=PARTUUID="), "{boot_args}");
+        let cfg = layout.grub_cfg("@ICOS_LAYOUT@\n", Path::new("t")).unwrap();
+        assert!(cfg.contains("insmod lvm\nset boot_A=(lvm/hostlvm-A_boot)\nset boot_B=(lvm/hostlvm-B_boot)\n"), "{cfg}");
+        let guest = layout.target("guest-os").unwrap();
+        assert!(matches!(&guest.location, Location::Volume { dm_name, .. } if dm_name == "hostlvm-guest--os"));
+        assert_eq!(guest.size, 40 << 20);
+        assert_ne!(guest.filesystem_parent, layout.target("config").unwrap().filesystem_parent);
+    }
+
+    #[test]
+    fn one_slot_boots_for_both_names() {
+        let table = parse_partitions_csv(Path::new("p.csv"), "esp,2048,2048,U,\ngrub,4096,2048,L,\nboot,6144,2048,L,\nroot,8192,2048,L,\n").unwrap();
+        let layout = resolve(&table, None, &[SlotSpec::parse("A:boot=boot,root=root").unwrap()], "grub", &seed()).unwrap();
+        let boot_args = layout.boot_args("");
+        let lines: Vec<&str> = boot_args.lines().filter(|line| line.starts_with("BOOT_ARGS_")).collect();
+        assert_eq!(lines[0].trim_start_matches("BOOT_ARGS_A="), lines[1].trim_start_matches("BOOT_ARGS_B="));
+    }
+
+    #[test]
+    fn bad_layouts_say_what_is_wrong() {
+        let table = parse_partitions_csv(Path::new("partitions.csv"), GUESTOS).unwrap();
+        let cases: Vec<(Vec<SlotSpec>, &str, &str)> = vec![
+            (ab("x"), "grub", "slot A: boot is \"xA_boot\", which is neither a partition nor a volume"),
+            (ab(""), "esp", "must be partition 2"),
+            (ab(""), "nope", "no partition is named \"nope\""),
+            (vec![SlotSpec::parse("A:boot=A_boot,root=A_root").unwrap(), SlotSpec::parse("B:boot=A_boot,root=B_root").unwrap()], "grub", "slot B boot and A boot are both \"A_boot\""),
+            (vec![SlotSpec::parse("B:boot=A_boot,root=A_root").unwrap()], "grub", "the slots are named A"),
+        ];
+        for (slots, grub, expected) in cases {
+            let error = resolve(&table, None, &slots, grub, &seed()).unwrap_err().to_string();
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+        for (spec, expected) in [("A", "no ':'"), ("A:boot=x", "no root member"), ("A:home=x,boot=y,root=z", "unknown role \"home\""), ("A:boot=x,boot=y,root=z", "given twice")] {
+            let error = SlotSpec::parse(spec).unwrap_err().to_string();
+            assert!(error.contains(expected), "{spec}: {error}");
+        }
+        let error = Layout::grub_cfg(&resolve(&table, None, &ab(""), "grub", &seed()).unwrap(), "no marker\n", Path::new("grub.cfg.in")).unwrap_err().to_string();
+        assert!(error.contains("grub.cfg.in: expected one line @ICOS_LAYOUT@, found 0"), "{error}");
+    }
+}
