@@ -174,6 +174,9 @@ def _disk_image_impl(ctx):
         result = ["--output", out.path]
     args = ["disk", "--partitions", ctx.file.partitions.path, "--size", ctx.attr.disk_size, "--seed", ctx.attr.seed] + result
     inputs = [ctx.file.partitions]
+    if ctx.file.volumes:
+        args += ["--volumes", ctx.file.volumes.path, "--lvm-partition", ctx.attr.lvm_partition, "--vg-name", ctx.attr.vg_name]
+        inputs.append(ctx.file.volumes)
     for target in ctx.attr.images:
         info = target[PartitionImageInfo]
         args += ["--image", "{}={}".format(info.partition, info.image.path)]
@@ -190,10 +193,15 @@ def _disk_image_impl(ctx):
 
 disk_image = rule(
     implementation = _disk_image_impl,
-    doc = "A sparse GPT disk image: partitions.csv plus the partition images, padded to `disk_size`; raw, or packaged as a .tar.zst.",
+    doc = """A sparse GPT disk image: partitions.csv plus the partition images, padded to `disk_size`, and
+optionally an LVM volume group filling one partition with images for its volumes; raw, or packaged
+as a .tar.zst.""",
     attrs = dict({
         "partitions": attr.label(allow_single_file = [".csv"], mandatory = True, doc = "The partition table (IC-OS partitions.csv format)."),
-        "images": attr.label_list(providers = [PartitionImageInfo], doc = "The partition images; each names its partition."),
+        "images": attr.label_list(providers = [PartitionImageInfo], doc = "The partition and volume images; each names its partition or logical volume."),
+        "volumes": attr.label(allow_single_file = [".csv"], doc = "The logical volumes (volumes.csv) of an LVM volume group that fills `lvm_partition`."),
+        "lvm_partition": attr.string(doc = "The partition that holds the volume group (with `volumes`)."),
+        "vg_name": attr.string(doc = "The volume group's name (with `volumes`)."),
         "disk_size": attr.string(mandatory = True, doc = "The disk size, such as 50G."),
         "seed": attr.string(mandatory = True, doc = "The build seed (a UUID): the disk GUID and unset partition UUIDs derive from it."),
         "packaged": attr.bool(doc = "Write disk-img.tar.zst (the image as the sparse member disk.img) named like the target, instead of the raw image."),

@@ -20,6 +20,7 @@ use gpt::GptConfig;
 use uuid::Uuid;
 
 use crate::image_source::{copy_image_at, image_size, ImageSourceError, NamedImage};
+use crate::lvm::{write_lvm_at, LvmError, LvmOptions, VolumeTable};
 use crate::output::{write_atomically, OutputError};
 use crate::package::PackageError;
 use crate::partitions::{PartitionTable, PartitionsError, FIRST_USABLE_LBA, SECTOR_SIZE};
@@ -39,7 +40,13 @@ pub enum DiskError {
     BadAlignment,
     #[error("no disk GUID: give one or a seed to derive it from")]
     NoDiskGuid,
-    #[error("image {path} is for partition {name:?}, which {csv} does not list")]
+    #[error(transparent)]
+    Lvm(#[from] LvmError),
+    #[error("the LVM volume group needs a seed for its UUIDs")]
+    NoLvmSeed,
+    #[error("partition {name:?} of {csv} holds the LVM volume group, so it takes no image ({path}): give images for its volumes")]
+    ImageForLvmPartition { name: String, csv: PathBuf, path: PathBuf },
+    #[error("image {path} is for partition {name:?}, which {csv} does not list (nor a volume table)")]
     UnknownPartition { name: String, path: PathBuf, csv: PathBuf },
     #[error("partition {name:?} is given two images: {first} and {second}")]
     DuplicateImage { name: String, first: PathBuf, second: PathBuf },
@@ -65,6 +72,20 @@ pub struct DiskOptions {
     pub seed: Option<Seed>,
     /// Overrides the seed-derived disk GUID.
     pub disk_guid: Option<Uuid>,
+    /// An LVM volume group inside one of the partitions, whose volumes images may fill.
+    pub lvm: Option<DiskLvm>,
+}
+
+/// An LVM physical volume that fills one partition of the disk (see [`crate::lvm`]): images named
+/// after its logical volumes go into them. Its UUIDs derive from the disk's seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskLvm {
+    pub partition: String,
+    pub volumes: VolumeTable,
+    pub vg_name: String,
+    pub extent_size: u64,
+    pub creation_host: String,
+    pub creation_time: u64,
 }
 
 /// The identifiers a disk was built with.
@@ -83,7 +104,7 @@ fn plan<'a>(
     table: &PartitionTable,
     images: &'a [NamedImage],
     options: &DiskOptions,
-) -> Result<(DiskIdentity, Vec<Option<&'a NamedImage>>), DiskError> {
+) -> Result<Plan<'a>, DiskError> {
     if options.alignment == 0 {
         return Err(DiskError::BadAlignment);
     }
@@ -103,10 +124,34 @@ fn plan<'a>(
         (None, None) => return Err(DiskError::NoDiskGuid),
     };
     let mut by_partition: Vec<Option<&NamedImage>> = vec![None; table.partitions.len()];
+    let mut volume_images: Vec<NamedImage> = Vec::new();
+    let lvm_partition = match &options.lvm {
+        Some(lvm) => {
+            if options.seed.is_none() {
+                return Err(DiskError::NoLvmSeed);
+            }
+            let index = table.partitions.iter().position(|partition| partition.name == lvm.partition);
+            Some(index.ok_or_else(|| DiskError::Partitions(PartitionsError::NoSuchPartition {
+                path: table.path.clone(),
+                name: lvm.partition.clone(),
+                names: table.partitions.iter().map(|partition| format!("{:?}", partition.name)).collect::<Vec<_>>().join(", "),
+            }))?)
+        }
+        None => None,
+    };
     for image in images {
+        if let Some(lvm) = &options.lvm {
+            if lvm.volumes.volume(&image.name).is_some() {
+                volume_images.push(image.clone());
+                continue;
+            }
+        }
         let index = table.partitions.iter().position(|partition| partition.name == image.name).ok_or_else(|| {
             DiskError::UnknownPartition { name: image.name.clone(), path: image.path.clone(), csv: table.path.clone() }
         })?;
+        if Some(index) == lvm_partition {
+            return Err(DiskError::ImageForLvmPartition { name: image.name.clone(), csv: table.path.clone(), path: image.path.clone() });
+        }
         if let Some(first) = by_partition[index] {
             return Err(DiskError::DuplicateImage {
                 name: image.name.clone(),
@@ -118,7 +163,35 @@ fn plan<'a>(
         check_fits(table, index, image, image_bytes)?;
         by_partition[index] = Some(image);
     }
-    Ok((DiskIdentity { disk_guid, partition_uuids }, by_partition))
+    let lvm = match (&options.lvm, lvm_partition, &options.seed) {
+        (Some(lvm), Some(index), Some(seed)) => Some(PlannedLvm {
+            offset: table.partitions[index].start * SECTOR_SIZE,
+            images: volume_images,
+            options: LvmOptions {
+                size: table.partitions[index].size * SECTOR_SIZE,
+                vg_name: lvm.vg_name.clone(),
+                extent_size: lvm.extent_size,
+                seed: *seed,
+                creation_host: lvm.creation_host.clone(),
+                creation_time: lvm.creation_time,
+            },
+        }),
+        _ => None,
+    };
+    Ok(Plan { identity: DiskIdentity { disk_guid, partition_uuids }, by_partition, lvm })
+}
+
+/// What [`plan`] found: the identifiers, each partition's image, and the volume group to write.
+struct Plan<'a> {
+    identity: DiskIdentity,
+    by_partition: Vec<Option<&'a NamedImage>>,
+    lvm: Option<PlannedLvm>,
+}
+
+struct PlannedLvm {
+    offset: u64,
+    images: Vec<NamedImage>,
+    options: LvmOptions,
 }
 
 /// The error of placing `image` into partition `index` of `output`, with the table's context.
@@ -157,9 +230,13 @@ pub fn build_disk(
     images: &[NamedImage],
     options: &DiskOptions,
 ) -> Result<DiskIdentity, DiskError> {
-    let (identity, by_partition) = plan(output, table, images, options)?;
+    let Plan { identity, by_partition, lvm } = plan(output, table, images, options)?;
     let write_error = |source| DiskError::Write { path: output.to_owned(), source };
     write_atomically(output, |file| {
+        // The volume group first: it checks its table and images before writing anything.
+        if let (Some(planned), Some(disk_lvm)) = (&lvm, &options.lvm) {
+            write_lvm_at(file, planned.offset, output, &disk_lvm.volumes, &planned.images, &planned.options)?;
+        }
         for (index, image) in by_partition.iter().enumerate() {
             let Some(image) = image else { continue };
             let partition = &table.partitions[index];
@@ -224,6 +301,7 @@ mod tests {
             alignment: 2048,
             seed: Some("6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c".parse().unwrap()),
             disk_guid: None,
+            lvm: None,
         }
     }
 

@@ -35,6 +35,16 @@ impl LoopDevice {
         LoopDevice { device }
     }
 
+    /// A loop device over the partition of a disk image from byte `offset`, `size` bytes long.
+    fn attach_partition(disk: &Path, offset: u64, size: u64) -> LoopDevice {
+        let output = run(tool_command("losetup")
+            .args(["--find", "--show", "--offset", &offset.to_string(), "--sizelimit", &size.to_string()])
+            .arg(disk));
+        let device = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+        assert!(device.starts_with("/dev/loop"), "losetup printed {device:?}");
+        LoopDevice { device }
+    }
+
     /// An lvm2 command that sees only this device.
     fn lvm(&self, command: &str) -> Command {
         let mut lvm = tool_command("lvm");
@@ -238,4 +248,50 @@ fn four_mib_extents_by_default_and_a_package_of_the_volume() {
     let fields: Vec<String> = String::from_utf8_lossy(&report.stdout).split_whitespace().map(str::to_owned).collect();
     // (64 MiB - 1 MiB) / 4 MiB = 15 extents.
     assert_eq!(fields, [(4 * MIB).to_string(), "15".to_owned(), "2".to_owned()]);
+}
+
+#[test]
+fn a_disk_with_a_volume_group_in_one_partition() {
+    let fixture = fixture();
+    let group = format!("icostest{}d", std::process::id());
+    let partitions = fixture.dir.path().join("partitions.csv");
+    fs::write(&partitions, "esp,2048,2048,U,\nhostlvm,4096,65536,lvm,\nafter,69632,2048,L,\n").unwrap();
+    let after = fixture.dir.path().join("after.img");
+    fs::write(&after, pattern(4096 * 3, 3)).unwrap();
+    let disk = fixture.dir.path().join("disk.img");
+    let mut command = icos();
+    command.arg("disk").arg("--partitions").arg(&partitions).args(["--size", "40M", "--seed", SEED]);
+    command.arg("--volumes").arg(&fixture.volumes).args(["--lvm-partition", "hostlvm", "--vg-name", &group, "--extent-size", "1M"]);
+    command.arg("--output").arg(&disk).arg(format!("--image=after={}", after.display()));
+    for (name, path, _) in &fixture.images {
+        command.arg(format!("--image={name}={}", path.display()));
+    }
+    run(&mut command);
+    // The partitions as sfdisk sees them; the volume group inside the second one, as lvm2 sees it.
+    let dump = String::from_utf8(run(tool_command("sfdisk").arg("--dump").arg(&disk)).stdout).unwrap();
+    assert!(dump.contains("start=        4096, size=       65536, type=E6D6D379-F507-44C2-A23C-238F2A3DF928"), "{dump}");
+    let device = LoopDevice::attach_partition(&disk, 4096 * 512, 65536 * 512);
+    run_clean(device.lvm("pvck").arg(&device.device));
+    run_clean(device.lvm("vgck").arg(&group));
+    let report = run_clean(device.lvm("lvs").args(["--noheadings", "-o", "lv_name,seg_pe_ranges", &group]));
+    let report = String::from_utf8_lossy(&report.stdout);
+    let names: Vec<&str> = report.lines().filter_map(|line| line.split_whitespace().next()).collect();
+    assert_eq!(names, ["A_boot", "config", "guestos"], "{report}");
+    let boot = &fixture.images[1].2;
+    // A_boot starts at extent 2: 1 MiB of metadata, then 2 MiB.
+    assert!(device.read(3 * MIB as u64, boot.len()) == boot[..], "A_boot does not hold its image");
+    drop(device);
+    let mut after_content = vec![0u8; 4096 * 3];
+    fs::File::open(&disk).unwrap().read_exact_at(&mut after_content, 69632 * 512).unwrap();
+    assert!(after_content == pattern(4096 * 3, 3), "the partition after the volume group lost its image");
+
+    // An image for the partition that holds the group is refused, naming it.
+    let mut command = icos();
+    command.arg("disk").arg("--partitions").arg(&partitions).args(["--size", "40M", "--seed", SEED]);
+    command.arg("--volumes").arg(&fixture.volumes).args(["--lvm-partition", "hostlvm", "--vg-name", &group, "--extent-size", "1M"]);
+    command.arg("--output").arg(fixture.dir.path().join("refused.img")).arg(format!("--image=hostlvm={}", after.display()));
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("partition \"hostlvm\" of"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!fixture.dir.path().join("refused.img").exists());
 }

@@ -7,12 +7,13 @@ use std::process::ExitCode;
 use clap::Args;
 use uuid::Uuid;
 
-use icos::gpt_disk::{build_disk, DiskOptions};
+use icos::gpt_disk::{build_disk, DiskLvm, DiskOptions};
 use icos::image_source::NamedImage;
 use icos::partitions::{read_partitions_csv, DEFAULT_ALIGNMENT};
 use icos::seed::Seed;
 use icos::size::parse_size;
 
+use crate::lvm::VolumeGroupArgs;
 use crate::package::ImageOutputArgs;
 
 #[derive(Args)]
@@ -35,6 +36,12 @@ pub struct DiskArgs {
     /// partition's .tzst); other partitions stay zero.
     #[arg(long = "image", value_name = "NAME=PATH", value_parser = NamedImage::parse)]
     images: Vec<NamedImage>,
+    /// The partition that holds an LVM volume group (with --volumes, --vg-name): images named after
+    /// its logical volumes go into them.
+    #[arg(long, requires = "volumes")]
+    lvm_partition: Option<String>,
+    #[command(flatten)]
+    lvm: VolumeGroupArgs,
     /// Partition starts must be multiples of this many sectors.
     #[arg(long, default_value_t = DEFAULT_ALIGNMENT)]
     alignment: u64,
@@ -42,8 +49,24 @@ pub struct DiskArgs {
 
 pub fn run(args: DiskArgs) -> Result<ExitCode, Box<dyn Error>> {
     let table = read_partitions_csv(&args.partitions)?;
+    let lvm = match (args.lvm.given(), &args.lvm_partition, args.seed) {
+        (true, Some(partition), Some(seed)) => {
+            // The physical volume fills its partition.
+            let (volumes, options) = args.lvm.read(0, seed)?;
+            Some(DiskLvm {
+                partition: partition.clone(),
+                volumes,
+                vg_name: options.vg_name,
+                extent_size: options.extent_size,
+                creation_host: options.creation_host,
+                creation_time: options.creation_time,
+            })
+        }
+        (false, None, _) => None,
+        _ => return Err("a volume group needs --volumes, --vg-name, --lvm-partition and --seed".into()),
+    };
     let options =
-        DiskOptions { size: args.size, alignment: args.alignment, seed: args.seed, disk_guid: args.disk_guid };
+        DiskOptions { size: args.size, alignment: args.alignment, seed: args.seed, disk_guid: args.disk_guid, lvm };
     args.result.write("disk.img", |disk| {
         build_disk(disk, &table, &args.images, &options)?;
         Ok(())
