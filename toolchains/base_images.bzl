@@ -1,7 +1,8 @@
 """Pinned base images: a module extension whose repositories hand the rules a base image by digest.
 
 MODULE.bazel declares each OS once, with its base image variants: `base_images.os(name = "guestos",
-variants = ["dev", "prod"])`. Its Dockerfile.base is `//ic-os/<os>:rootfs/Dockerfile.base`, and each
+variants = ["dev", "prod"])`. Every OS's base image is built from the shared
+`//ic-os/components/base-image:Dockerfile.base` with its own package lists and lock, and each
 pinned image is named by a pin file, `ic-os/<os>/context/docker-base.<variant>`, holding
 `<name>@sha256:<manifest digest>`. The archive lives in a content-addressed OCI store
 (`$ICOS_OCI_STORE`, default `$ICOS_CACHE_DIR/oci-store`, written by `icos base-image build`). A
@@ -90,7 +91,7 @@ pinned_base_image = repository_rule(
     doc = "The base image a pin file names, from the OCI store (built first when missing).",
     attrs = {
         "pin": attr.label(mandatory = True, allow_single_file = True, doc = "The pin file, docker-base.<variant>."),
-        "dockerfile": attr.label(mandatory = True, allow_single_file = True, doc = "The OS's Dockerfile.base."),
+        "dockerfile": attr.label(mandatory = True, allow_single_file = True, doc = "The base image recipe, Dockerfile.base."),
         "os": attr.string(mandatory = True, doc = "The OS name, such as guestos."),
         "variant": attr.string(mandatory = True, values = ["dev", "prod"], doc = "The base image variant."),
     },
@@ -110,7 +111,7 @@ _hub = repository_rule(
 )
 
 _os = tag_class(
-    doc = "An OS whose base images are pinned: //ic-os/<name>:rootfs/Dockerfile.base and //ic-os/<name>/context:docker-base.<variant>.",
+    doc = "An OS whose base images are pinned: ic-os/<name>/context holds its package lists, locks and pins (docker-base.<variant>).",
     attrs = {
         "name": attr.string(mandatory = True, doc = "The OS, such as guestos."),
         "variants": attr.string_list(mandatory = True, doc = "Its base image variants (dev, prod)."),
@@ -126,7 +127,7 @@ def _base_images_impl(module_ctx):
                 pinned_base_image(
                     name = repository,
                     pin = Label("//ic-os/{}/context:docker-base.{}".format(os.name, variant)),
-                    dockerfile = Label("//ic-os/{}:rootfs/Dockerfile.base".format(os.name)),
+                    dockerfile = Label("//ic-os/components/base-image:Dockerfile.base"),
                     os = os.name,
                     variant = variant,
                 )

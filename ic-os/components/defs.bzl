@@ -9,3 +9,12 @@ UPGRADE_AGENT_FILES = [
     "//ic-os/components/upgrade-agent:boot_report_service_file",
     "//ic-os/components/upgrade-agent:boot_report_wants_file",
 ]
+
+def base_image_context(name = "context"):
+    """The package lists, locks and base image pins of an OS (ic-os/<os>/context).
+
+    Args:
+        name: the filegroup of the package lists and locks (icos base-image build's context).
+    """
+    native.exports_files(native.glob(["docker-base.*"]), visibility = ["//visibility:public"])
+    native.filegroup(name = name, srcs = native.glob(["packages.*"]), visibility = ["//visibility:public"])

@@ -12,9 +12,9 @@ GUESTOS = icos_os(
     # Every identifier beyond partitions.csv (the disk GUID) derives from this seed.
     seed = "3f0b8c2e-6d41-4a97-b5e8-1c9d2a7f4e60",
     kernel_args = "rw console=ttyS0,115200",
-    dockerfile = "//ic-os/guestos:rootfs/Dockerfile",
+    context_dir = "ic-os/guestos/rootfs",
     srcs = ["//ic-os/guestos:rootfs_srcs"],
-    # Built from rootfs/Dockerfile.base and context/packages.* by `icos base-image build`, pinned by
+    # Built from //ic-os/components/base-image:Dockerfile.base and context/packages.* by `icos base-image build`, pinned by
     # digest in context/docker-base.<variant> (MODULE.bazel, toolchains/base_images.bzl). Re-pin
     # with ci/base-images/rebuild.
     bases = {

@@ -38,11 +38,12 @@ def _build_args(ctx):
     return args
 
 def _context_dir(ctx):
-    return ctx.file.dockerfile.dirname
+    return ctx.attr.context_dir or ctx.file.dockerfile.dirname
 
 _CONTAINER_ATTRS = dict({
-    "dockerfile": attr.label(allow_single_file = True, mandatory = True, doc = "The Dockerfile; its directory is the build context."),
-    "srcs": attr.label_list(allow_files = True, doc = "The files of the build context (under the Dockerfile's directory)."),
+    "dockerfile": attr.label(allow_single_file = True, mandatory = True, doc = "The Dockerfile."),
+    "context_dir": attr.string(doc = "The build context, a directory of the workspace (such as ic-os/hostos/rootfs); the Dockerfile's directory when empty."),
+    "srcs": attr.label_list(allow_files = True, doc = "The files of the build context (under `context_dir`)."),
     "base": attr.label(providers = [ContainerImageInfo], mandatory = True, doc = "The base image."),
     "base_arg": attr.string(default = "BASE_IMAGE", doc = "The build argument that names the base image (`ARG BASE_IMAGE` + `FROM ${BASE_IMAGE}`)."),
     "build_args": attr.string_dict(doc = "Build arguments."),

@@ -30,9 +30,10 @@ def icos_os(
         partitions,
         slots,
         seed,
-        dockerfile,
         srcs,
         bases,
+        context_dir,
+        dockerfile = "//ic-os/components/rootfs:Dockerfile",
         kernel_args = "",
         volumes = None,
         lvm_partition = None,
@@ -50,8 +51,9 @@ def icos_os(
         partitions: its partition table (partitions.csv), a label.
         slots: slot name -> role -> partition or volume (ab_slots(), or one slot A).
         seed: the build seed (a UUID): every identifier the tables leave empty derives from it.
-        dockerfile: the rootfs Dockerfile; its directory is the build context.
         srcs: the files of the build context.
+        context_dir: the build context, the OS's rootfs/ directory (such as ic-os/guestos/rootfs).
+        dockerfile: the rootfs Dockerfile, the one every OS shares unless given.
         bases: base image variant (dev, prod) -> the pinned base image target.
         kernel_args: kernel arguments of every slot besides root and the mounts.
         volumes: the logical volumes (volumes.csv) of an LVM volume group, when it has one.
@@ -79,6 +81,7 @@ def icos_os(
         slots = slots,
         seed = seed,
         dockerfile = dockerfile,
+        context_dir = context_dir,
         srcs = srcs,
         bases = bases,
         kernel_args = kernel_args,
@@ -136,6 +139,8 @@ def icos_build(
         base = None,
         build_args = {},
         rootfs = None,
+        root_files = [],
+        extra_images = {},
         version = "//ic-os:version",
         subdir = "",
         visibility = ["//visibility:public"]):
@@ -158,6 +163,10 @@ def icos_build(
         rootfs: instead of base and build_args: the canonical rootfs tree of another variant (its
             rootfs-tree.tar), for a variant that differs only in what the rules add, such as the
             version.
+        root_files: placed_file targets this variant adds to its root filesystem (after the OS's).
+        extra_images: partition or volume name -> image (a raw image, a partition .tzst or a
+            disk-img.tar.zst) that fills it in the disk image, such as a GuestOS disk for HostOS's
+            guestos volume in a test image.
         version: the version (a version_flag or derived_version) written to version.txt.
         subdir: a directory the targets' names start with.
         visibility: visibility of the published targets.
@@ -175,6 +184,7 @@ def icos_build(
         container_rootfs(
             name = prefix + "rootfs-tree.tar",
             dockerfile = os.dockerfile,
+            context_dir = os.context_dir,
             srcs = os.srcs,
             base = os.bases[base],
             build_args = build_args,
@@ -189,7 +199,7 @@ def icos_build(
     placed_file(name = prefix + "_version_root", src = ":{}version.txt".format(prefix), path = "/opt/icos/share/version.txt", tags = manual)
     trees = {
         "boot": (":{}_version_boot".format(prefix), os.boot_args_file),
-        "root": (":{}_version_root".format(prefix), os.layout_file) + tuple(os.root_files),
+        "root": (":{}_version_root".format(prefix), os.layout_file) + tuple(os.root_files) + tuple(root_files),
         "var": (),
     }
     slot_a = os.slots["A"]
@@ -222,6 +232,7 @@ def icos_build(
         name = prefix + "disk-img.tar.zst",
         partitions = os.partitions,
         images = [os.esp, os.grub] + [images[role] for role in ROLES if role in images],
+        extra_images = {image: name for name, image in extra_images.items()},
         disk_size = os.disk_size,
         seed = os.seed,
         volumes = os.volumes,

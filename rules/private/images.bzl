@@ -181,6 +181,12 @@ def _disk_image_impl(ctx):
         info = target[PartitionImageInfo]
         args += ["--image", "{}={}".format(info.partition, info.image.path)]
         inputs.append(info.image)
+    for target, name in ctx.attr.extra_images.items():
+        image = target.files.to_list()
+        if len(image) != 1:
+            fail("extra_images: {} must be exactly one file".format(target.label))
+        args += ["--image", "{}={}".format(name, image[0].path)]
+        inputs.append(image[0])
     run_icos(
         ctx,
         arguments = args,
@@ -199,6 +205,8 @@ as a .tar.zst.""",
     attrs = dict({
         "partitions": attr.label(allow_single_file = [".csv"], mandatory = True, doc = "The partition table (IC-OS partitions.csv format)."),
         "images": attr.label_list(providers = [PartitionImageInfo], doc = "The partition and volume images; each names its partition or logical volume."),
+        "extra_images": attr.label_keyed_string_dict(allow_files = True, doc = """More images: file -> the partition or volume it fills (a raw image, a partition .tzst, or a
+package holding one image such as a disk-img.tar.zst)."""),
         "volumes": attr.label(allow_single_file = [".csv"], doc = "The logical volumes (volumes.csv) of an LVM volume group that fills `lvm_partition`."),
         "lvm_partition": attr.string(doc = "The partition that holds the volume group (with `volumes`)."),
         "vg_name": attr.string(doc = "The volume group's name (with `volumes`)."),

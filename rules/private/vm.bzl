@@ -78,6 +78,10 @@ def _boot_test_impl(ctx):
     inputs = [ctx.file.disk_image, ctx.file.version]
     if ctx.attr.root_password:
         arguments += ["--root-password", ctx.attr.root_password]
+    if ctx.attr.checks and not (ctx.attr.scenario == "boot" and ctx.attr.root_password):
+        fail("{}: checks run after the login of the boot scenario: they need scenario boot and root_password".format(ctx.label))
+    for command, expected in ctx.attr.checks.items():
+        arguments.append("--check={}::{}".format(expected, command))
     if ctx.attr.update_image:
         arguments += ["--update-image", ctx.file.update_image.short_path]
         arguments += ["--update-version-file", ctx.file.update_version.short_path]
@@ -107,6 +111,8 @@ back to slot A). Under TCG a boot takes about a minute: give these tests size "l
         "root_password": attr.string(doc = "The root password of the console login (dev images); the upgrade scenarios need it."),
         "update_image": attr.label(allow_single_file = [".tar.zst"], doc = "The update-img.tar.zst the upgrade scenarios install."),
         "update_version": attr.label(allow_single_file = True, doc = "The version.txt of update_image."),
+        "checks": attr.string_dict(doc = """Shell command -> what its output must contain: run at the root prompt after the login of the
+`boot` scenario, in order; each must exit 0 (a command may wait, up to 30 minutes)."""),
         "_boot_test": attr.label(default = "//tools/icos:icos-boot-test", executable = True, cfg = "target"),
     },
     toolchains = [HOST_TOOLS_TOOLCHAIN],

@@ -10,12 +10,15 @@ use super::VmError;
 
 /// Where the serial console goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SerialMode {
+pub enum SerialMode<'a> {
     /// For a developer at a terminal: serial console and QEMU monitor multiplexed on stdio, as with
     /// `-nographic` (Ctrl-A C switches between them, Ctrl-A X quits).
     Terminal,
     /// For a program: the serial console alone on stdin/stdout, no monitor to trip over.
     Pipe,
+    /// For a service: the serial console on stdout (the journal) and appended to a log file, no
+    /// monitor.
+    Logged(&'a Path),
 }
 
 /// The full argument vector, QEMU binary first, for booting `disk` (a raw image that QEMU writes
@@ -27,7 +30,7 @@ pub fn qemu_argv(
     host: &HostChoices,
     disk: &Path,
     vars: &Path,
-    serial: SerialMode,
+    serial: SerialMode<'_>,
 ) -> Result<Vec<String>, VmError> {
     check(config)?;
     let mut argv = vec![utf8(&config.qemu)?.to_owned()];
@@ -119,6 +122,12 @@ pub fn qemu_argv(
             push("-serial", "stdio".to_owned());
             push("-monitor", "none".to_owned());
         }
+        SerialMode::Logged(log) => {
+            // signal=off: a service gets no terminal, and ^C on stdin must not stop the VM.
+            push("-chardev", format!("stdio,id=serial0,signal=off,logfile={},logappend=on", path_value(log)?));
+            push("-serial", "chardev:serial0".to_owned());
+            push("-monitor", "none".to_owned());
+        }
     }
     argv.extend(config.extra_args.iter().cloned());
     Ok(argv)
@@ -192,7 +201,7 @@ mod tests {
         HostChoices { accel, accel_reason: String::new(), vsock_cid: None }
     }
 
-    fn build(config: &VmConfig, host: &HostChoices, serial: SerialMode) -> Result<Vec<String>, VmError> {
+    fn build(config: &VmConfig, host: &HostChoices, serial: SerialMode<'_>) -> Result<Vec<String>, VmError> {
         qemu_argv(config, host, Path::new("/w/disk.img"), Path::new("/w/vars.fd"), serial)
     }
 
@@ -237,6 +246,24 @@ mod tests {
             "none",
         ];
         assert_eq!(argv, expected);
+    }
+
+    #[test]
+    fn a_service_logs_the_serial_console_to_stdout_and_a_file() {
+        // QEMU's documentation of -chardev stdio: logfile= and logappend= copy the output to a file,
+        // signal=off keeps ^C from ending QEMU.
+        let argv = build(&VmConfig::default(), &host(Accel::Tcg), SerialMode::Logged(Path::new("/var/log/guest,os/serial.log"))).unwrap();
+        assert_eq!(
+            tail_from(&argv, "-chardev"),
+            [
+                "-chardev",
+                "stdio,id=serial0,signal=off,logfile=/var/log/guest,,os/serial.log,logappend=on",
+                "-serial",
+                "chardev:serial0",
+                "-monitor",
+                "none"
+            ]
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ const SYSTEM_UP_TIMEOUT: Duration = Duration::from_secs(420);
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 /// Any other shell command in the VM.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// A --check command, which may wait for something slow (a nested VM under TCG).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How long the prod console must stay without a login prompt after the system is up.
 const NO_LOGIN_WATCH: Duration = Duration::from_secs(20);
 
@@ -74,6 +76,26 @@ struct Args {
     /// Where the unpacked disk and the serial log go (default: $TEST_TMPDIR or a new directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// After the login of the boot scenario, run COMMAND at the root prompt: it must exit 0 and
+    /// print EXPECTED, given as EXPECTED::COMMAND. In the order given.
+    #[arg(long = "check", value_name = "EXPECTED::COMMAND", value_parser = parse_check)]
+    checks: Vec<CommandCheck>,
+}
+
+/// A command to run in the booted system and what its output must contain.
+#[derive(Clone)]
+struct CommandCheck {
+    expected: String,
+    command: String,
+}
+
+fn parse_check(text: &str) -> Result<CommandCheck, String> {
+    match text.split_once("::") {
+        Some((expected, command)) if !expected.is_empty() && !command.trim().is_empty() => {
+            Ok(CommandCheck { expected: expected.to_owned(), command: command.to_owned() })
+        }
+        _ => Err(format!("{text:?} is not EXPECTED::COMMAND")),
+    }
 }
 
 /// A failed check (exit 1) or a test that could not run (exit 2).
@@ -244,8 +266,11 @@ fn start(images: &Images, work: &Path) -> Result<Session, Failure> {
     Ok(Session { console, disk, phase: "unpacking the disk image", phase_start: test_start, test_start })
 }
 
-fn boot(session: &mut Session, images: &Images, password: Option<&str>) -> Result<(), Failure> {
+fn boot(session: &mut Session, images: &Images, password: Option<&str>, checks: &[CommandCheck]) -> Result<(), Failure> {
     session.expect_boot('A', "stable", &images.version)?;
+    if !checks.is_empty() && password.is_none() {
+        return Err(Failure::Setup("--check needs --root-password: the checks run at the root prompt".into()));
+    }
     if let Some(password) = password {
         session.login(password)?;
         let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
@@ -254,6 +279,15 @@ fn boot(session: &mut Session, images: &Images, password: Option<&str>) -> Resul
         })?;
         let state = session.run("systemctl is-system-running", COMMAND_TIMEOUT)?;
         check(state.contains("running"), || format!("systemctl is-system-running: {state}"))?;
+        session.phase("checks");
+        for CommandCheck { expected, command } in checks {
+            let output = session.run(command, CHECK_TIMEOUT)?;
+            // The console echoes the typed line, which ends in the exit marker's quoted echo: only
+            // what follows it counts.
+            let printed = output.rsplit_once("exit=$?\"").map_or(output.as_str(), |(_, rest)| rest);
+            check(printed.contains(expected.as_str()), || format!("`{command}` printed {printed:?}, which lacks {expected:?}"))?;
+            println!("icos-boot-test: check passed: `{command}` printed {expected:?}");
+        }
     }
     Ok(())
 }
@@ -386,7 +420,7 @@ fn run(args: Args) -> Result<(), Failure> {
     let needs_password = || password.ok_or_else(|| Failure::Setup("this scenario needs --root-password".into()));
     let mut session = start(&images, &work)?;
     let result = match args.scenario {
-        Scenario::Boot => boot(&mut session, &images, password),
+        Scenario::Boot => boot(&mut session, &images, password, &args.checks),
         Scenario::NoLogin => no_login(&mut session, &images),
         Scenario::Upgrade => upgrade(&mut session, &images, needs_password()?),
         Scenario::FailedUpgrade => failed_upgrade(&mut session, &images, needs_password()?),

@@ -5,6 +5,7 @@ use std::error::Error;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
 use clap::{ArgAction, Args, Subcommand};
@@ -28,6 +29,29 @@ pub enum VmCommand {
     /// Print the QEMU command line of `icos vm run` without preparing or starting the VM (the
     /// accelerator probe of `--accel auto` still runs).
     Command(CommandArgs),
+    /// Run a VM the way a service on the host does (HostOS's guestos.service): the disk, such as a
+    /// logical volume, is used in place; the UEFI variables persist in --state-dir; the serial
+    /// console goes to stdout (the journal) and to --serial-log. Becomes QEMU (exec), so that the
+    /// service manager supervises and restarts it.
+    Host(HostArgs),
+}
+
+#[derive(Args)]
+pub struct HostArgs {
+    /// The VM's disk: a block device or a raw image, written in place.
+    #[arg(long)]
+    disk: PathBuf,
+    /// Where the VM's UEFI variables live (a copy of --ovmf-vars made on first start).
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// The file the serial console is appended to.
+    #[arg(long)]
+    serial_log: PathBuf,
+    /// Print the command line and exit instead of starting QEMU.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    vm: VmFlags,
 }
 
 #[derive(Args)]
@@ -162,6 +186,7 @@ impl VmFlags {
 pub fn run(command: VmCommand) -> Result<ExitCode, Box<dyn Error>> {
     match command {
         VmCommand::Run(args) => run_vm(args),
+        VmCommand::Host(args) => run_host_vm(args),
         VmCommand::Command(args) => {
             let config = args.vm.into_config();
             let host = resolve(&config)?;
@@ -218,6 +243,26 @@ fn run_vm(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
         }
     }
     Ok(exit_code(status.code(), status.signal()))
+}
+
+fn run_host_vm(args: HostArgs) -> Result<ExitCode, Box<dyn Error>> {
+    let config = args.vm.into_config();
+    let host = resolve(&config)?;
+    let vars = args.state_dir.join(VARS_NAME);
+    let argv = qemu_argv(&config, &host, &args.disk, &vars, SerialMode::Logged(&args.serial_log))?;
+    eprintln!("icos: qemu command line: {}", command_line(&argv));
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for dir in [Some(args.state_dir.as_path()), args.serial_log.parent()].into_iter().flatten() {
+        fs::create_dir_all(dir).map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    }
+    // The variables outlive the VM (boot entries, secure boot state); the SEV firmware has none.
+    if config.sev.is_none() && !vars.exists() {
+        copy_vars(&config.ovmf_vars, &args.state_dir)?;
+    }
+    let error = Command::new(&argv[0]).args(&argv[1..]).exec();
+    Err(format!("cannot start {}: {error}", argv[0]).into())
 }
 
 /// QEMU's exit status as ours; death by a signal is 128 + the signal, as in a shell.

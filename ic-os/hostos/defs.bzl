@@ -1,0 +1,45 @@
+"""HostOS, the OS of the node that runs GuestOS as a virtual machine, as data: envs/<variant> build
+it with icos_build."""
+
+load("//ic-os/components:defs.bzl", "UPGRADE_AGENT_FILES")
+load("//rules:defs.bzl", "ab_slots", "icos_os")
+
+HOSTOS = icos_os(
+    name = "hostos",
+    package = "//ic-os/hostos",
+    # The ESP, the GRUB partition, and hostlvm: one LVM physical volume whose volume group holds
+    # the slots, config and guestos (volumes.csv).
+    partitions = "//ic-os/hostos:partitions.csv",
+    volumes = "//ic-os/hostos:volumes.csv",
+    lvm_partition = "hostlvm",
+    vg_name = "hostlvm",
+    slots = ab_slots(),
+    # Every identifier the tables leave empty derives from this seed.
+    seed = "8d2e4f61-3a7b-4c95-a0d8-5e1f2b3c4d6e",
+    kernel_args = "rw console=ttyS0,115200",
+    context_dir = "ic-os/hostos/rootfs",
+    srcs = ["//ic-os/hostos:rootfs_srcs"],
+    # Built from //ic-os/components/base-image:Dockerfile.base and context/packages.* by `icos
+    # base-image build`, pinned by digest in context/docker-base.<variant>. Re-pin with
+    # ci/base-images/rebuild.
+    bases = {
+        "dev": "@icos_base_images//:hostos-dev",
+        "prod": "@icos_base_images//:hostos-prod",
+    },
+    replace = {
+        "//ic-os/hostos:config/hostname": "/etc/hostname",
+        "//ic-os/hostos:config/hosts": "/etc/hosts",
+        "//ic-os/hostos:config/resolv.conf": "/etc/resolv.conf",
+    },
+    root_files = UPGRADE_AGENT_FILES + [
+        "//ic-os/hostos/guestos-vm:icos_file",
+        "//ic-os/hostos/guestos-vm:service_file",
+        "//ic-os/hostos/guestos-vm:wants_file",
+    ],
+    disk_size = "70G",
+)
+
+# The settings of the GuestOS VM (guestos.service): a variant's `root_files`.
+GUESTOS_VM_ENV = "//ic-os/hostos/guestos-vm:env_file"
+
+GUESTOS_VM_SEV_ENV = "//ic-os/hostos/guestos-vm:sev_env_file"
