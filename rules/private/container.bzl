@@ -7,19 +7,25 @@ load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "ICOS_ATTRS", "host_tool", "outp
 visibility("//rules/...")
 
 def _pinned_image_impl(ctx):
-    # The archive comes from the OCI store through a repository (toolchains/base_images.bzl); this
-    # action checks it against the pin before anything builds on it.
-    archive = ctx.actions.declare_file(ctx.label.name + ".oci.tar")
+    # The archive comes from the OCI store through a repository (toolchains/base_images.bzl). A
+    # validation action checks it against the pin: a wrong archive fails the build, and the
+    # archive is used where it is, not copied.
+    verified = ctx.actions.declare_file(ctx.label.name + ".verified")
     ctx.actions.run_shell(
-        command = '"$1" oci verify "$2" --digest "$3" >/dev/null && cp "$2" "$4"',
-        arguments = [ctx.executable._icos.path, ctx.file.archive.path, ctx.attr.digest, archive.path],
+        command = '"$1" oci verify "$2" --digest "$3" >"$4"',
+        arguments = [ctx.executable._icos.path, ctx.file.archive.path, ctx.attr.digest, verified.path],
         inputs = [ctx.file.archive],
         tools = [ctx.executable._icos],
-        outputs = [archive],
+        outputs = [verified],
         mnemonic = "PinnedImage",
         progress_message = "Checking the pinned image %{label} (" + ctx.attr.pin + ")",
     )
-    return [DefaultInfo(files = depset([archive])), ContainerImageInfo(archive = archive)]
+    archive = ctx.file.archive
+    return [
+        DefaultInfo(files = depset([archive])),
+        ContainerImageInfo(archive = archive),
+        OutputGroupInfo(_validation = depset([verified])),
+    ]
 
 pinned_image = rule(
     implementation = _pinned_image_impl,

@@ -3,6 +3,7 @@
 //!
 //! The parts are kept apart so that each can be tested without a VM:
 //! - [`config`]: what a VM is made of ([`VmConfig`]), parsed and validated;
+//! - [`flags`]: the same on a command line and in `ICOS_QEMU_*` variables ([`VmFlags`]);
 //! - [`host`]: the choices that depend on the machine: KVM or TCG (KVM is probed, since a
 //!   `/dev/kvm` that opens does not mean that KVM runs a guest), and vsock;
 //! - [`qemu`]: the QEMU argument vector, a pure function of the two;
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod console;
+pub mod flags;
 pub mod host;
 pub mod image;
 pub mod qemu;
@@ -26,6 +28,7 @@ pub use config::{
     parse_memory, AccelSetting, PortForward, Protocol, Sev, SevKind, Share, VmConfig, VsockSetting,
 };
 pub use console::VmConsole;
+pub use flags::VmFlags;
 pub use host::{resolve_host, Accel, HostChoices};
 pub use image::{copy_sparse, copy_vars, prepare_disk_image};
 pub use qemu::{qemu_argv, SerialMode};

@@ -336,6 +336,18 @@ mod tests {
         VmConfig { sev: Some(sev), ..VmConfig::default() }
     }
 
+    // The SEV vectors follow QEMU's documentation of AMD memory encryption
+    // (docs/system/i386/amd-memory-encryption.rst) option by option, not this code:
+    // - SEV-SNP: `-machine q35,confidential-guest-support=sev0,memory-backend=ram1`,
+    //   `-object memory-backend-memfd,id=ram1,size=...,share=true` (SNP guest memory must be a
+    //   shareable memfd), `-object sev-snp-guest,id=sev0,cbitpos=51,reduced-phys-bits=1`
+    //   (cbitpos 51 and one reduced physical address bit on EPYC), and `kernel-hashes=on` with
+    //   `-kernel`/`-initrd`/`-append` so that the launch digest covers them;
+    // - SEV: the same with `-object sev-guest,...` and no memory backend;
+    // - the stateless AmdSev firmware is given with `-bios` instead of the pflash pair;
+    // - virtio devices need `iommu_platform=on` (and `disable-legacy=on`) so that the guest's
+    //   drivers use the DMA API and bounce through shared memory (QEMU's virtio documentation of
+    //   VIRTIO_F_ACCESS_PLATFORM for confidential guests).
     #[test]
     fn sev_snp_exact() {
         let argv = build(&sev(SevKind::SevSnp), &host(Accel::Kvm), SerialMode::Pipe).unwrap();

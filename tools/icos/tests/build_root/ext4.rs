@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use icos::seed::FilesystemIds;
 
-use crate::common::{directory_entries, icos, tool, tool_command};
+use crate::common::{directory_entries, dumpe2fs_field, icos, tool, tool_command};
 
 /// The UUID of the partition the test filesystems are for: their identifiers derive from it.
 const PARTITION_UUID: &str = "7c0a626e-e5ea-e543-b5c5-300eb8304db7";
@@ -229,14 +229,7 @@ fn image_is_clean_and_holds_every_kind_of_entry() {
     let ids = FilesystemIds::from_parent(PARTITION_UUID.parse().unwrap());
     let header = run(tool_command("dumpe2fs").arg("-h").arg(&image));
     let header = String::from_utf8_lossy(&header.stdout);
-    let field = |name: &str| {
-        header
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}:")))
-            .unwrap_or_else(|| panic!("no {name} in {header}"))
-            .trim()
-            .to_owned()
-    };
+    let field = |name: &str| dumpe2fs_field(&header, name);
     assert_eq!(field("Filesystem UUID"), ids.uuid.to_string());
     assert_eq!(field("Directory Hash Seed"), ids.ext4_hash_seed.to_string());
     assert_eq!(field("Filesystem volume name"), "root_a");
@@ -605,7 +598,7 @@ fn what_the_identifiers_derive_from_is_named_when_missing() {
     fs::write(dir.path().join("root.tar"), canonical_tar(&[item(b"./", Node::Dir)])).unwrap();
     fs::write(dir.path().join("partitions.csv"), "root_a,2048,16M,L,\n").unwrap();
     let cases: [(&[&str], &[&str]); 5] = [
-        (&[], &["give --partition-uuid, or --partitions and --partition-name", "or --uuid"]),
+        (&[], &["give --layout and --target, --partition-uuid, or --partitions and --partition-name", "or --uuid"]),
         (&["--partition-name", "root_a"], &["--partitions <PARTITIONS>"]),
         (
             &["--partitions", "partitions.csv", "--partition-name", "root_b"],
@@ -624,4 +617,32 @@ fn what_the_identifiers_derive_from_is_named_when_missing() {
             .current_dir(dir.path()));
         assert_fails(&output, dir.path(), expected, &["partitions.csv", "root.tar"]);
     }
+}
+
+#[test]
+fn a_layout_gives_the_size_and_the_identifiers_of_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("root.tar"), canonical_tar(&[item(b"./", Node::Dir)])).unwrap();
+    fs::write(
+        dir.path().join("partitions.csv"),
+        format!("esp,2048,2048,U,\ngrub,4096,2048,L,\nA_boot,6144,16M,L,\nA_root,38912,24M,L,{PARTITION_UUID}\n"),
+    )
+    .unwrap();
+    run(icos()
+        .args(["layout", "--partitions", "partitions.csv", "--slot", "A:boot=A_boot,root=A_root"])
+        .args(["--seed", "6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c", "--layout-json", "layout.json"])
+        .current_dir(dir.path()));
+    let output = run(icos()
+        .args(["ext4", "--input", "root.tar", "--output", "root.img", "--layout", "layout.json", "--target", "A_root"])
+        .current_dir(dir.path()));
+    assert!(output.status.success(), "{}", stderr(&output));
+    // As large as its partition, and identified from the partition's UUID as systemd-repart does.
+    assert_eq!(fs::metadata(dir.path().join("root.img")).unwrap().len(), 24 << 20);
+    let header = String::from_utf8_lossy(&run(tool_command("dumpe2fs").arg("-h").arg(dir.path().join("root.img"))).stdout).into_owned();
+    let ids = FilesystemIds::from_parent(PARTITION_UUID.parse().unwrap());
+    assert_eq!(dumpe2fs_field(&header, "Filesystem UUID"), ids.uuid.to_string());
+    let output = run(icos()
+        .args(["ext4", "--input", "root.tar", "--output", "other.img", "--layout", "layout.json", "--target", "B_root"])
+        .current_dir(dir.path()));
+    assert_fails(&output, dir.path(), &["layout.json: no partition or volume is named \"B_root\"; there are esp, grub, A_boot, A_root"], &["layout.json", "partitions.csv", "root.img", "root.tar"]);
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{icos, run, tool, tool_command};
+use crate::common::{dumpe2fs_field, icos, run, tool, tool_command};
 use crate::ext4::{canonical_tar, item, Node};
 
 const SEED: &str = "6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c";
@@ -115,14 +115,7 @@ fn filesystem_ids(image: &Path, offset: u64, size: u64, scratch: &Path) -> Strin
             File::open(image).unwrap().read_exact_at(&mut bytes, offset).unwrap();
             fs::write(scratch, bytes).unwrap();
             let header = stdout(tool_command("dumpe2fs").arg("-h").arg(scratch));
-            let field = |name: &str| {
-                header
-                    .lines()
-                    .find_map(|line| line.strip_prefix(&format!("{name}:")))
-                    .unwrap_or_else(|| panic!("no {name} in {header}"))
-                    .trim()
-                    .to_owned()
-            };
+            let field = |name: &str| dumpe2fs_field(&header, name);
             format!("ext4 UUID {} hash seed {}", field("Filesystem UUID"), field("Directory Hash Seed"))
         }
         "vfat" => format!("vfat volume id {}", value("UUID")),

@@ -62,3 +62,13 @@ pub fn run(command: &mut Command) -> Output {
     );
     output
 }
+
+/// The value of field `name` in the output of `dumpe2fs -h` (such as "Filesystem UUID").
+pub fn dumpe2fs_field(header: &str, name: &str) -> String {
+    header
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in {header}"))
+        .trim()
+        .to_owned()
+}

@@ -12,9 +12,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use sha2::{Digest, Sha256};
 
-use icos::vm::{AccelSetting, SerialMode, Share, VmConfig, VmConsole};
+use icos::vm::{SerialMode, Share, VmConfig, VmConsole, VmFlags};
 
 /// From power-on to GRUB's "icos: booting slot" line (OVMF under TCG is the slow part).
 const GRUB_TIMEOUT: Duration = Duration::from_secs(180);
@@ -80,6 +79,9 @@ struct Args {
     /// print EXPECTED, given as EXPECTED::COMMAND. In the order given.
     #[arg(long = "check", value_name = "EXPECTED::COMMAND", value_parser = parse_check)]
     checks: Vec<CommandCheck>,
+    /// The VM's settings, as for `icos vm run` (flags or ICOS_QEMU_* variables).
+    #[command(flatten)]
+    vm: VmFlags,
 }
 
 /// A command to run in the booted system and what its output must contain.
@@ -234,25 +236,19 @@ struct Update {
     data_bytes: u64,
 }
 
-/// The VM's settings: the defaults of `icos vm run`, with the QEMU binary and the accelerator
-/// taken from ICOS_QEMU_BIN and ICOS_QEMU_ACCEL when set (the boot_test rule sets the first).
-fn vm_config(share: Option<&Path>) -> Result<VmConfig, Failure> {
-    let mut config = VmConfig::default();
-    if let Some(qemu) = std::env::var_os("ICOS_QEMU_BIN") {
-        config.qemu = PathBuf::from(qemu);
-    }
-    if let Ok(accel) = std::env::var("ICOS_QEMU_ACCEL") {
-        config.accel = accel.parse::<AccelSetting>()?;
-    }
+/// The VM's settings (`icos vm`'s flags and ICOS_QEMU_* variables; the boot_test rule sets
+/// ICOS_QEMU_BIN), with the update image's share.
+fn vm_config(flags: VmFlags, share: Option<&Path>) -> Result<VmConfig, Failure> {
+    let mut config = flags.into_config();
     if let Some(share) = share {
         config.shares.push(Share::new(SHARE_TAG, share)?);
     }
     Ok(config)
 }
 
-fn start(images: &Images, work: &Path) -> Result<Session, Failure> {
+fn start(images: &Images, flags: VmFlags, work: &Path) -> Result<Session, Failure> {
     let test_start = Instant::now();
-    let config = vm_config(images.share.as_deref())?;
+    let config = vm_config(flags, images.share.as_deref())?;
     let host = icos::vm::resolve_host(&config)?;
     println!("icos-boot-test: accelerator {}: {}", host.accel, host.accel_reason);
     let disk = icos::vm::prepare_disk_image(&images.disk, work)?;
@@ -381,13 +377,6 @@ fn stored_data_bytes(path: &Path) -> Result<u64, Failure> {
     Ok(total)
 }
 
-fn sha256_of(path: &Path) -> Result<String, Failure> {
-    let mut file = fs::File::open(path).map_err(|error| Failure::Setup(format!("{}: {error}", path.display())))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|error| Failure::Setup(format!("{}: {error}", path.display())))?;
-    Ok(hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect())
-}
-
 fn run(args: Args) -> Result<(), Failure> {
     let work = match &args.work_dir {
         Some(dir) => dir.clone(),
@@ -410,7 +399,7 @@ fn run(args: Args) -> Result<(), Failure> {
         fs::create_dir_all(&share)?;
         fs::copy(update, share.join("update-img.tar.zst"))?;
         images.update = Some(Update {
-            sha256: sha256_of(update)?,
+            sha256: icos::sha256sums::sha256_file(update)?,
             version: read_version(version_file)?,
             data_bytes: stored_data_bytes(update)?,
         });
@@ -418,7 +407,7 @@ fn run(args: Args) -> Result<(), Failure> {
     }
     let password = args.root_password.as_deref();
     let needs_password = || password.ok_or_else(|| Failure::Setup("this scenario needs --root-password".into()));
-    let mut session = start(&images, &work)?;
+    let mut session = start(&images, args.vm, &work)?;
     let result = match args.scenario {
         Scenario::Boot => boot(&mut session, &images, password, &args.checks),
         Scenario::NoLogin => no_login(&mut session, &images),
