@@ -4,6 +4,8 @@
 //! id is given, every timestamp is 1980-01-01 00:00:00 (the FAT epoch), and entries are created in
 //! sorted order, which fixes the directory layout, the generated 8.3 names and cluster allocation.
 
+pub mod boot_sector;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use fatfs::{Date, DateTime, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider};
 use fscommon::BufStream;
 
+use self::boot_sector::BootSector;
 use crate::fs_input::{scan_tar, EntryKind, EntryPath, InputEntry, InputError};
 use crate::output::{write_atomically, OutputError};
 
@@ -320,30 +323,14 @@ impl RawVolume {
         let mut boot = [0u8; 512];
         disk.seek(SeekFrom::Start(0))?;
         disk.read_exact(&mut boot)?;
-        let u16_at =
-            |offset: usize| u64::from(u16::from_le_bytes([boot[offset], boot[offset + 1]]));
-        let u32_at = |offset: usize| {
-            u32::from_le_bytes([
-                boot[offset],
-                boot[offset + 1],
-                boot[offset + 2],
-                boot[offset + 3],
-            ])
-        };
-        let bytes_per_sector = u16_at(11);
-        let cluster_size = u64::from(boot[13]) * bytes_per_sector;
-        let fat_offset = u16_at(14) * bytes_per_sector;
-        let data_offset =
-            fat_offset + u64::from(boot[16]) * u64::from(u32_at(36)) * bytes_per_sector;
-        let total_sectors = u64::from(u32_at(32));
-        let total_clusters =
-            (total_sectors * bytes_per_sector).saturating_sub(data_offset) / cluster_size.max(1);
+        let sector = BootSector::parse(&boot)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "the boot sector names no sector or cluster size"))?;
         Ok(RawVolume {
-            cluster_size,
-            fat_offset,
-            data_offset,
-            total_clusters,
-            root_cluster: u32_at(44),
+            cluster_size: sector.cluster_size(),
+            fat_offset: sector.fat_start(),
+            data_offset: sector.data_start(),
+            total_clusters: sector.clusters(),
+            root_cluster: sector.root_cluster,
         })
     }
 

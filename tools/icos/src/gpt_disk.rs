@@ -20,7 +20,7 @@ use gpt::GptConfig;
 use uuid::Uuid;
 
 use crate::image_source::{copy_image_at, image_size, ImageSourceError, NamedImage};
-use crate::lvm::{write_lvm_at, LvmError, LvmOptions, VolumeTable};
+use crate::lvm::{write_lvm_at, LvmError, LvmOptions, PartitionVolumeGroup};
 use crate::output::{write_atomically, OutputError};
 use crate::package::PackageError;
 use crate::partitions::{PartitionTable, PartitionsError, FIRST_USABLE_LBA, SECTOR_SIZE};
@@ -73,19 +73,7 @@ pub struct DiskOptions {
     /// Overrides the seed-derived disk GUID.
     pub disk_guid: Option<Uuid>,
     /// An LVM volume group inside one of the partitions, whose volumes images may fill.
-    pub lvm: Option<DiskLvm>,
-}
-
-/// An LVM physical volume that fills one partition of the disk (see [`crate::lvm`]): images named
-/// after its logical volumes go into them. Its UUIDs derive from the disk's seed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskLvm {
-    pub partition: String,
-    pub volumes: VolumeTable,
-    pub vg_name: String,
-    pub extent_size: u64,
-    pub creation_host: String,
-    pub creation_time: u64,
+    pub lvm: Option<PartitionVolumeGroup>,
 }
 
 /// The identifiers a disk was built with.
@@ -130,12 +118,7 @@ fn plan<'a>(
             if options.seed.is_none() {
                 return Err(DiskError::NoLvmSeed);
             }
-            let index = table.partitions.iter().position(|partition| partition.name == lvm.partition);
-            Some(index.ok_or_else(|| DiskError::Partitions(PartitionsError::NoSuchPartition {
-                path: table.path.clone(),
-                name: lvm.partition.clone(),
-                names: table.partitions.iter().map(|partition| format!("{:?}", partition.name)).collect::<Vec<_>>().join(", "),
-            }))?)
+            Some(table.index_of(&lvm.partition)?)
         }
         None => None,
     };
@@ -167,14 +150,7 @@ fn plan<'a>(
         (Some(lvm), Some(index), Some(seed)) => Some(PlannedLvm {
             offset: table.partitions[index].start * SECTOR_SIZE,
             images: volume_images,
-            options: LvmOptions {
-                size: table.partitions[index].size * SECTOR_SIZE,
-                vg_name: lvm.vg_name.clone(),
-                extent_size: lvm.extent_size,
-                seed: *seed,
-                creation_host: lvm.creation_host.clone(),
-                creation_time: lvm.creation_time,
-            },
+            options: lvm.options(table.partitions[index].size * SECTOR_SIZE, *seed),
         }),
         _ => None,
     };

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::lvm::{LvmIdentity, LvmOptions, VolumeTable, VolumesError};
+use crate::lvm::{LvmIdentity, PartitionVolumeGroup, VolumesError};
 use crate::partitions::{PartitionTable, PartitionsError, SECTOR_SIZE};
 use crate::seed::Seed;
 
@@ -154,14 +154,6 @@ impl SlotSpec {
     }
 }
 
-/// The volume group of an OS with LVM, as the layout needs it.
-pub struct LvmSpec<'a> {
-    pub partition: String,
-    pub volumes: &'a VolumeTable,
-    pub vg_name: String,
-    pub extent_size: u64,
-}
-
 /// The device-mapper name of logical volume `lv` of `vg`: lvm2 and GRUB double the dashes in
 /// each name and join them with one.
 pub fn dm_name(vg: &str, lv: &str) -> String {
@@ -181,7 +173,7 @@ pub fn volume_filesystem_parent(seed: &Seed, lv_uuid: &str) -> Uuid {
 /// Resolves the slots against the partition table and the volume group.
 pub fn resolve(
     partitions: &PartitionTable,
-    lvm: Option<&LvmSpec>,
+    lvm: Option<&PartitionVolumeGroup>,
     slots: &[SlotSpec],
     grub_partition: &str,
     seed: &Seed,
@@ -205,18 +197,11 @@ pub fn resolve(
         let holder = targets.iter().find(|target| target.name == lvm.partition).ok_or_else(|| {
             invalid(&partitions.path, format!("no partition is named {:?}, which is to hold the LVM volume group", lvm.partition))
         })?;
-        let options = LvmOptions {
-            size: holder.size,
-            vg_name: lvm.vg_name.clone(),
-            extent_size: lvm.extent_size,
-            seed: *seed,
-            creation_host: String::new(),
-            creation_time: 0,
-        };
+        let options = lvm.options(holder.size, *seed);
         if !lvm.extent_size.is_power_of_two() || lvm.extent_size < 4096 {
             return Err(LayoutError::Spec(format!("extent size {}: must be a power of two of at least 4096 bytes", lvm.extent_size)));
         }
-        let identity = LvmIdentity::derive(lvm.volumes, &options);
+        let identity = LvmIdentity::derive(&lvm.volumes, &options);
         lvm.volumes.check_layout(identity.pe_count)?;
         for (volume, id) in lvm.volumes.volumes.iter().zip(&identity.lv_uuids) {
             if let Some(clash) = targets.iter().find(|target| target.name == volume.name) {
@@ -247,7 +232,7 @@ pub fn resolve(
     let grub = find(grub_partition)
         .filter(|target| matches!(target.location, Location::Partition { .. }))
         .ok_or_else(|| invalid(&partitions.path, format!("no partition is named {grub_partition:?} (the GRUB partition)")))?;
-    if grub.location != (Location::Partition { number: GRUB_PARTITION_NUMBER, uuid: grub.filesystem_parent }) {
+    if !matches!(grub.location, Location::Partition { number: GRUB_PARTITION_NUMBER, .. }) {
         return Err(invalid(
             &partitions.path,
             format!("the GRUB partition {grub_partition:?} must be partition {GRUB_PARTITION_NUMBER}: the shared GRUB EFI binary reads grub.cfg there"),
@@ -372,10 +357,22 @@ impl Layout {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::lvm::parse_volumes_csv;
+    use crate::lvm::{parse_volumes_csv, VolumeTable};
     use crate::partitions::parse_partitions_csv;
+
+    /// The volume group hostlvm in partition hostlvm.
+    pub(crate) fn test_group(volumes: VolumeTable, extent_size: u64) -> PartitionVolumeGroup {
+        PartitionVolumeGroup {
+            partition: "hostlvm".into(),
+            volumes,
+            vg_name: "hostlvm".into(),
+            extent_size,
+            creation_host: "icos".into(),
+            creation_time: 0,
+        }
+    }
 
     fn seed() -> Seed {
         "6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c".parse().unwrap()
@@ -428,7 +425,7 @@ mod tests {
             4 << 20,
         )
         .unwrap();
-        let lvm = LvmSpec { partition: "hostlvm".into(), volumes: &volumes, vg_name: "hostlvm".into(), extent_size: 4 << 20 };
+        let lvm = test_group(volumes, 4 << 20);
         let slots: Vec<SlotSpec> = ["A:boot=A_boot,root=A_root", "B:boot=B_boot,root=B_root"].iter().map(|s| SlotSpec::parse(s).unwrap()).collect();
         let layout = resolve(&table, Some(&lvm), &slots, "grub", &seed()).unwrap();
         let boot_args = layout.boot_args("rw");

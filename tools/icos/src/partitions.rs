@@ -249,13 +249,18 @@ impl PartitionTable {
         Ok(())
     }
 
+    /// The position of partition `name` in the table; the error lists the partitions there are.
+    pub fn index_of(&self, name: &str) -> Result<usize, PartitionsError> {
+        self.partitions.iter().position(|partition| partition.name == name).ok_or_else(|| {
+            let names: Vec<String> = self.partitions.iter().map(|partition| format!("{:?}", partition.name)).collect();
+            PartitionsError::NoSuchPartition { path: self.path.clone(), name: name.to_owned(), names: names.join(", ") }
+        })
+    }
+
     /// The UUID of the partition named `name`: the one the table gives, or the one derived from
     /// `seed` (see [`PartitionTable::partition_uuids`]).
     pub fn partition_uuid(&self, name: &str, seed: Option<&Seed>) -> Result<Uuid, PartitionsError> {
-        let position = self.partitions.iter().position(|partition| partition.name == name).ok_or_else(|| {
-            let names: Vec<String> = self.partitions.iter().map(|partition| format!("{:?}", partition.name)).collect();
-            PartitionsError::NoSuchPartition { path: self.path.clone(), name: name.to_owned(), names: names.join(", ") }
-        })?;
+        let position = self.index_of(name)?;
         match (self.partitions[position].uuid, seed) {
             (Some(uuid), _) => Ok(uuid),
             // All of them, so that a clash is reported as `icos disk` reports it.

@@ -13,7 +13,8 @@ use std::process::{Command, Output};
 use sha2::{Digest, Sha256};
 
 use common::{icos, run};
-use icos::layout::{resolve, Layout, LvmSpec, SlotSpec};
+use icos::layout::{resolve, Layout, SlotSpec};
+use icos::lvm::PartitionVolumeGroup;
 use icos::lvm::parse_volumes_csv;
 use icos::partitions::parse_partitions_csv;
 
@@ -97,8 +98,14 @@ fn layout(storage: Storage, slots: &[&str]) -> Layout {
             }
             volumes.push_str(&format!("config,{extent},1,\n"));
             let volumes = parse_volumes_csv(Path::new("volumes.csv"), &volumes, MIB).unwrap();
-            let lvm =
-                LvmSpec { partition: name.into(), volumes: &volumes, vg_name: "hostlvm".into(), extent_size: MIB };
+            let lvm = PartitionVolumeGroup {
+                partition: name.into(),
+                volumes,
+                vg_name: "hostlvm".into(),
+                extent_size: MIB,
+                creation_host: "icos".into(),
+                creation_time: 0,
+            };
             resolve(&table, Some(&lvm), &slots, "grub", &seed).unwrap()
         }
     }

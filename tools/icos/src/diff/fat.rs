@@ -13,6 +13,7 @@ use super::bytes_difference;
 use super::error::DiffError;
 use super::escape::{quote, short_hex};
 use crate::calendar::days_from_civil;
+use crate::fat::boot_sector::BootSector;
 use super::report::{ArtifactDiff, Difference};
 use super::tree::{compare_fields, compare_trees, FileTree, Node, NodeType, Time};
 
@@ -124,27 +125,8 @@ const MAX_FAT_BYTES: u64 = 64 << 20;
 
 impl Layout {
     fn parse(boot: &[u8]) -> Option<Layout> {
-        if boot.len() < 512 {
-            return None;
-        }
-        let u16_at = |offset: usize| u64::from(u16::from_le_bytes([boot[offset], boot[offset + 1]]));
-        let u32_at = |offset: usize| {
-            u64::from(u32::from_le_bytes([boot[offset], boot[offset + 1], boot[offset + 2], boot[offset + 3]]))
-        };
-        let sector = u16_at(11);
-        let cluster_size = u64::from(boot[13]) * sector;
-        if sector == 0 || cluster_size == 0 {
-            return None;
-        }
-        let fat32 = u16_at(22) == 0;
-        let sectors_per_fat = if fat32 { u32_at(36) } else { u16_at(22) };
-        let total_sectors = if u16_at(19) != 0 { u16_at(19) } else { u32_at(32) };
-        let fat_start = u16_at(14) * sector;
-        let fats = u64::from(boot[16]);
-        let root_start = fat_start + fats * sectors_per_fat * sector;
-        let root_bytes = (u16_at(17) * 32).next_multiple_of(sector);
-        let data_start = root_start + root_bytes;
-        let clusters = (total_sectors * sector).saturating_sub(data_start) / cluster_size;
+        let sector = BootSector::parse(boot)?;
+        let clusters = sector.clusters();
         let entry_bits = if clusters < 4085 {
             12
         } else if clusters < 65525 {
@@ -152,20 +134,21 @@ impl Layout {
         } else {
             32
         };
-        let sector_offset = |number: u64| (fat32 && number != 0 && number != 0xffff).then_some(number * sector);
+        let bytes = sector.bytes_per_sector;
+        let sector_offset = |number: u64| (sector.fat32 && number != 0 && number != 0xffff).then_some(number * bytes);
         Some(Layout {
-            sector,
-            fat_start,
-            fat_bytes: sectors_per_fat * sector,
-            fats,
-            root_start,
-            root_bytes,
-            data_start,
-            cluster_size,
+            sector: bytes,
+            fat_start: sector.fat_start(),
+            fat_bytes: sector.fat_bytes(),
+            fats: sector.fats,
+            root_start: sector.root_start(),
+            root_bytes: sector.root_bytes(),
+            data_start: sector.data_start(),
+            cluster_size: sector.cluster_size(),
             clusters,
             entry_bits,
-            fs_info: sector_offset(u16_at(48)),
-            backup_boot: sector_offset(u16_at(50)),
+            fs_info: sector_offset(sector.fs_info_sector),
+            backup_boot: sector_offset(sector.backup_boot_sector),
         })
     }
 
@@ -413,23 +396,23 @@ fn attributes(attributes: FileAttributes) -> String {
 
 /// The BIOS parameter block and extended boot record, by name (FAT32 or FAT12/16 layout).
 pub fn boot_sector_fields(boot: &[u8]) -> Vec<(String, String)> {
-    if boot.len() < 512 {
+    let Some(sector) = BootSector::parse(boot) else {
         return Vec::new();
-    }
+    };
     let u16_at = |offset: usize| u16::from_le_bytes([boot[offset], boot[offset + 1]]);
     let u32_at =
         |offset: usize| u32::from_le_bytes([boot[offset], boot[offset + 1], boot[offset + 2], boot[offset + 3]]);
-    let fat32 = u16_at(22) == 0;
+    let fat32 = sector.fat32;
     let mut fields: Vec<(String, String)> = vec![
         ("OEM name".into(), quote(&boot[3..11])),
-        ("bytes per sector".into(), u16_at(11).to_string()),
-        ("sectors per cluster".into(), boot[13].to_string()),
-        ("reserved sectors".into(), u16_at(14).to_string()),
-        ("number of FATs".into(), boot[16].to_string()),
-        ("root directory entries".into(), u16_at(17).to_string()),
-        ("total sectors".into(), if u16_at(19) != 0 { u16_at(19).to_string() } else { u32_at(32).to_string() }),
+        ("bytes per sector".into(), sector.bytes_per_sector.to_string()),
+        ("sectors per cluster".into(), sector.sectors_per_cluster.to_string()),
+        ("reserved sectors".into(), sector.reserved_sectors.to_string()),
+        ("number of FATs".into(), sector.fats.to_string()),
+        ("root directory entries".into(), sector.root_entries.to_string()),
+        ("total sectors".into(), sector.total_sectors.to_string()),
         ("media".into(), format!("{:#04x}", boot[21])),
-        ("sectors per FAT".into(), if fat32 { u32_at(36).to_string() } else { u16_at(22).to_string() }),
+        ("sectors per FAT".into(), sector.sectors_per_fat.to_string()),
         ("sectors per track".into(), u16_at(24).to_string()),
         ("heads".into(), u16_at(26).to_string()),
         ("hidden sectors".into(), u32_at(28).to_string()),
@@ -439,9 +422,9 @@ pub fn boot_sector_fields(boot: &[u8]) -> Vec<(String, String)> {
         fields.extend([
             ("FAT32 flags".into(), format!("{:#06x}", u16_at(40))),
             ("FAT32 version".into(), u16_at(42).to_string()),
-            ("root directory cluster".into(), u32_at(44).to_string()),
-            ("FSInfo sector".into(), u16_at(48).to_string()),
-            ("backup boot sector".into(), u16_at(50).to_string()),
+            ("root directory cluster".into(), sector.root_cluster.to_string()),
+            ("FSInfo sector".into(), sector.fs_info_sector.to_string()),
+            ("backup boot sector".into(), sector.backup_boot_sector.to_string()),
         ]);
         64
     } else {
@@ -461,11 +444,8 @@ pub fn boot_sector_fields(boot: &[u8]) -> Vec<(String, String)> {
 
 /// The FSInfo sector's counts, on FAT32.
 fn fs_info_fields(blob: &Blob, boot: &[u8]) -> Option<Vec<(String, String)>> {
-    let u16_at = |offset: usize| u16::from_le_bytes([boot[offset], boot[offset + 1]]);
-    if boot.len() < 512 || u16_at(22) != 0 {
-        return None;
-    }
-    let offset = u64::from(u16_at(48)) * u64::from(u16_at(11));
+    let boot_sector = BootSector::parse(boot).filter(|sector| sector.fat32)?;
+    let offset = boot_sector.fs_info_sector * boot_sector.bytes_per_sector;
     let mut sector = [0u8; 512];
     let count = blob.read_at(&mut sector, offset).ok()?;
     if count < 512 || &sector[..4] != b"RRaA" {
@@ -483,7 +463,8 @@ fn fs_info_fields(blob: &Blob, boot: &[u8]) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fat::{build_fat, FatOptions};
+    use crate::fat::boot_sector::BootSector;
+use crate::fat::{build_fat, FatOptions};
     use crate::fs_input::tests::{build_tar, write_temp};
     use tar::EntryType;
 

@@ -83,6 +83,32 @@ pub struct LvmOptions {
     pub creation_time: u64,
 }
 
+/// A volume group that fills one partition of a disk: the partition, the group's volume table and
+/// its options other than the size (the partition's) and the seed (the disk's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionVolumeGroup {
+    pub partition: String,
+    pub volumes: VolumeTable,
+    pub vg_name: String,
+    pub extent_size: u64,
+    pub creation_host: String,
+    pub creation_time: u64,
+}
+
+impl PartitionVolumeGroup {
+    /// The options of the physical volume that fills a `size`-byte partition of a disk built with `seed`.
+    pub fn options(&self, size: u64, seed: Seed) -> LvmOptions {
+        LvmOptions {
+            size,
+            vg_name: self.vg_name.clone(),
+            extent_size: self.extent_size,
+            seed,
+            creation_host: self.creation_host.clone(),
+            creation_time: self.creation_time,
+        }
+    }
+}
+
 /// The identifiers a physical volume was written with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LvmIdentity {

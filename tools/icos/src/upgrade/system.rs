@@ -376,7 +376,8 @@ fn read_partitions(root: &Path, disk: &Path) -> Result<Vec<BlockDevice>, Upgrade
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{resolve, LvmSpec, SlotSpec};
+    use crate::layout::tests::test_group;
+    use crate::layout::{resolve, SlotSpec};
     use crate::lvm::parse_volumes_csv;
     use crate::partitions::parse_partitions_csv;
     use crate::seed::Seed;
@@ -442,8 +443,7 @@ mod tests {
             1 << 20,
         )
         .unwrap();
-        let lvm =
-            LvmSpec { partition: "hostlvm".into(), volumes: &volumes, vg_name: "hostlvm".into(), extent_size: 1 << 20 };
+        let lvm = test_group(volumes, 1 << 20);
         let boot = if boot_partitions { "" } else { "vol_" };
         let slots: Vec<SlotSpec> = ["A", "B"]
             .iter()

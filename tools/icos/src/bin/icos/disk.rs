@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use uuid::Uuid;
 
-use icos::gpt_disk::{build_disk, DiskLvm, DiskOptions};
+use icos::gpt_disk::{build_disk, DiskOptions};
 use icos::image_source::NamedImage;
 use icos::partitions::{read_partitions_csv, DEFAULT_ALIGNMENT};
 use icos::seed::Seed;
@@ -50,18 +50,7 @@ pub struct DiskArgs {
 pub fn run(args: DiskArgs) -> Result<ExitCode, Box<dyn Error>> {
     let table = read_partitions_csv(&args.partitions)?;
     let lvm = match (args.lvm.given(), &args.lvm_partition, args.seed) {
-        (true, Some(partition), Some(seed)) => {
-            // The physical volume fills its partition.
-            let (volumes, options) = args.lvm.read(0, seed)?;
-            Some(DiskLvm {
-                partition: partition.clone(),
-                volumes,
-                vg_name: options.vg_name,
-                extent_size: options.extent_size,
-                creation_host: options.creation_host,
-                creation_time: options.creation_time,
-            })
-        }
+        (true, Some(partition), Some(_)) => Some(args.lvm.in_partition(partition)?),
         (false, None, _) => None,
         _ => return Err("a volume group needs --volumes, --vg-name, --lvm-partition and --seed".into()),
     };

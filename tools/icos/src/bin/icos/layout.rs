@@ -8,30 +8,23 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use icos::layout::{resolve, LayoutError, LvmSpec, SlotSpec};
-use icos::lvm::{read_volumes_csv, DEFAULT_EXTENT_SIZE};
+use icos::layout::{resolve, LayoutError, SlotSpec};
 use icos::output::write_atomically;
+
+use crate::lvm::VolumeGroupArgs;
 use icos::partitions::read_partitions_csv;
 use icos::seed::Seed;
-use icos::size::parse_size;
 
 #[derive(Args)]
 pub struct LayoutArgs {
     /// The partition table (partitions.csv).
     #[arg(long)]
     partitions: PathBuf,
-    /// The logical volumes of the OS's LVM volume group (volumes.csv), with --lvm-partition.
-    #[arg(long, requires_all = ["lvm_partition", "vg_name"])]
-    volumes: Option<PathBuf>,
-    /// The partition that holds the LVM physical volume.
+    /// The partition that holds the OS's LVM volume group (with --volumes and --vg-name).
     #[arg(long, requires = "volumes")]
     lvm_partition: Option<String>,
-    /// The name of the volume group.
-    #[arg(long, requires = "volumes")]
-    vg_name: Option<String>,
-    /// The size of an LVM physical extent.
-    #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_EXTENT_SIZE)]
-    extent_size: u64,
+    #[command(flatten)]
+    lvm: VolumeGroupArgs,
     /// A boot slot as NAME:ROLE=TARGET,...: the partition or volume of each of its roles (boot,
     /// root, var), such as A:boot=A_boot,root=A_root,var=A_var. One slot (A), or A and B.
     #[arg(long = "slot", required = true, value_parser = parse_slot)]
@@ -74,18 +67,10 @@ fn write_text(path: &Path, text: &str) -> Result<(), Box<dyn Error>> {
 
 pub fn run(args: LayoutArgs) -> Result<ExitCode, Box<dyn Error>> {
     let partitions = read_partitions_csv(&args.partitions)?;
-    let volumes = match &args.volumes {
-        Some(path) => Some(read_volumes_csv(path, args.extent_size)?),
-        None => None,
-    };
-    let lvm = match (&volumes, &args.lvm_partition, &args.vg_name) {
-        (Some(volumes), Some(partition), Some(vg_name)) => Some(LvmSpec {
-            partition: partition.clone(),
-            volumes,
-            vg_name: vg_name.clone(),
-            extent_size: args.extent_size,
-        }),
-        _ => None,
+    let lvm = match (args.lvm.given(), &args.lvm_partition) {
+        (true, Some(partition)) => Some(args.lvm.in_partition(partition)?),
+        (false, None) => None,
+        _ => return Err("a volume group needs --volumes, --vg-name and --lvm-partition".into()),
     };
     let layout = resolve(&partitions, lvm.as_ref(), &args.slots, &args.grub_partition, &args.seed)?;
     // Everything is computed before anything is written.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use icos::image_source::NamedImage;
-use icos::lvm::{build_lvm, read_volumes_csv, LvmOptions, VolumeTable, DEFAULT_EXTENT_SIZE};
+use icos::lvm::{build_lvm, read_volumes_csv, LvmOptions, PartitionVolumeGroup, VolumeTable, DEFAULT_EXTENT_SIZE};
 use icos::seed::Seed;
 use icos::size::parse_size;
 
@@ -67,20 +67,25 @@ impl VolumeGroupArgs {
 
     /// The volume table and the options of the volume group on `size` bytes with `seed`.
     pub fn read(&self, size: u64, seed: Seed) -> Result<(VolumeTable, LvmOptions), Box<dyn Error>> {
+        let group = self.in_partition("")?;
+        let options = group.options(size, seed);
+        Ok((group.volumes, options))
+    }
+
+    /// The volume group that fills partition `partition` of a disk.
+    pub fn in_partition(&self, partition: &str) -> Result<PartitionVolumeGroup, Box<dyn Error>> {
         let (Some(volumes), Some(vg_name)) = (&self.volumes, &self.vg_name) else {
             return Err("a volume group needs --volumes and --vg-name".into());
         };
         let extent_size = self.extent_size.unwrap_or(DEFAULT_EXTENT_SIZE);
-        let table = read_volumes_csv(volumes, extent_size)?;
-        let options = LvmOptions {
-            size,
+        Ok(PartitionVolumeGroup {
+            partition: partition.to_owned(),
+            volumes: read_volumes_csv(volumes, extent_size)?,
             vg_name: vg_name.clone(),
             extent_size,
-            seed,
             creation_host: self.creation_host.clone().unwrap_or_else(|| DEFAULT_CREATION_HOST.to_owned()),
             creation_time: crate::rootfs::epoch(self.source_date_epoch)?.unwrap_or(0),
-        };
-        Ok((table, options))
+        })
     }
 }
 
