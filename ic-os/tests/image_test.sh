@@ -52,7 +52,13 @@ build_conf=$(debugfs_cat root /etc/icos/build.conf)
 [[ $build_conf == *"BUILD_TYPE=$build_type"* ]] || fail "build.conf: $build_conf"
 [[ $build_conf == *"MALICIOUS_BEHAVIOR=$malicious"* ]] || fail "build.conf: $build_conf"
 [[ -z "$(debugfs_cat root /etc/machine-id)" ]] || fail "machine-id is not empty"
-root_password=$(debugfs_cat root /etc/shadow | awk -F: '$1 == "root" { print $2 }')
+shadow=$(debugfs_cat root /etc/shadow)
+root_password=$(awk -F: '$1 == "root" { print $2 }' <<<"$shadow")
+# The last-change days (days since 1970) come from SOURCE_DATE_EPOCH, never from the day of the
+# build: a build on another day must give the same image.
+today=$(( $(date +%s) / 86400 ))
+dated_today=$(awk -F: -v today="$today" '$3 != "" && $3 >= today { print $1 ":" $3 }' <<<"$shadow")
+[[ -z $dated_today ]] || fail "/etc/shadow dates entries by the day of the build: $dated_today"
 serial_getty=$(debugfs_stat root /etc/systemd/system/serial-getty@ttyS0.service | grep -c 'Type: symlink' || true)
 if [[ $build_type == dev ]]; then
   [[ $root_password == '$6$'* ]] || fail "dev: root has no password hash"
