@@ -12,10 +12,10 @@ use super::blob::{Blob, ByteComparison};
 use super::bytes_difference;
 use super::error::DiffError;
 use super::escape::{quote, short_hex};
-use crate::calendar::days_from_civil;
-use crate::fat::boot_sector::BootSector;
 use super::report::{ArtifactDiff, Difference};
 use super::tree::{compare_fields, compare_trees, FileTree, Node, NodeType, Time};
+use crate::calendar::days_from_civil;
+use crate::fat::boot_sector::BootSector;
 
 /// Deeper directories than this mean a corrupt volume whose directories loop.
 const MAX_DEPTH: usize = 64;
@@ -463,8 +463,7 @@ fn fs_info_fields(blob: &Blob, boot: &[u8]) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fat::boot_sector::BootSector;
-use crate::fat::{build_fat, FatOptions};
+    use crate::fat::{build_fat, FatOptions};
     use crate::fs_input::tests::{build_tar, write_temp};
     use tar::EntryType;
 

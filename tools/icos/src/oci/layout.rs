@@ -215,6 +215,24 @@ impl Layout {
         ImageDigest { digest: self.descriptor.digest.clone(), size: self.descriptor.size }
     }
 
+    /// The name index.json gives the image (its `org.opencontainers.image.ref.name`), if any.
+    pub fn ref_name(&self) -> Option<&str> {
+        self.descriptor.annotations.get(REF_NAME_ANNOTATION).map(String::as_str)
+    }
+
+    /// The manifest blob, whose bytes are the image: a registry gets them as they are.
+    pub fn manifest_blob(&self) -> Result<Blob, OciError> {
+        self.blob(&self.descriptor, "the manifest")
+    }
+
+    /// The manifest's media type: its own `mediaType`, else what index.json says, else OCI's.
+    pub fn manifest_media_type(&self) -> &str {
+        [&self.manifest.media_type, &self.descriptor.media_type]
+            .into_iter()
+            .find(|media_type| !media_type.is_empty())
+            .map_or(MANIFEST_MEDIA_TYPE, String::as_str)
+    }
+
     /// The config blob.
     pub fn config(&self) -> Result<Blob, OciError> {
         let descriptor = self

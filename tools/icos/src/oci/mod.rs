@@ -5,11 +5,13 @@
 //! The canonical root filesystem tar (`crate::rootfs`) is reproducible; [`write_archive`] makes it
 //! the single layer of an image whose config holds fixed metadata only, so the image's manifest
 //! digest is a function of the tree and the options. A pin file ([`parse_pin`]) names that digest,
-//! [`verify_archive`] checks an archive against it, and a [`Store`] finds the archive by it.
+//! [`verify_archive`] checks an archive against it, and a [`Store`] finds the archive by it;
+//! [`registry`] pushes images of a store to a registry and pulls them from one.
 
 pub(crate) mod layout;
 mod pin;
 mod reference;
+pub mod registry;
 mod store;
 mod write;
 

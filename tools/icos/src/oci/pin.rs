@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
 use super::reference::{check_name, Digest};
 use super::OciError;
@@ -23,6 +24,19 @@ impl fmt::Display for Pin {
     }
 }
 
+impl FromStr for Pin {
+    type Err = String;
+
+    /// Parses `<name>@sha256:<64 hex digits>`; the error says what is wrong.
+    fn from_str(text: &str) -> Result<Pin, String> {
+        let (name, digest) =
+            text.split_once('@').ok_or_else(|| format!("{text:?} is not <name>@sha256:<64 hex digits>"))?;
+        check_name(name).map_err(|problem| format!("image name {name:?}: {problem}"))?;
+        let digest = Digest::parse(digest).map_err(|invalid| invalid.to_string())?;
+        Ok(Pin { name: name.to_owned(), digest })
+    }
+}
+
 /// Parses the pin file `text`; `path` names it in errors.
 pub fn parse_pin(text: &str, path: &Path) -> Result<Pin, OciError> {
     let error = |line: usize, problem: String| OciError::Pin { path: path.to_owned(), line, problem };
@@ -36,12 +50,7 @@ pub fn parse_pin(text: &str, path: &Path) -> Result<Pin, OciError> {
         if let Some((first, _)) = &found {
             return Err(error(number, format!("a second pin (the first is on line {first}); a pin file holds one")));
         }
-        let (name, digest) = line
-            .split_once('@')
-            .ok_or_else(|| error(number, format!("{line:?} is not <name>@sha256:<64 hex digits>")))?;
-        check_name(name).map_err(|problem| error(number, format!("image name {name:?}: {problem}")))?;
-        let digest = Digest::parse(digest).map_err(|invalid| error(number, invalid.to_string()))?;
-        found = Some((number, Pin { name: name.to_owned(), digest }));
+        found = Some((number, line.parse().map_err(|problem| error(number, problem))?));
     }
     found.map(|(_, pin)| pin).ok_or_else(|| OciError::NoPin { path: path.to_owned() })
 }

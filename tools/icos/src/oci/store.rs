@@ -4,13 +4,14 @@
 //! be the image its name says.
 
 use std::fs::{self, File, Permissions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::layout::check_archive;
+use super::layout::{check_archive, Layout};
 use super::reference::Digest;
 use super::{ImageDigest, OciError};
+use crate::rootfs::stream::Section;
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -21,6 +22,11 @@ impl Store {
     /// The store in `dir`, which need not exist yet: [`Store::put`] creates it.
     pub fn new(dir: impl Into<PathBuf>) -> Store {
         Store { dir: dir.into() }
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Where the archive of image `digest` is, or would be.
@@ -58,6 +64,27 @@ impl Store {
     /// The archive of image `digest`, verified in full (see [`super::verify_archive`]).
     pub fn get_verified(&self, digest: &Digest) -> Result<PathBuf, OciError> {
         self.checked(digest, true)
+    }
+
+    /// Writes the one layer of single-layer image `digest` (a root filesystem tar) to `output`
+    /// (`output_name` in errors), once the whole archive is verified, so that nothing damaged is
+    /// ever written.
+    pub fn write_layer(&self, digest: &Digest, output: &mut impl Write, output_name: &Path) -> Result<(), OciError> {
+        let path = self.get_verified(digest)?;
+        let file = File::open(&path).map_err(|source| OciError::Read { path: path.clone(), source })?;
+        let layout = Layout::read(&file, &path)?;
+        let mut layer = match layout.layers()?.as_slice() {
+            [layer] => Section::new(&file, layer.offset, layer.size),
+            layers => {
+                return Err(OciError::Input {
+                    path,
+                    problem: format!("{} layers: only a single-layer image has one root filesystem tar", layers.len()),
+                })
+            }
+        };
+        let write_error = |source| OciError::Write { path: output_name.to_owned(), source };
+        io::copy(&mut layer, output).map_err(write_error)?;
+        output.flush().map_err(write_error)
     }
 
     fn checked(&self, digest: &Digest, full: bool) -> Result<PathBuf, OciError> {

@@ -9,7 +9,7 @@ use super::*;
 use crate::rootfs::{InputFormat, Rootfs};
 
 /// A canonical rootfs tar in `dir`, made the way `icos rootfs canonicalize` makes one.
-fn canonical_tar(dir: &Path, content: &[u8]) -> PathBuf {
+pub(super) fn canonical_tar(dir: &Path, content: &[u8]) -> PathBuf {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, data) in [("etc/motd", content), ("usr/bin/tool", &b"#!/bin/sh\n"[..])] {
         let mut header = tar::Header::new_ustar();
@@ -30,11 +30,11 @@ fn canonical_tar(dir: &Path, content: &[u8]) -> PathBuf {
     canonical
 }
 
-fn options() -> ArchiveOptions {
+pub(super) fn options() -> ArchiveOptions {
     ArchiveOptions { created: 86_400, ..ArchiveOptions::new("guestos-base") }
 }
 
-fn written(dir: &Path) -> (PathBuf, ImageDigest) {
+pub(super) fn written(dir: &Path) -> (PathBuf, ImageDigest) {
     let rootfs = canonical_tar(dir, b"hello\n");
     let archive = dir.join("image.oci.tar");
     let image = write_archive(&rootfs, &archive, &options()).unwrap();
@@ -203,4 +203,23 @@ fn the_store_keeps_verified_archives_by_digest() {
     let error = fresh.put(&damaged).unwrap_err();
     assert!(matches!(&error, OciError::Damaged { archive, .. } if *archive == damaged), "{error}");
     assert_eq!(fs::read_dir(dir.path().join("fresh/sha256")).unwrap().count(), 0);
+}
+
+#[test]
+fn the_layer_of_a_stored_image_is_its_canonical_tar_and_damage_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, image) = written(dir.path());
+    let store = Store::new(dir.path().join("store"));
+    store.put(&archive).unwrap();
+    let mut layer = Vec::new();
+    store.write_layer(&image.digest, &mut layer, Path::new("layer.tar")).unwrap();
+    assert_eq!(layer, fs::read(dir.path().join("rootfs.tar")).unwrap());
+
+    let path = store.path(&image.digest);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    flip(&path, b"hello\n");
+    let mut output = Vec::new();
+    let error = store.write_layer(&image.digest, &mut output, Path::new("layer.tar")).unwrap_err();
+    assert!(matches!(error, OciError::Damaged { .. }), "{error}");
+    assert!(output.is_empty());
 }

@@ -34,8 +34,8 @@ use crate::output::write_atomically;
 pub const DEFAULT_CREATED_BY: &str = "icos: one layer, a canonical root filesystem tar";
 /// The default `PATH` of Debian (and of Docker).
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
-const BLOCK: usize = 512;
+pub(crate) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+pub(crate) const BLOCK: usize = 512;
 /// The last second that RFC 3339 can write with a four-digit year: 9999-12-31T23:59:59Z.
 const MAX_CREATED: u64 = 253_402_300_799;
 
@@ -145,7 +145,7 @@ fn descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
 }
 
 /// A ustar header with the fixed metadata of the module documentation.
-fn header(name: &str, size: u64, directory: bool) -> [u8; BLOCK] {
+pub(crate) fn header(name: &str, size: u64, directory: bool) -> [u8; BLOCK] {
     let mut header = tar::Header::new_ustar();
     // Names are at most `blobs/sha256/` and 64 hex digits: they fit the 100-byte name field.
     header.as_mut_bytes()[..name.len()].copy_from_slice(name.as_bytes());
@@ -160,7 +160,8 @@ fn header(name: &str, size: u64, directory: bool) -> [u8; BLOCK] {
     *header.as_bytes()
 }
 
-fn padding(size: u64) -> &'static [u8] {
+/// The zeros that fill a member of `size` bytes up to a whole block.
+pub(crate) fn padding(size: u64) -> &'static [u8] {
     &[0u8; BLOCK][..(BLOCK - (size % BLOCK as u64) as usize) % BLOCK]
 }
 

@@ -8,5 +8,6 @@ mod pipeline;
 mod fat;
 mod grubenv;
 mod lvm;
+mod registry;
 mod repart;
 mod rootfs;

@@ -1,14 +1,18 @@
 //! `icos oci`: single-layer OCI archives written from canonical root filesystem tars, their
-//! digests, and a content-addressed store of them.
+//! digests, a content-addressed store of them, and pushing and pulling them to and from a
+//! registry.
 
 use std::collections::BTreeMap;
 use std::error::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use icos::oci::{verify_archive, write_archive, ArchiveOptions, Digest, OciError, Store, DEFAULT_CREATED_BY};
+use icos::oci::registry::{present, Credentials, Registry, RegistryError, CA_ENV, REGISTRY_ENV};
+use icos::oci::{
+    parse_pin, verify_archive, write_archive, ArchiveOptions, Digest, OciError, Pin, Store, DEFAULT_CREATED_BY,
+};
 
 #[derive(Subcommand)]
 pub enum OciCommand {
@@ -26,6 +30,76 @@ pub enum OciCommand {
     /// A content-addressed store of OCI archives: <STORE>/sha256/<hex>.oci.tar.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Write the one layer (a root filesystem tar) of a single-layer image of the store to
+    /// standard output, after verifying the whole archive: `| tar -x` unpacks it.
+    Layer {
+        /// The store directory.
+        #[arg(long)]
+        store: PathBuf,
+        /// The image's (manifest) digest, as a pin names it.
+        #[arg(value_name = "sha256:HEX")]
+        digest: Digest,
+    },
+    /// Push images of the store to a registry; print <repository>@<digest> for each.
+    ///
+    /// An image goes to the repository <prefix>/<name>, where <name> is its name in index.json.
+    /// Blobs the registry has are not sent again. Credentials: $ICOS_REGISTRY_USER and
+    /// $ICOS_REGISTRY_PASSWORD (HTTP Basic, and for the registry's token server).
+    Push(PushArgs),
+    /// Pull images by digest from a registry into the store; print <digest> <path> for each.
+    ///
+    /// Every manifest and blob is checked against its digest. An image the store has already
+    /// (verified in full) is not fetched, and then no registry needs to be configured.
+    Pull(PullArgs),
+}
+
+/// Where the registry is and which CA certificates to trust for it.
+#[derive(Args)]
+pub struct RegistryArgs {
+    /// The registry: http[s]://HOST[:PORT][/PREFIX].
+    #[arg(long, env = REGISTRY_ENV, value_name = "URL")]
+    registry: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's (e.g. a registry's
+    /// self-signed certificate).
+    #[arg(long, env = CA_ENV, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    fn connect(&self) -> Result<Registry, RegistryError> {
+        let url = self.registry.as_deref().ok_or(RegistryError::NotConfigured)?;
+        Registry::new(url, Credentials::from_env()?, self.ca_cert.as_deref())
+    }
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// The store directory.
+    #[arg(long)]
+    store: PathBuf,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Also tag each image TAG in its repository.
+    #[arg(long)]
+    tag: Option<String>,
+    /// The images' (manifest) digests, as pins name them.
+    #[arg(required = true, value_name = "sha256:HEX")]
+    digests: Vec<Digest>,
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// The store directory (created if missing).
+    #[arg(long)]
+    store: PathBuf,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// A pin file naming an image (e.g. ic-os/hostos/context/docker-base.dev); may be repeated.
+    #[arg(long = "pin", value_name = "FILE")]
+    pins: Vec<PathBuf>,
+    /// The images as pins name them.
+    #[arg(value_name = "NAME@sha256:HEX", required_unless_present = "pins")]
+    images: Vec<Pin>,
 }
 
 #[derive(Args)]
@@ -106,7 +180,55 @@ pub fn run(command: OciCommand) -> Result<ExitCode, Box<dyn Error>> {
             println!("{}", path.display());
             Ok(ExitCode::SUCCESS)
         }
+        OciCommand::Layer { store, digest } => {
+            Store::new(store).write_layer(&digest, &mut std::io::stdout().lock(), Path::new("standard output"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        OciCommand::Push(args) => push(args),
+        OciCommand::Pull(args) => pull(args),
     }
+}
+
+fn push(args: PushArgs) -> Result<ExitCode, Box<dyn Error>> {
+    let store = Store::new(args.store);
+    let mut registry = args.registry.connect()?;
+    for digest in &args.digests {
+        let report = registry.push(&store, digest, args.tag.as_deref())?;
+        let (count, bytes) = report.uploaded();
+        eprintln!(
+            "icos: {}@{digest}: uploaded {count} of {} blobs ({bytes} bytes); the registry had the others",
+            report.repository,
+            report.blobs.len()
+        );
+        println!("{}@{digest}", report.repository);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pull(args: PullArgs) -> Result<ExitCode, Box<dyn Error>> {
+    let store = Store::new(args.store);
+    let mut pins = args.images;
+    for path in &args.pins {
+        let text = std::fs::read_to_string(path).map_err(|source| OciError::Read { path: path.clone(), source })?;
+        pins.push(parse_pin(&text, path)?);
+    }
+    // Connected on first need: a store that has every image needs no registry.
+    let mut registry = None;
+    for pin in &pins {
+        if let Some(path) = present(&store, &pin.digest)? {
+            eprintln!("icos: {pin}: already in the store, not fetched");
+            println!("{} {}", pin.digest, path.display());
+            continue;
+        }
+        let registry = match &mut registry {
+            Some(registry) => registry,
+            None => registry.insert(args.registry.connect()?),
+        };
+        let report = registry.fetch(&store, pin)?;
+        eprintln!("icos: {pin}: fetched from {} ({} bytes of blobs)", registry.url(), report.bytes);
+        println!("{} {}", pin.digest, report.path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn write(args: WriteArgs) -> Result<ExitCode, Box<dyn Error>> {
