@@ -116,10 +116,10 @@ impl Podman<'_> {
             .env("TMPDIR", state.join("tmp"))
             .env("PODMAN_IGNORE_CGROUPSV1_WARNING", "1")
             .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(|source| ContainerError::Prepare {
-                dockerfile: self.build.dockerfile.clone(),
-                source,
-            })?)
+            .stdout(
+                log.try_clone()
+                    .map_err(|source| ContainerError::Prepare { dockerfile: self.build.dockerfile.clone(), source })?,
+            )
             .stderr(log)
             .status()
             .map_err(|source| ContainerError::Start { podman: self.build.podman.clone(), source })?;
@@ -209,9 +209,8 @@ pub fn build(build: &ContainerBuild, output: ContainerOutput<'_>) -> Result<Opti
         args.extend(["--build-arg".to_owned(), format!("{name}={value}")]);
     }
     for (name, path) in &build.base_images {
-        let absolute = path
-            .canonicalize()
-            .map_err(|_| ContainerError::MissingBase { name: name.clone(), path: path.clone() })?;
+        let absolute =
+            path.canonicalize().map_err(|_| ContainerError::MissingBase { name: name.clone(), path: path.clone() })?;
         args.extend(["--build-arg".to_owned(), format!("{name}=oci-archive:{}", absolute.display())]);
     }
     args.push(context.display().to_string());

@@ -49,36 +49,16 @@ pub enum FatError {
     Input(#[from] InputError),
     #[error(transparent)]
     Output(#[from] OutputError),
-    #[error(
-        "{input}: {entry} is {kind}; a FAT filesystem holds only regular files and directories"
-    )]
-    UnsupportedEntry {
-        input: PathBuf,
-        entry: EntryPath,
-        kind: &'static str,
-    },
+    #[error("{input}: {entry} is {kind}; a FAT filesystem holds only regular files and directories")]
+    UnsupportedEntry { input: PathBuf, entry: EntryPath, kind: &'static str },
     #[error("{input}: {entry}: the name cannot be stored in FAT: {reason}")]
-    BadName {
-        input: PathBuf,
-        entry: EntryPath,
-        reason: String,
-    },
-    #[error(
-        "{input}: {entry} and {other} differ only in letter case, which FAT does not distinguish"
-    )]
-    CaseCollision {
-        input: PathBuf,
-        entry: EntryPath,
-        other: EntryPath,
-    },
+    BadName { input: PathBuf, entry: EntryPath, reason: String },
+    #[error("{input}: {entry} and {other} differ only in letter case, which FAT does not distinguish")]
+    CaseCollision { input: PathBuf, entry: EntryPath, other: EntryPath },
     #[error("{input}: {entry} has the same name as the short (8.3) name FAT gave to another entry; rename it")]
     ShortNameCollision { input: PathBuf, entry: EntryPath },
     #[error("{input}: {entry} has {size} bytes; a FAT file holds at most {MAX_FILE_SIZE} bytes")]
-    FileTooLarge {
-        input: PathBuf,
-        entry: EntryPath,
-        size: u64,
-    },
+    FileTooLarge { input: PathBuf, entry: EntryPath, size: u64 },
     #[error("the size {size} is not a multiple of the {SECTOR_SIZE}-byte sector size")]
     UnalignedSize { size: u64 },
     #[error("a FAT32 filesystem needs at least {minimum} bytes ({} MiB rounded up); the size given is {size} bytes", minimum.div_ceil(1 << 20))]
@@ -88,13 +68,7 @@ pub enum FatError {
     #[error("the volume label {label:?} cannot be used: {reason}")]
     BadLabel { label: String, reason: String },
     #[error("{input} does not fit in a FAT32 filesystem of {size} bytes: its content needs {needed} bytes ({} clusters of {cluster_size} bytes) but only {available} bytes ({} clusters) are free", needed / cluster_size, available / cluster_size)]
-    NoSpace {
-        input: PathBuf,
-        size: u64,
-        needed: u64,
-        available: u64,
-        cluster_size: u64,
-    },
+    NoSpace { input: PathBuf, size: u64, needed: u64, available: u64, cluster_size: u64 },
     #[error("cannot read {input}: {source}")]
     ReadInput { input: PathBuf, source: io::Error },
     #[error("cannot write the FAT filesystem {output}: {source}")]
@@ -121,10 +95,7 @@ pub fn build_fat(input: &Path, output: &Path, options: &FatOptions) -> Result<u6
         });
     }
     write_atomically(output, |file| {
-        let write_error = |source| FatError::Write {
-            output: output.to_owned(),
-            source,
-        };
+        let write_error = |source| FatError::Write { output: output.to_owned(), source };
         // A sparse file of the final size: fatfs writes only the metadata and the clusters in use.
         file.set_len(options.size).map_err(write_error)?;
         file.seek(SeekFrom::Start(0)).map_err(write_error)?;
@@ -145,20 +116,12 @@ pub fn build_fat(input: &Path, output: &Path, options: &FatOptions) -> Result<u6
         pin_volume_label_entry_time(&mut stream).map_err(write_error)?;
         // fatfs asserts that the volume starts at the current position.
         stream.seek(SeekFrom::Start(0)).map_err(write_error)?;
-        let fs_options = FsOptions::new()
-            .update_accessed_date(false)
-            .time_provider(&FIXED_TIME);
+        let fs_options = FsOptions::new().update_accessed_date(false).time_provider(&FIXED_TIME);
         let filesystem = FileSystem::new(&mut stream, fs_options).map_err(write_error)?;
         copy_entries(input, &planned, &filesystem).map_err(|error| match error {
-            CopyError::Read(source) => FatError::ReadInput {
-                input: input.to_owned(),
-                source,
-            },
+            CopyError::Read(source) => FatError::ReadInput { input: input.to_owned(), source },
             CopyError::Write(source) => write_error(source),
-            CopyError::ShortNameCollision(entry) => FatError::ShortNameCollision {
-                input: input.to_owned(),
-                entry,
-            },
+            CopyError::ShortNameCollision(entry) => FatError::ShortNameCollision { input: input.to_owned(), entry },
         })?;
         filesystem.unmount().map_err(write_error)?;
         fix_dot_entries(&mut stream).map_err(write_error)?;
@@ -204,11 +167,7 @@ impl Geometry {
             return Err(FatError::TooSmall { size, minimum });
         }
         // Fits: size <= maximum < 2^32 sectors.
-        Ok(Geometry {
-            total_sectors: total_sectors as u32,
-            cluster_size,
-            clusters: data_clusters,
-        })
+        Ok(Geometry { total_sectors: total_sectors as u32, cluster_size, clusters: data_clusters })
     }
 }
 
@@ -220,17 +179,13 @@ fn clusters(total_sectors: u64, cluster_size: u64) -> u64 {
         return 0;
     };
     let entries_per_sector_per_cluster = sectors_per_cluster * SECTOR_SIZE / 4;
-    let sectors_per_fat =
-        (available + 2 * sectors_per_cluster).div_ceil(entries_per_sector_per_cluster + FATS);
+    let sectors_per_fat = (available + 2 * sectors_per_cluster).div_ceil(entries_per_sector_per_cluster + FATS);
     available.saturating_sub(FATS * sectors_per_fat) / sectors_per_cluster
 }
 
 /// Pads the label to the 11 bytes of the boot sector and the root directory's label entry.
 fn encode_label(label: &str) -> Result<[u8; 11], FatError> {
-    let bad = |reason: &str| FatError::BadLabel {
-        label: label.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let bad = |reason: &str| FatError::BadLabel { label: label.to_owned(), reason: reason.to_owned() };
     if label.is_empty() || label.len() > 11 {
         return Err(bad("a FAT label has 1 to 11 characters"));
     }
@@ -238,9 +193,8 @@ fn encode_label(label: &str) -> Result<[u8; 11], FatError> {
         return Err(bad("a FAT label cannot start with a space"));
     }
     for character in label.chars() {
-        let allowed = character.is_ascii_uppercase()
-            || character.is_ascii_digit()
-            || " !#$%&'()-@^_`{}~".contains(character);
+        let allowed =
+            character.is_ascii_uppercase() || character.is_ascii_digit() || " !#$%&'()-@^_`{}~".contains(character);
         if !allowed {
             return Err(bad(if character.is_ascii_lowercase() {
                 "FAT labels are upper case (write it in capitals)"
@@ -263,22 +217,10 @@ static FIXED_TIME: FixedTime = FixedTime;
 
 impl TimeProvider for FixedTime {
     fn get_current_date(&self) -> Date {
-        Date {
-            year: 1980,
-            month: 1,
-            day: 1,
-        }
+        Date { year: 1980, month: 1, day: 1 }
     }
     fn get_current_date_time(&self) -> DateTime {
-        DateTime {
-            date: self.get_current_date(),
-            time: Time {
-                hour: 0,
-                min: 0,
-                sec: 0,
-                millis: 0,
-            },
-        }
+        DateTime { date: self.get_current_date(), time: Time { hour: 0, min: 0, sec: 0, millis: 0 } }
     }
 }
 
@@ -291,10 +233,7 @@ fn pin_volume_label_entry_time(disk: &mut (impl Read + Write + Seek)) -> io::Res
     disk.seek(SeekFrom::Start(root))?;
     disk.read_exact(&mut entry)?;
     if entry[11] != ATTRIBUTE_VOLUME_ID {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the freshly formatted root has no volume label entry",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "the freshly formatted root has no volume label entry"));
     }
     let date = FAT_EPOCH_DOS_DATE.to_le_bytes();
     for offset in [16, 18, 24] {
@@ -323,8 +262,9 @@ impl RawVolume {
         let mut boot = [0u8; 512];
         disk.seek(SeekFrom::Start(0))?;
         disk.read_exact(&mut boot)?;
-        let sector = BootSector::parse(&boot)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "the boot sector names no sector or cluster size"))?;
+        let sector = BootSector::parse(&boot).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "the boot sector names no sector or cluster size")
+        })?;
         Ok(RawVolume {
             cluster_size: sector.cluster_size(),
             fat_offset: sector.fat_start(),
@@ -344,10 +284,7 @@ impl RawVolume {
         let mut cluster = first;
         while (2..0x0FFF_FFF8).contains(&cluster) {
             if clusters.len() as u64 > self.total_clusters {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a cluster chain loops",
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "a cluster chain loops"));
             }
             clusters.push(cluster);
             let mut entry = [0u8; 4];
@@ -366,12 +303,8 @@ impl RawVolume {
 /// deleted entries.
 fn fix_dot_entries(disk: &mut (impl Read + Write + Seek)) -> io::Result<()> {
     let volume = RawVolume::read(disk)?;
-    let unexpected = |what: &str| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unexpected fatfs layout: {what}"),
-        )
-    };
+    let unexpected =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("unexpected fatfs layout: {what}"));
     // (first cluster of a directory, whether its parent is the root)
     let mut pending = vec![(volume.root_cluster, None)];
     while let Some((first, parent_is_root)) = pending.pop() {
@@ -408,9 +341,7 @@ fn fix_dot_entries(disk: &mut (impl Read + Write + Seek)) -> io::Result<()> {
             || slot(2)[11] != ATTRIBUTE_LONG_NAME
             || &slot(3)[..11] != b"..         "
         {
-            return Err(unexpected(
-                "a new directory does not start with long-name, `.`, long-name, `..`",
-            ));
+            return Err(unexpected("a new directory does not start with long-name, `.`, long-name, `..`"));
         }
         let mut fixed = [0u8; 4 * 32];
         fixed[..32].copy_from_slice(slot(1));
@@ -454,11 +385,7 @@ fn plan_entries<'a>(input: &Path, entries: &'a [InputEntry]) -> Result<Vec<Plann
             EntryKind::Directory => FatKind::Directory,
             EntryKind::File { size, data_offset } => {
                 if size > MAX_FILE_SIZE {
-                    return Err(FatError::FileTooLarge {
-                        input: input.to_owned(),
-                        entry: entry.path.clone(),
-                        size,
-                    });
+                    return Err(FatError::FileTooLarge { input: input.to_owned(), entry: entry.path.clone(), size });
                 }
                 FatKind::File { size, data_offset }
             }
@@ -483,11 +410,7 @@ fn plan_entries<'a>(input: &Path, entries: &'a [InputEntry]) -> Result<Vec<Plann
                 other: other.clone(),
             });
         }
-        planned.push(Planned {
-            path: &entry.path,
-            name,
-            kind,
-        });
+        planned.push(Planned { path: &entry.path, name, kind });
     }
     planned.sort_by(|a, b| a.path.cmp(b.path));
     Ok(planned)
@@ -535,20 +458,14 @@ fn needed_clusters(entries: &[Planned<'_>], cluster_size: u64) -> u64 {
     for entry in entries {
         match entry.kind {
             FatKind::Directory => {
-                directory_bytes.insert(
-                    entry.path.clone(),
-                    (slots(".") + slots("..")) * DIR_ENTRY_SIZE,
-                );
+                directory_bytes.insert(entry.path.clone(), (slots(".") + slots("..")) * DIR_ENTRY_SIZE);
             }
             FatKind::File { size, .. } => file_clusters += size.div_ceil(cluster_size),
         }
         let parent = entry.path.parent().unwrap_or_else(|| EntryPath(Vec::new()));
         *directory_bytes.entry(parent).or_default() += slots(entry.name) * DIR_ENTRY_SIZE;
     }
-    let directory_clusters: u64 = directory_bytes
-        .values()
-        .map(|bytes| bytes.div_ceil(cluster_size).max(1))
-        .sum();
+    let directory_clusters: u64 = directory_bytes.values().map(|bytes| bytes.div_ceil(cluster_size).max(1)).sum();
     // The root's first cluster exists already.
     file_clusters + directory_clusters - 1
 }
@@ -573,19 +490,13 @@ fn copy_entries<T: fatfs::ReadWriteSeek>(
         // Sorted order creates every parent (checked by scan_tar) before its content.
         let parent = directories
             .get(&parent_path)
-            .ok_or_else(|| {
-                CopyError::Write(io::Error::other(format!(
-                    "{parent_path} was not created first"
-                )))
-            })?
+            .ok_or_else(|| CopyError::Write(io::Error::other(format!("{parent_path} was not created first"))))?
             .clone();
         // fatfs opens an existing entry instead of creating one when the name matches another
         // entry's generated 8.3 name (like `PROGRA~1`): that would merge two files.
         if entry.name.contains('~')
             && parent.iter().any(|existing| {
-                existing.is_ok_and(|existing| {
-                    existing.short_file_name().eq_ignore_ascii_case(entry.name)
-                })
+                existing.is_ok_and(|existing| existing.short_file_name().eq_ignore_ascii_case(entry.name))
             })
         {
             return Err(CopyError::ShortNameCollision(entry.path.clone()));
@@ -593,15 +504,11 @@ fn copy_entries<T: fatfs::ReadWriteSeek>(
         match entry.kind {
             FatKind::File { size, data_offset } => {
                 let mut file = parent.create_file(entry.name).map_err(CopyError::Write)?;
-                tar.seek(SeekFrom::Start(data_offset))
-                    .map_err(CopyError::Read)?;
+                tar.seek(SeekFrom::Start(data_offset)).map_err(CopyError::Read)?;
                 let mut data = (&mut tar).take(size);
                 copy_stream(&mut data, &mut file)?;
                 if data.limit() != 0 {
-                    let error = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the tar changed while it was read",
-                    );
+                    let error = io::Error::new(io::ErrorKind::UnexpectedEof, "the tar changed while it was read");
                     return Err(CopyError::Read(error));
                 }
                 file.flush().map_err(CopyError::Write)?;
@@ -625,9 +532,7 @@ fn copy_stream(reader: &mut impl Read, writer: &mut impl Write) -> Result<(), Co
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(CopyError::Read(error)),
         };
-        writer
-            .write_all(&buffer[..count])
-            .map_err(CopyError::Write)?;
+        writer.write_all(&buffer[..count]).map_err(CopyError::Write)?;
     }
 }
 
@@ -640,11 +545,7 @@ mod tests {
     const SIZE: u64 = 40 << 20;
 
     fn options() -> FatOptions {
-        FatOptions {
-            size: SIZE,
-            label: "ESP".to_owned(),
-            volume_id: 0x1234_abcd,
-        }
+        FatOptions { size: SIZE, label: "ESP".to_owned(), volume_id: 0x1234_abcd }
     }
 
     fn esp_tar() -> Vec<u8> {
@@ -652,19 +553,11 @@ mod tests {
             (b"./", EntryType::Directory, b""),
             (b"./EFI/", EntryType::Directory, b""),
             (b"./EFI/BOOT/", EntryType::Directory, b""),
-            (
-                b"./EFI/BOOT/BOOTX64.EFI",
-                EntryType::Regular,
-                &[0x4d; 70_000],
-            ),
+            (b"./EFI/BOOT/BOOTX64.EFI", EntryType::Regular, &[0x4d; 70_000]),
             (b"./grub/", EntryType::Directory, b""),
             (b"./grub/grub.cfg", EntryType::Regular, b"set timeout=0\n"),
             (b"./grub/grubenv", EntryType::Regular, &[b'#'; 1024]),
-            (
-                b"./grub/a long name with spaces, \xc3\xa9t\xc3\xa9.txt",
-                EntryType::Regular,
-                b"long",
-            ),
+            (b"./grub/a long name with spaces, \xc3\xa9t\xc3\xa9.txt", EntryType::Regular, b"long"),
             (b"./grub/empty", EntryType::Regular, b""),
         ])
     }
@@ -680,12 +573,7 @@ mod tests {
 
     fn read(filesystem: &FileSystem<File>, path: &str) -> Vec<u8> {
         let mut data = Vec::new();
-        filesystem
-            .root_dir()
-            .open_file(path)
-            .unwrap()
-            .read_to_end(&mut data)
-            .unwrap();
+        filesystem.root_dir().open_file(path).unwrap().read_to_end(&mut data).unwrap();
         data
     }
 
@@ -698,48 +586,17 @@ mod tests {
         assert_eq!(filesystem.fat_type(), fatfs::FatType::Fat32);
         assert_eq!(filesystem.volume_id(), 0x1234_abcd);
         assert_eq!(filesystem.volume_label(), "ESP");
-        assert_eq!(
-            filesystem
-                .read_volume_label_from_root_dir()
-                .unwrap()
-                .as_deref(),
-            Some("ESP")
-        );
-        assert_eq!(
-            read(&filesystem, "EFI/BOOT/BOOTX64.EFI"),
-            vec![0x4d; 70_000]
-        );
+        assert_eq!(filesystem.read_volume_label_from_root_dir().unwrap().as_deref(), Some("ESP"));
+        assert_eq!(read(&filesystem, "EFI/BOOT/BOOTX64.EFI"), vec![0x4d; 70_000]);
         assert_eq!(read(&filesystem, "grub/grub.cfg"), b"set timeout=0\n");
-        assert_eq!(
-            read(&filesystem, "grub/a long name with spaces, été.txt"),
-            b"long"
-        );
+        assert_eq!(read(&filesystem, "grub/a long name with spaces, été.txt"), b"long");
         assert_eq!(read(&filesystem, "grub/empty"), b"");
-        let names: Vec<String> = filesystem
-            .root_dir()
-            .open_dir("grub")
-            .unwrap()
-            .iter()
-            .map(|entry| entry.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                ".",
-                "..",
-                "a long name with spaces, été.txt",
-                "empty",
-                "grub.cfg",
-                "grubenv"
-            ]
-        );
+        let names: Vec<String> =
+            filesystem.root_dir().open_dir("grub").unwrap().iter().map(|entry| entry.unwrap().file_name()).collect();
+        assert_eq!(names, [".", "..", "a long name with spaces, été.txt", "empty", "grub.cfg", "grubenv"]);
         let epoch = FIXED_TIME.get_current_date_time();
         for dir in ["/", "EFI", "EFI/BOOT", "grub"] {
-            let dir = if dir == "/" {
-                filesystem.root_dir()
-            } else {
-                filesystem.root_dir().open_dir(dir).unwrap()
-            };
+            let dir = if dir == "/" { filesystem.root_dir() } else { filesystem.root_dir().open_dir(dir).unwrap() };
             for entry in dir.iter() {
                 let entry = entry.unwrap();
                 assert_eq!(entry.created(), epoch, "{}", entry.file_name());
@@ -752,30 +609,18 @@ mod tests {
 
     #[test]
     fn needed_space_is_exactly_what_fatfs_allocates() {
-        let names: Vec<Vec<u8>> = (0..40)
-            .map(|i| format!("d/a rather long file name number {i:03}.conf").into_bytes())
-            .collect();
+        let names: Vec<Vec<u8>> =
+            (0..40).map(|i| format!("d/a rather long file name number {i:03}.conf").into_bytes()).collect();
         let mut entries: Vec<TarEntry> = vec![(b"d/", EntryType::Directory, b"")];
-        entries.extend(
-            names
-                .iter()
-                .map(|name| (name.as_slice(), EntryType::Regular, &b"x"[..])),
-        );
+        entries.extend(names.iter().map(|name| (name.as_slice(), EntryType::Regular, &b"x"[..])));
         let tar = build_tar(&entries);
         for (dir, result) in [build(&esp_tar(), &options()), build(&tar, &options())] {
             let output = result.unwrap();
             let needed = build_fat(&dir.path().join("in.tar"), &output, &options()).unwrap();
-            let filesystem =
-                FileSystem::new(File::open(&output).unwrap(), FsOptions::new()).unwrap();
+            let filesystem = FileSystem::new(File::open(&output).unwrap(), FsOptions::new()).unwrap();
             let stats = filesystem.stats().unwrap();
-            assert_eq!(
-                Geometry::for_size(SIZE).unwrap().clusters,
-                u64::from(stats.total_clusters())
-            );
-            assert_eq!(
-                needed / 512,
-                u64::from(stats.total_clusters() - 1 - stats.free_clusters())
-            );
+            assert_eq!(Geometry::for_size(SIZE).unwrap().clusters, u64::from(stats.total_clusters()));
+            assert_eq!(needed / 512, u64::from(stats.total_clusters() - 1 - stats.free_clusters()));
         }
     }
 
@@ -788,10 +633,7 @@ mod tests {
         assert_eq!(&image[root..root + 11], b"ESP        ");
         assert_eq!(image[root + 11], 0x08);
         for offset in [16, 18, 24] {
-            assert_eq!(
-                &image[root + offset..root + offset + 2],
-                &FAT_EPOCH_DOS_DATE.to_le_bytes()
-            );
+            assert_eq!(&image[root + offset..root + offset + 2], &FAT_EPOCH_DOS_DATE.to_le_bytes());
         }
     }
 
@@ -800,36 +642,20 @@ mod tests {
         let (_dir, output) = build(&esp_tar(), &options());
         let mut image = File::open(output.unwrap()).unwrap();
         let volume = RawVolume::read(&mut image).unwrap();
-        let filesystem = FileSystem::new(
-            File::open(_dir.path().join("out.img")).unwrap(),
-            FsOptions::new(),
-        )
-        .unwrap();
-        let names: Vec<String> = filesystem
-            .root_dir()
-            .open_dir("EFI")
-            .unwrap()
-            .iter()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let filesystem = FileSystem::new(File::open(_dir.path().join("out.img")).unwrap(), FsOptions::new()).unwrap();
+        let names: Vec<String> =
+            filesystem.root_dir().open_dir("EFI").unwrap().iter().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, [".", "..", "BOOT"]);
         drop(filesystem);
         let mut root = vec![0u8; volume.cluster_size as usize];
-        image
-            .seek(SeekFrom::Start(volume.cluster_offset(volume.root_cluster)))
-            .unwrap();
+        image.seek(SeekFrom::Start(volume.cluster_offset(volume.root_cluster))).unwrap();
         image.read_exact(&mut root).unwrap();
         // Root: label, then the long-name and short entries of EFI.
-        let efi = root
-            .chunks_exact(32)
-            .find(|entry| &entry[..11] == b"EFI        ")
-            .unwrap();
-        let efi_cluster = u32::from(u16::from_le_bytes([efi[26], efi[27]]))
-            | u32::from(u16::from_le_bytes([efi[20], efi[21]])) << 16;
+        let efi = root.chunks_exact(32).find(|entry| &entry[..11] == b"EFI        ").unwrap();
+        let efi_cluster =
+            u32::from(u16::from_le_bytes([efi[26], efi[27]])) | u32::from(u16::from_le_bytes([efi[20], efi[21]])) << 16;
         let mut dir = vec![0u8; 128];
-        image
-            .seek(SeekFrom::Start(volume.cluster_offset(efi_cluster)))
-            .unwrap();
+        image.seek(SeekFrom::Start(volume.cluster_offset(efi_cluster))).unwrap();
         image.read_exact(&mut dir).unwrap();
         assert_eq!(&dir[..11], b".          ");
         assert_eq!(u16::from_le_bytes([dir[26], dir[27]]), efi_cluster as u16);
@@ -849,9 +675,7 @@ mod tests {
     #[test]
     fn geometry_minimum_matches_fatfs() {
         let error = Geometry::for_size(32 << 20).unwrap_err();
-        let FatError::TooSmall { minimum, .. } = error else {
-            panic!("{error}")
-        };
+        let FatError::TooSmall { minimum, .. } = error else { panic!("{error}") };
         assert!(error.to_string().contains("needs at least"), "{error}");
         let geometry = Geometry::for_size(minimum).unwrap();
         let mut disk = io::Cursor::new(vec![0u8; minimum as usize]);
@@ -866,16 +690,10 @@ mod tests {
         assert_eq!(filesystem.fat_type(), fatfs::FatType::Fat32);
         drop(filesystem);
         // One sector less would make fatfs fall back to FAT16.
-        let smaller = Geometry {
-            total_sectors: geometry.total_sectors - 1,
-            ..geometry
-        };
+        let smaller = Geometry { total_sectors: geometry.total_sectors - 1, ..geometry };
         let mut disk = io::Cursor::new(vec![0u8; minimum as usize - 512]);
         assert!(fatfs::format_volume(&mut disk, format(smaller)).is_err());
-        assert!(matches!(
-            Geometry::for_size(minimum - 512),
-            Err(FatError::TooSmall { .. })
-        ));
+        assert!(matches!(Geometry::for_size(minimum - 512), Err(FatError::TooSmall { .. })));
     }
 
     #[test]
@@ -892,11 +710,7 @@ mod tests {
             let filesystem = FileSystem::new(&mut disk, FsOptions::new()).unwrap();
             assert_eq!(filesystem.fat_type(), fatfs::FatType::Fat32);
             let stats = filesystem.stats().unwrap();
-            assert_eq!(
-                u64::from(stats.total_clusters()),
-                geometry.clusters,
-                "{size}"
-            );
+            assert_eq!(u64::from(stats.total_clusters()), geometry.clusters, "{size}");
         }
     }
 
@@ -906,14 +720,8 @@ mod tests {
         assert_eq!(Geometry::for_size(261 << 20).unwrap().cluster_size, 4096);
         assert_eq!(Geometry::for_size(9 << 30).unwrap().cluster_size, 8192);
         assert_eq!(Geometry::for_size(64 << 30).unwrap().cluster_size, 32768);
-        assert!(matches!(
-            Geometry::for_size((100 << 20) + 1),
-            Err(FatError::UnalignedSize { .. })
-        ));
-        assert!(matches!(
-            Geometry::for_size(3 << 40),
-            Err(FatError::TooLarge { .. })
-        ));
+        assert!(matches!(Geometry::for_size((100 << 20) + 1), Err(FatError::UnalignedSize { .. })));
+        assert!(matches!(Geometry::for_size(3 << 40), Err(FatError::TooLarge { .. })));
     }
 
     fn assert_error(tar: &[u8], options: &FatOptions, expected: &[&str]) {
@@ -922,10 +730,7 @@ mod tests {
         for text in expected {
             assert!(error.contains(text), "{error:?} lacks {text:?}");
         }
-        let mut left: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         left.sort();
         assert_eq!(left, ["in.tar"], "{error}");
     }
@@ -936,47 +741,19 @@ mod tests {
         let cases: [(&[TarEntry], &[&str]); 8] = [
             (
                 &[dir, (b"d/l", EntryType::Symlink, b"x")],
-                &[
-                    "/d/l is a symbolic link",
-                    "only regular files and directories",
-                ],
+                &["/d/l is a symbolic link", "only regular files and directories"],
             ),
+            (&[dir, (b"d/f", EntryType::Regular, b""), (b"d/h", EntryType::Link, b"d/f")], &["/d/h is a hard link"]),
+            (&[(b"null", EntryType::Char, b"")], &["/null is a character device"]),
+            (&[(b"a:b", EntryType::Regular, b"")], &["/a:b: the name cannot be stored in FAT", "':'"]),
+            (&[(b"a\nb", EntryType::Regular, b"")], &["/a\\nb", "control character"]),
+            (&[(b"\xff", EntryType::Regular, b"")], &["/\\xff", "not valid UTF-8"]),
             (
-                &[
-                    dir,
-                    (b"d/f", EntryType::Regular, b""),
-                    (b"d/h", EntryType::Link, b"d/f"),
-                ],
-                &["/d/h is a hard link"],
-            ),
-            (
-                &[(b"null", EntryType::Char, b"")],
-                &["/null is a character device"],
-            ),
-            (
-                &[(b"a:b", EntryType::Regular, b"")],
-                &["/a:b: the name cannot be stored in FAT", "':'"],
-            ),
-            (
-                &[(b"a\nb", EntryType::Regular, b"")],
-                &["/a\\nb", "control character"],
-            ),
-            (
-                &[(b"\xff", EntryType::Regular, b"")],
-                &["/\\xff", "not valid UTF-8"],
-            ),
-            (
-                &[
-                    (b"Grub.cfg", EntryType::Regular, b""),
-                    (b"grub.CFG", EntryType::Regular, b""),
-                ],
+                &[(b"Grub.cfg", EntryType::Regular, b""), (b"grub.CFG", EntryType::Regular, b"")],
                 &["/grub.CFG and /Grub.cfg differ only in letter case"],
             ),
             (
-                &[
-                    (b"a b.txt", EntryType::Regular, b"1"),
-                    (b"ab~1.txt", EntryType::Regular, b"2"),
-                ],
+                &[(b"a b.txt", EntryType::Regular, b"1"), (b"ab~1.txt", EntryType::Regular, b"2")],
                 &["/ab~1.txt has the same name as the short (8.3) name"],
             ),
         ];
@@ -988,10 +765,7 @@ mod tests {
     #[test]
     fn content_too_large_says_needed_and_available() {
         let big = vec![1u8; 39 << 20];
-        let tar = build_tar(&[
-            (b"big", EntryType::Regular, &big),
-            (b"more", EntryType::Regular, &big[..2 << 20]),
-        ]);
+        let tar = build_tar(&[(b"big", EntryType::Regular, &big), (b"more", EntryType::Regular, &big[..2 << 20])]);
         assert_error(
             &tar,
             &options(),
@@ -1007,45 +781,14 @@ mod tests {
     #[test]
     fn bad_sizes_and_labels_leave_nothing() {
         let tar = esp_tar();
+        assert_error(&tar, &FatOptions { size: 16 << 20, ..options() }, &["needs at least", "33 MiB"]);
         assert_error(
             &tar,
-            &FatOptions {
-                size: 16 << 20,
-                ..options()
-            },
-            &["needs at least", "33 MiB"],
-        );
-        assert_error(
-            &tar,
-            &FatOptions {
-                size: (40 << 20) + 100,
-                ..options()
-            },
+            &FatOptions { size: (40 << 20) + 100, ..options() },
             &["not a multiple of the 512-byte sector"],
         );
-        assert_error(
-            &tar,
-            &FatOptions {
-                label: "esp".to_owned(),
-                ..options()
-            },
-            &["\"esp\"", "upper case"],
-        );
-        assert_error(
-            &tar,
-            &FatOptions {
-                label: "TWELVE CHARS".to_owned(),
-                ..options()
-            },
-            &["1 to 11 characters"],
-        );
-        assert_error(
-            &tar,
-            &FatOptions {
-                label: "A/B".to_owned(),
-                ..options()
-            },
-            &["only A-Z"],
-        );
+        assert_error(&tar, &FatOptions { label: "esp".to_owned(), ..options() }, &["\"esp\"", "upper case"]);
+        assert_error(&tar, &FatOptions { label: "TWELVE CHARS".to_owned(), ..options() }, &["1 to 11 characters"]);
+        assert_error(&tar, &FatOptions { label: "A/B".to_owned(), ..options() }, &["only A-Z"]);
     }
 }

@@ -18,34 +18,15 @@ pub enum InputError {
     #[error("{path}: not a valid tar (truncated or corrupt?): {source}")]
     Malformed { path: PathBuf, source: io::Error },
     #[error("{path}: {entry}: the data of this entry ends at byte {end} but the file has {length} bytes: the tar is truncated")]
-    Truncated {
-        path: PathBuf,
-        entry: EntryPath,
-        end: u64,
-        length: u64,
-    },
+    Truncated { path: PathBuf, entry: EntryPath, end: u64, length: u64 },
     #[error("{path}: {entry}: {problem}")]
-    BadEntry {
-        path: PathBuf,
-        entry: EntryPath,
-        problem: String,
-    },
+    BadEntry { path: PathBuf, entry: EntryPath, problem: String },
     #[error("{path}: {entry} appears twice")]
     Duplicate { path: PathBuf, entry: EntryPath },
     #[error("{path}: {entry}: its parent directory {parent} is not in the tar (canonical tars list every parent directory before its content)")]
-    MissingParent {
-        path: PathBuf,
-        entry: EntryPath,
-        parent: EntryPath,
-    },
-    #[error(
-        "{path}: {entry}: hard link to {target}, which is not a regular file earlier in the tar"
-    )]
-    BadHardLink {
-        path: PathBuf,
-        entry: EntryPath,
-        target: EntryPath,
-    },
+    MissingParent { path: PathBuf, entry: EntryPath, parent: EntryPath },
+    #[error("{path}: {entry}: hard link to {target}, which is not a regular file earlier in the tar")]
+    BadHardLink { path: PathBuf, entry: EntryPath, target: EntryPath },
 }
 
 /// The path of a tar entry as components relative to the root (empty for the root itself).
@@ -133,14 +114,8 @@ pub struct InputEntry {
 /// is present, no path appears twice, hard links point to earlier regular files, no path leaves
 /// the root. The root directory entry (`./`), if present, is left out: the builders make the root.
 pub fn scan_tar(tar_path: &Path) -> Result<Vec<InputEntry>, InputError> {
-    let read_error = |source| InputError::Read {
-        path: tar_path.to_owned(),
-        source,
-    };
-    let malformed = |source| InputError::Malformed {
-        path: tar_path.to_owned(),
-        source,
-    };
+    let read_error = |source| InputError::Read { path: tar_path.to_owned(), source };
+    let malformed = |source| InputError::Malformed { path: tar_path.to_owned(), source };
     let file = File::open(tar_path).map_err(read_error)?;
     let length = file.metadata().map_err(read_error)?.len();
     let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
@@ -148,11 +123,8 @@ pub fn scan_tar(tar_path: &Path) -> Result<Vec<InputEntry>, InputError> {
     for entry in archive.entries().map_err(malformed)? {
         let mut entry = entry.map_err(malformed)?;
         let path = parse_path(tar_path, &entry.path_bytes())?;
-        let bad_entry = |problem: String| InputError::BadEntry {
-            path: tar_path.to_owned(),
-            entry: path.clone(),
-            problem,
-        };
+        let bad_entry =
+            |problem: String| InputError::BadEntry { path: tar_path.to_owned(), entry: path.clone(), problem };
         let kind = match entry.header().entry_type() {
             EntryType::Regular | EntryType::Continuous => {
                 let data_offset = entry.raw_file_position();
@@ -197,23 +169,13 @@ pub fn scan_tar(tar_path: &Path) -> Result<Vec<InputEntry>, InputError> {
         }
         if path.0.is_empty() {
             if kind != EntryKind::Directory {
-                return Err(bad_entry(format!(
-                    "the root must be a directory, not {}",
-                    kind.description()
-                )));
+                return Err(bad_entry(format!("the root must be a directory, not {}", kind.description())));
             }
             continue;
         }
-        let input = InputEntry {
-            path: path.clone(),
-            kind,
-            xattrs,
-        };
+        let input = InputEntry { path: path.clone(), kind, xattrs };
         if entries.insert(path.clone(), input).is_some() {
-            return Err(InputError::Duplicate {
-                path: tar_path.to_owned(),
-                entry: path,
-            });
+            return Err(InputError::Duplicate { path: tar_path.to_owned(), entry: path });
         }
     }
     check_tree(tar_path, &entries)?;
@@ -222,19 +184,12 @@ pub fn scan_tar(tar_path: &Path) -> Result<Vec<InputEntry>, InputError> {
 
 /// Checks that parents are directories in the tar and that hard links point to regular files
 /// that come earlier in the tar's canonical (sorted) order.
-fn check_tree(
-    tar_path: &Path,
-    entries: &BTreeMap<EntryPath, InputEntry>,
-) -> Result<(), InputError> {
+fn check_tree(tar_path: &Path, entries: &BTreeMap<EntryPath, InputEntry>) -> Result<(), InputError> {
     let mut directories: BTreeSet<&EntryPath> = BTreeSet::new();
     for (path, entry) in entries {
         if let Some(parent) = path.parent() {
             if !parent.0.is_empty() && !directories.contains(&parent) {
-                return Err(InputError::MissingParent {
-                    path: tar_path.to_owned(),
-                    entry: path.clone(),
-                    parent,
-                });
+                return Err(InputError::MissingParent { path: tar_path.to_owned(), entry: path.clone(), parent });
             }
         }
         match &entry.kind {
@@ -243,10 +198,7 @@ fn check_tree(
             }
             EntryKind::HardLink { target } => {
                 let target_is_earlier_file = target < path
-                    && matches!(
-                        entries.get(target).map(|target| &target.kind),
-                        Some(EntryKind::File { .. })
-                    );
+                    && matches!(entries.get(target).map(|target| &target.kind), Some(EntryKind::File { .. }));
                 if !target_is_earlier_file {
                     return Err(InputError::BadHardLink {
                         path: tar_path.to_owned(),
@@ -271,8 +223,7 @@ fn parse_path(tar_path: &Path, raw: &[u8]) -> Result<EntryPath, InputError> {
                 return Err(InputError::BadEntry {
                     path: tar_path.to_owned(),
                     entry: EntryPath(vec![raw.to_vec()]),
-                    problem: "a path with a `..` component would leave the filesystem root"
-                        .to_owned(),
+                    problem: "a path with a `..` component would leave the filesystem root".to_owned(),
                 })
             }
             name => components.push(name.to_vec()),
@@ -299,16 +250,11 @@ pub(crate) mod tests {
             }
             let mut header = tar::Header::new_ustar();
             header.set_entry_type(kind);
-            header.set_mode(if kind == EntryType::Directory {
-                0o755
-            } else {
-                0o644
-            });
+            header.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
             header.set_mtime(0);
             header.set_uid(0);
             header.set_gid(0);
-            header.as_ustar_mut().unwrap().name[..path.len().min(100)]
-                .copy_from_slice(&path[..path.len().min(100)]);
+            header.as_ustar_mut().unwrap().name[..path.len().min(100)].copy_from_slice(&path[..path.len().min(100)]);
             let body: &[u8] = if matches!(kind, EntryType::Symlink | EntryType::Link) {
                 header.set_link_name_literal(data).unwrap();
                 b""
@@ -329,12 +275,7 @@ pub(crate) mod tests {
     }
 
     fn path(text: &str) -> EntryPath {
-        EntryPath(
-            text.split('/')
-                .filter(|c| !c.is_empty())
-                .map(|c| c.as_bytes().to_vec())
-                .collect(),
-        )
+        EntryPath(text.split('/').filter(|c| !c.is_empty()).map(|c| c.as_bytes().to_vec()).collect())
     }
 
     #[test]
@@ -351,56 +292,26 @@ pub(crate) mod tests {
         let entries = scan_tar(file.path()).unwrap();
         let paths: Vec<String> = entries.iter().map(|entry| entry.path.to_string()).collect();
         assert_eq!(paths, ["/a", "/b", "/b/file", "/b/link", "/c"]);
-        assert_eq!(
-            entries[0].kind,
-            EntryKind::Symlink {
-                target: b"b/file".to_vec()
-            }
-        );
-        let EntryKind::File { size, data_offset } = entries[2].kind else {
-            panic!("{:?}", entries[2])
-        };
+        assert_eq!(entries[0].kind, EntryKind::Symlink { target: b"b/file".to_vec() });
+        let EntryKind::File { size, data_offset } = entries[2].kind else { panic!("{:?}", entries[2]) };
         assert_eq!(&tar[data_offset as usize..][..size as usize], b"hello");
-        assert_eq!(
-            entries[3].kind,
-            EntryKind::HardLink {
-                target: path("b/file")
-            }
-        );
+        assert_eq!(entries[3].kind, EntryKind::HardLink { target: path("b/file") });
         assert_eq!(entries[4].kind, EntryKind::Fifo);
     }
 
     #[test]
     fn missing_parent_duplicate_and_dotdot_are_errors() {
         let cases: [(&[TarEntry], &str); 4] = [
-            (
-                &[(b"a/b", EntryType::Regular, b"")],
-                "/a/b: its parent directory /a is not in the tar",
-            ),
-            (
-                &[
-                    (b"a", EntryType::Regular, b""),
-                    (b"./a", EntryType::Regular, b""),
-                ],
-                "/a appears twice",
-            ),
-            (
-                &[(b"../x", EntryType::Regular, b"")],
-                "would leave the filesystem root",
-            ),
-            (
-                &[(b"l", EntryType::Link, b"nowhere")],
-                "/l: hard link to /nowhere",
-            ),
+            (&[(b"a/b", EntryType::Regular, b"")], "/a/b: its parent directory /a is not in the tar"),
+            (&[(b"a", EntryType::Regular, b""), (b"./a", EntryType::Regular, b"")], "/a appears twice"),
+            (&[(b"../x", EntryType::Regular, b"")], "would leave the filesystem root"),
+            (&[(b"l", EntryType::Link, b"nowhere")], "/l: hard link to /nowhere"),
         ];
         for (entries, expected) in cases {
             let file = write_temp(&build_tar(entries));
             let error = scan_tar(file.path()).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
-            assert!(
-                error.contains(&file.path().display().to_string()),
-                "{error}"
-            );
+            assert!(error.contains(&file.path().display().to_string()), "{error}");
         }
     }
 

@@ -133,7 +133,11 @@ fn plan<'a>(
             DiskError::UnknownPartition { name: image.name.clone(), path: image.path.clone(), csv: table.path.clone() }
         })?;
         if Some(index) == lvm_partition {
-            return Err(DiskError::ImageForLvmPartition { name: image.name.clone(), csv: table.path.clone(), path: image.path.clone() });
+            return Err(DiskError::ImageForLvmPartition {
+                name: image.name.clone(),
+                csv: table.path.clone(),
+                path: image.path.clone(),
+            });
         }
         if let Some(first) = by_partition[index] {
             return Err(DiskError::DuplicateImage {
@@ -171,7 +175,13 @@ struct PlannedLvm {
 }
 
 /// The error of placing `image` into partition `index` of `output`, with the table's context.
-fn image_error(table: &PartitionTable, index: usize, image: &NamedImage, output: &Path, error: ImageSourceError) -> DiskError {
+fn image_error(
+    table: &PartitionTable,
+    index: usize,
+    image: &NamedImage,
+    output: &Path,
+    error: ImageSourceError,
+) -> DiskError {
     match error {
         ImageSourceError::Package(error) => DiskError::Package(error),
         ImageSourceError::Read { path, source } => DiskError::ReadImage { path, source },
@@ -313,7 +323,8 @@ mod tests {
         let raw = dir.path().join("root.img");
         fs::write(&raw, [vec![0u8; 8192], vec![0xCD; 5000], vec![0u8; 9000], vec![1u8; 3]].concat()).unwrap();
         let packaged = dir.path().join("partition-root.tzst");
-        package(&packaged, &[Member::file("partition.img", &raw)], CompressionOptions { level: 3, threads: 1 }).unwrap();
+        package(&packaged, &[Member::file("partition.img", &raw)], CompressionOptions { level: 3, threads: 1 })
+            .unwrap();
         let from_raw = dir.path().join("raw.disk");
         let from_package = dir.path().join("packaged.disk");
         build_disk(&from_raw, &table, &[NamedImage { name: "root".into(), path: raw }], &options(8 << 20)).unwrap();
@@ -324,7 +335,8 @@ mod tests {
         let big = dir.path().join("big.img");
         File::create(&big).unwrap().set_len(2048 * 512 + 4096).unwrap();
         let big_package = dir.path().join("partition-big.tzst");
-        package(&big_package, &[Member::file("partition.img", &big)], CompressionOptions { level: 3, threads: 1 }).unwrap();
+        package(&big_package, &[Member::file("partition.img", &big)], CompressionOptions { level: 3, threads: 1 })
+            .unwrap();
         let output = dir.path().join("too-large.disk");
         let images = [NamedImage { name: "esp".into(), path: big_package }];
         let error = build_disk(&output, &table, &images, &options(8 << 20)).unwrap_err().to_string();

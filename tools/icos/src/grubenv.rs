@@ -90,8 +90,7 @@ impl GrubEnv {
                 return Err(malformed("a variable line is not terminated".into()));
             }
             let line = String::from_utf8(line).map_err(|_| malformed("a variable is not UTF-8".into()))?;
-            let (name, value) =
-                line.split_once('=').ok_or_else(|| malformed(format!("{line:?} is not name=value")))?;
+            let (name, value) = line.split_once('=').ok_or_else(|| malformed(format!("{line:?} is not name=value")))?;
             variables.push((name.to_owned(), value.to_owned()));
         }
         Ok(GrubEnv { variables })

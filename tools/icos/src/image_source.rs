@@ -114,7 +114,8 @@ mod tests {
         let raw = dir.path().join("image.img");
         fs::write(&raw, [vec![0u8; 8192], vec![0x5A; 4000]].concat()).unwrap();
         let packaged = dir.path().join("image.tzst");
-        package(&packaged, &[Member::file("partition.img", &raw)], CompressionOptions { level: 3, threads: 1 }).unwrap();
+        package(&packaged, &[Member::file("partition.img", &raw)], CompressionOptions { level: 3, threads: 1 })
+            .unwrap();
         assert_eq!(image_size(&raw).unwrap(), 12192);
         assert_eq!(image_size(&packaged).unwrap(), 12192);
         for source in [&raw, &packaged] {

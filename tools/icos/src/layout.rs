@@ -130,7 +130,11 @@ pub struct SlotSpec {
 
 impl SlotSpec {
     pub fn parse(text: &str) -> Result<Self, LayoutError> {
-        let bad = |problem: &str| LayoutError::Spec(format!("slot {text:?}: {problem}; expected NAME:ROLE=TARGET,... such as A:boot=A_boot,root=A_root,var=A_var"));
+        let bad = |problem: &str| {
+            LayoutError::Spec(format!(
+                "slot {text:?}: {problem}; expected NAME:ROLE=TARGET,... such as A:boot=A_boot,root=A_root,var=A_var"
+            ))
+        };
         let (name, members_text) = text.split_once(':').ok_or_else(|| bad("no ':'"))?;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(bad("the slot name must be letters and digits"));
@@ -195,11 +199,17 @@ pub fn resolve(
     let mut volume_group = None;
     if let Some(lvm) = lvm {
         let holder = targets.iter().find(|target| target.name == lvm.partition).ok_or_else(|| {
-            invalid(&partitions.path, format!("no partition is named {:?}, which is to hold the LVM volume group", lvm.partition))
+            invalid(
+                &partitions.path,
+                format!("no partition is named {:?}, which is to hold the LVM volume group", lvm.partition),
+            )
         })?;
         let options = lvm.options(holder.size, *seed);
         if !lvm.extent_size.is_power_of_two() || lvm.extent_size < 4096 {
-            return Err(LayoutError::Spec(format!("extent size {}: must be a power of two of at least 4096 bytes", lvm.extent_size)));
+            return Err(LayoutError::Spec(format!(
+                "extent size {}: must be a power of two of at least 4096 bytes",
+                lvm.extent_size
+            )));
         }
         let identity = LvmIdentity::derive(&lvm.volumes, &options);
         lvm.volumes.check_layout(identity.pe_count)?;
@@ -207,7 +217,10 @@ pub fn resolve(
             if let Some(clash) = targets.iter().find(|target| target.name == volume.name) {
                 return Err(invalid(
                     &lvm.volumes.path,
-                    format!("line {}: volume {:?} has the name of a partition ({})", volume.line, volume.name, clash.name),
+                    format!(
+                        "line {}: volume {:?} has the name of a partition ({})",
+                        volume.line, volume.name, clash.name
+                    ),
                 ));
             }
             let uuid = id.to_string();
@@ -229,9 +242,9 @@ pub fn resolve(
         });
     }
     let find = |name: &str| targets.iter().find(|target| target.name == name).cloned();
-    let grub = find(grub_partition)
-        .filter(|target| matches!(target.location, Location::Partition { .. }))
-        .ok_or_else(|| invalid(&partitions.path, format!("no partition is named {grub_partition:?} (the GRUB partition)")))?;
+    let grub = find(grub_partition).filter(|target| matches!(target.location, Location::Partition { .. })).ok_or_else(
+        || invalid(&partitions.path, format!("no partition is named {grub_partition:?} (the GRUB partition)")),
+    )?;
     if !matches!(grub.location, Location::Partition { number: GRUB_PARTITION_NUMBER, .. }) {
         return Err(invalid(
             &partitions.path,
@@ -246,12 +259,19 @@ pub fn resolve(
     let mut used: BTreeMap<&str, String> = BTreeMap::new();
     for (spec, expected) in slots.iter().zip(expected_names) {
         if spec.name != *expected {
-            return Err(LayoutError::Spec(format!("slot {:?}: the slots are named {}", spec.name, expected_names.join(" and "))));
+            return Err(LayoutError::Spec(format!(
+                "slot {:?}: the slots are named {}",
+                spec.name,
+                expected_names.join(" and ")
+            )));
         }
         let mut members = BTreeMap::new();
         for (role, name) in &spec.members {
             let target = find(name).ok_or_else(|| {
-                LayoutError::Spec(format!("slot {}: {role} is {name:?}, which is neither a partition nor a volume", spec.name))
+                LayoutError::Spec(format!(
+                    "slot {}: {role} is {name:?}, which is neither a partition nor a volume",
+                    spec.name
+                ))
             })?;
             if let Some(previous) = used.insert(name, format!("{} {role}", spec.name)) {
                 return Err(LayoutError::Spec(format!("slot {} {role} and {previous} are both {name:?}", spec.name)));
@@ -381,7 +401,12 @@ pub(crate) mod tests {
     fn ab(prefix: &str) -> Vec<SlotSpec> {
         ["A", "B"]
             .iter()
-            .map(|slot| SlotSpec::parse(&format!("{slot}:boot={prefix}{slot}_boot,root={prefix}{slot}_root,var={prefix}{slot}_var")).unwrap())
+            .map(|slot| {
+                SlotSpec::parse(&format!(
+                    "{slot}:boot={prefix}{slot}_boot,root={prefix}{slot}_root,var={prefix}{slot}_var"
+                ))
+                .unwrap()
+            })
             .collect()
     }
 
@@ -400,12 +425,15 @@ pub(crate) mod tests {
         let layout = resolve(&table, None, &ab(""), "grub", &seed()).unwrap();
         assert_eq!(layout.slot("A").unwrap().members["root"].size, 20971520 * 512);
         let boot_args = layout.boot_args("rw console=ttyS0,115200");
-        assert!(boot_args.contains(
-            "BOOT_ARGS_A=\"root=PARTUUID=7c0a626e-e5ea-e543-b5c5-300eb8304db7 rw console=ttyS0,115200 \
+        assert!(
+            boot_args.contains(
+                "BOOT_ARGS_A=\"root=PARTUUID=7c0a626e-e5ea-e543-b5c5-300eb8304db7 rw console=ttyS0,115200 \
              systemd.mount-extra=PARTUUID=ddf618fe-7244-b446-a175-3296e6b9d02e:/boot:ext4 \
              systemd.mount-extra=PARTUUID=22d2f5a6-1e39-d247-81cf-90c95c113e21:/var:ext4 \
              systemd.mount-extra=PARTUUID=6788e4cf-f456-104e-9a34-a2c58cfb0ee6:/grub:vfat\"\n"
-        ), "{boot_args}");
+            ),
+            "{boot_args}"
+        );
         // B_var has no UUID in the table: it is derived from the seed.
         let derived = table.partition_uuids(Some(&seed())).unwrap()[7];
         assert!(boot_args.contains(&format!("PARTUUID={derived}:/var:ext4")), "{boot_args}");
@@ -418,7 +446,11 @@ pub(crate) mod tests {
 
     #[test]
     fn volume_slots_give_mapper_devices_and_lvm_grub_devices() {
-        let table = parse_partitions_csv(Path::new("partitions.csv"), "esp,2048,204800,U,\ngrub,206848,204800,L,\nhostlvm,411648,4194304,lvm,\n").unwrap();
+        let table = parse_partitions_csv(
+            Path::new("partitions.csv"),
+            "esp,2048,204800,U,\ngrub,206848,204800,L,\nhostlvm,411648,4194304,lvm,\n",
+        )
+        .unwrap();
         let volumes = parse_volumes_csv(
             Path::new("volumes.csv"),
             "config,0,1,\nA_boot,1,1,\nA_root,2,2,\nB_boot,4,1,\nB_root,5,2,\nguest-os,7,10,\n",
@@ -426,12 +458,18 @@ pub(crate) mod tests {
         )
         .unwrap();
         let lvm = test_group(volumes, 4 << 20);
-        let slots: Vec<SlotSpec> = ["A:boot=A_boot,root=A_root", "B:boot=B_boot,root=B_root"].iter().map(|s| SlotSpec::parse(s).unwrap()).collect();
+        let slots: Vec<SlotSpec> = ["A:boot=A_boot,root=A_root", "B:boot=B_boot,root=B_root"]
+            .iter()
+            .map(|s| SlotSpec::parse(s).unwrap())
+            .collect();
         let layout = resolve(&table, Some(&lvm), &slots, "grub", &seed()).unwrap();
         let boot_args = layout.boot_args("rw");
         assert!(boot_args.contains("BOOT_ARGS_B=\"root=/dev/mapper/hostlvm-B_root rw systemd.mount-extra=/dev/mapper/hostlvm-B_boot:/boot:ext4 systemd.mount-extra=PARTUUID="), "{boot_args}");
         let cfg = layout.grub_cfg("@ICOS_LAYOUT@\n", Path::new("t")).unwrap();
-        assert!(cfg.contains("insmod lvm\nset boot_A=(lvm/hostlvm-A_boot)\nset boot_B=(lvm/hostlvm-B_boot)\n"), "{cfg}");
+        assert!(
+            cfg.contains("insmod lvm\nset boot_A=(lvm/hostlvm-A_boot)\nset boot_B=(lvm/hostlvm-B_boot)\n"),
+            "{cfg}"
+        );
         let guest = layout.target("guest-os").unwrap();
         assert!(matches!(&guest.location, Location::Volume { dm_name, .. } if dm_name == "hostlvm-guest--os"));
         assert_eq!(guest.size, 40 << 20);
@@ -440,8 +478,13 @@ pub(crate) mod tests {
 
     #[test]
     fn one_slot_boots_for_both_names() {
-        let table = parse_partitions_csv(Path::new("p.csv"), "esp,2048,2048,U,\ngrub,4096,2048,L,\nboot,6144,2048,L,\nroot,8192,2048,L,\n").unwrap();
-        let layout = resolve(&table, None, &[SlotSpec::parse("A:boot=boot,root=root").unwrap()], "grub", &seed()).unwrap();
+        let table = parse_partitions_csv(
+            Path::new("p.csv"),
+            "esp,2048,2048,U,\ngrub,4096,2048,L,\nboot,6144,2048,L,\nroot,8192,2048,L,\n",
+        )
+        .unwrap();
+        let layout =
+            resolve(&table, None, &[SlotSpec::parse("A:boot=boot,root=root").unwrap()], "grub", &seed()).unwrap();
         let boot_args = layout.boot_args("");
         let lines: Vec<&str> = boot_args.lines().filter(|line| line.starts_with("BOOT_ARGS_")).collect();
         assert_eq!(lines[0].trim_start_matches("BOOT_ARGS_A="), lines[1].trim_start_matches("BOOT_ARGS_B="));
@@ -454,18 +497,36 @@ pub(crate) mod tests {
             (ab("x"), "grub", "slot A: boot is \"xA_boot\", which is neither a partition nor a volume"),
             (ab(""), "esp", "must be partition 2"),
             (ab(""), "nope", "no partition is named \"nope\""),
-            (vec![SlotSpec::parse("A:boot=A_boot,root=A_root").unwrap(), SlotSpec::parse("B:boot=A_boot,root=B_root").unwrap()], "grub", "slot B boot and A boot are both \"A_boot\""),
+            (
+                vec![
+                    SlotSpec::parse("A:boot=A_boot,root=A_root").unwrap(),
+                    SlotSpec::parse("B:boot=A_boot,root=B_root").unwrap(),
+                ],
+                "grub",
+                "slot B boot and A boot are both \"A_boot\"",
+            ),
             (vec![SlotSpec::parse("B:boot=A_boot,root=A_root").unwrap()], "grub", "the slots are named A"),
         ];
         for (slots, grub, expected) in cases {
             let error = resolve(&table, None, &slots, grub, &seed()).unwrap_err().to_string();
             assert!(error.contains(expected), "{expected}: {error}");
         }
-        for (spec, expected) in [("A", "no ':'"), ("A:boot=x", "no root member"), ("A:home=x,boot=y,root=z", "unknown role \"home\""), ("A:boot=x,boot=y,root=z", "given twice")] {
+        for (spec, expected) in [
+            ("A", "no ':'"),
+            ("A:boot=x", "no root member"),
+            ("A:home=x,boot=y,root=z", "unknown role \"home\""),
+            ("A:boot=x,boot=y,root=z", "given twice"),
+        ] {
             let error = SlotSpec::parse(spec).unwrap_err().to_string();
             assert!(error.contains(expected), "{spec}: {error}");
         }
-        let error = Layout::grub_cfg(&resolve(&table, None, &ab(""), "grub", &seed()).unwrap(), "no marker\n", Path::new("grub.cfg.in")).unwrap_err().to_string();
+        let error = Layout::grub_cfg(
+            &resolve(&table, None, &ab(""), "grub", &seed()).unwrap(),
+            "no marker\n",
+            Path::new("grub.cfg.in"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("grub.cfg.in: expected one line @ICOS_LAYOUT@, found 0"), "{error}");
     }
 }

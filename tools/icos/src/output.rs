@@ -17,10 +17,7 @@ pub enum OutputError {
 /// Creates `path` by letting `write` fill a temporary file in the same directory, then renaming
 /// it into place. When `write` fails the temporary file is removed and `path` is left untouched.
 /// The result is readable by everyone (0644) whatever the umask, like any build output.
-pub fn write_atomically<T, E>(
-    path: &Path,
-    write: impl FnOnce(&mut File) -> Result<T, E>,
-) -> Result<T, E>
+pub fn write_atomically<T, E>(path: &Path, write: impl FnOnce(&mut File) -> Result<T, E>) -> Result<T, E>
 where
     E: From<OutputError>,
 {
@@ -41,17 +38,12 @@ where
         _ => Path::new("."),
     };
     let create_error = |source| OutputError::Create { path: path.to_owned(), source };
-    let mut temporary = tempfile::Builder::new()
-        .prefix(".icos-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(create_error)?;
+    let mut temporary =
+        tempfile::Builder::new().prefix(".icos-").suffix(".partial").tempfile_in(dir).map_err(create_error)?;
     let temporary_path = temporary.path().to_owned();
     let value = write(temporary.as_file_mut(), &temporary_path)?;
     fs::set_permissions(&temporary_path, Permissions::from_mode(0o644)).map_err(create_error)?;
-    temporary
-        .persist(path)
-        .map_err(|error| OutputError::Persist { path: path.to_owned(), source: error.error })?;
+    temporary.persist(path).map_err(|error| OutputError::Persist { path: path.to_owned(), source: error.error })?;
     Ok(value)
 }
 
@@ -69,10 +61,8 @@ mod tests {
     }
 
     fn directory_entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut names: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
     }

@@ -265,10 +265,10 @@ impl PartitionTable {
             (Some(uuid), _) => Ok(uuid),
             // All of them, so that a clash is reported as `icos disk` reports it.
             (None, Some(_)) => Ok(self.partition_uuids(seed)?[position]),
-            (None, None) => Err(self.error(
-                &self.partitions[position],
-                "the UUID is empty and no seed was given to derive it".into(),
-            )),
+            (None, None) => {
+                Err(self
+                    .error(&self.partitions[position], "the UUID is empty and no seed was given to derive it".into()))
+            }
         }
     }
 

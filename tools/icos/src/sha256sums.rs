@@ -45,10 +45,7 @@ pub fn sha256_file(path: &Path) -> Result<String, Sha256SumsError> {
 }
 
 /// Writes `output` listing `files` by file name, sorted. Returns the (name, digest) pairs written.
-pub fn write_sha256sums(
-    output: &Path,
-    files: &[PathBuf],
-) -> Result<Vec<(String, String)>, Sha256SumsError> {
+pub fn write_sha256sums(output: &Path, files: &[PathBuf]) -> Result<Vec<(String, String)>, Sha256SumsError> {
     let mut by_name: BTreeMap<String, &PathBuf> = BTreeMap::new();
     for path in files {
         let name = path
@@ -75,8 +72,7 @@ pub fn write_sha256sums(
         for (name, digest) in &entries {
             text.push_str(&format!("{digest}  {name}\n"));
         }
-        file.write_all(text.as_bytes())
-            .map_err(|source| Sha256SumsError::Write { path: output.to_owned(), source })
+        file.write_all(text.as_bytes()).map_err(|source| Sha256SumsError::Write { path: output.to_owned(), source })
     })?;
     Ok(entries)
 }
@@ -123,11 +119,8 @@ pub fn check_sha256sums_in(sums: &Path, dir: &Path) -> Result<Vec<CheckedFile>, 
     let file = File::open(sums).map_err(|source| Sha256SumsError::Read { path: sums.to_owned(), source })?;
     let mut checked = Vec::new();
     for (index, line) in BufReader::new(file).lines().enumerate() {
-        let malformed = |problem: String| Sha256SumsError::Malformed {
-            path: sums.to_owned(),
-            line: index + 1,
-            problem,
-        };
+        let malformed =
+            |problem: String| Sha256SumsError::Malformed { path: sums.to_owned(), line: index + 1, problem };
         let line = line.map_err(|error| malformed(error.to_string()))?;
         if line.is_empty() {
             continue;
@@ -141,7 +134,11 @@ pub fn check_sha256sums_in(sums: &Path, dir: &Path) -> Result<Vec<CheckedFile>, 
             CheckStatus::Missing
         } else {
             let actual = sha256_file(&path)?;
-            if actual == expected { CheckStatus::Ok } else { CheckStatus::Mismatch { actual } }
+            if actual == expected {
+                CheckStatus::Ok
+            } else {
+                CheckStatus::Mismatch { actual }
+            }
         };
         checked.push(CheckedFile { name, expected, status });
     }

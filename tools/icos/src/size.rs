@@ -13,12 +13,8 @@ pub enum SizeError {
 /// Parses `100M`, `3G`, `512`, `4KiB`, ... into bytes. Units are binary (K = 1024) because disk
 /// images are laid out in sectors and blocks; decimal units would silently give odd sizes.
 pub fn parse_size(value: &str) -> Result<u64, SizeError> {
-    let malformed = || SizeError::Malformed {
-        value: value.to_owned(),
-    };
-    let digits_end = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
+    let malformed = || SizeError::Malformed { value: value.to_owned() };
+    let digits_end = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
     let (digits, suffix) = value.split_at(digits_end);
     if digits.is_empty() {
         return Err(malformed());
@@ -31,9 +27,7 @@ pub fn parse_size(value: &str) -> Result<u64, SizeError> {
         "T" | "TiB" => 40,
         _ => return Err(malformed()),
     };
-    let too_large = || SizeError::TooLarge {
-        value: value.to_owned(),
-    };
+    let too_large = || SizeError::TooLarge { value: value.to_owned() };
     let number: u64 = digits.parse().map_err(|_| too_large())?;
     number.checked_mul(1u64 << shift).ok_or_else(too_large)
 }
@@ -57,31 +51,17 @@ mod tests {
 
     #[test]
     fn malformed_sizes_are_rejected_with_the_expected_form() {
-        for value in [
-            "", "M", "1.5G", "-1", "10 M", "10MB", "10m", "4k", "0x10", "1G1",
-        ] {
+        for value in ["", "M", "1.5G", "-1", "10 M", "10MB", "10m", "4k", "0x10", "1G1"] {
             let error = parse_size(value).unwrap_err();
-            assert_eq!(
-                error,
-                SizeError::Malformed {
-                    value: value.to_owned()
-                },
-                "{value}"
-            );
+            assert_eq!(error, SizeError::Malformed { value: value.to_owned() }, "{value}");
             assert!(error.to_string().contains("such as 100M"), "{error}");
         }
     }
 
     #[test]
     fn overflow_is_an_error_not_a_wrap() {
-        assert!(matches!(
-            parse_size("16777216T"),
-            Err(SizeError::TooLarge { .. })
-        ));
-        assert!(matches!(
-            parse_size("99999999999999999999999"),
-            Err(SizeError::TooLarge { .. })
-        ));
+        assert!(matches!(parse_size("16777216T"), Err(SizeError::TooLarge { .. })));
+        assert!(matches!(parse_size("99999999999999999999999"), Err(SizeError::TooLarge { .. })));
         assert_eq!(parse_size("16777215T"), Ok(16777215 << 40));
     }
 }

@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 
 use common::{icos, run};
 use icos::layout::{resolve, Layout, SlotSpec};
-use icos::lvm::PartitionVolumeGroup;
 use icos::lvm::parse_volumes_csv;
+use icos::lvm::PartitionVolumeGroup;
 use icos::partitions::parse_partitions_csv;
 
 const MIB: u64 = 1 << 20;

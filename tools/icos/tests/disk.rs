@@ -160,7 +160,13 @@ fn package_option_gives_the_same_bytes_as_disk_then_package_and_leaves_no_image(
     let dir = tempfile::tempdir().unwrap();
     inputs(dir.path());
     run(&mut disk_command(dir.path(), "disk.img"));
-    run(icos().current_dir(dir.path()).args(["package", "--output", "two-steps.tar.zst", "--member", "disk.img=disk.img"]));
+    run(icos().current_dir(dir.path()).args([
+        "package",
+        "--output",
+        "two-steps.tar.zst",
+        "--member",
+        "disk.img=disk.img",
+    ]));
 
     let direct = tempfile::tempdir().unwrap();
     inputs(direct.path());

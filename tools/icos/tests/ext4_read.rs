@@ -61,13 +61,9 @@ fn capability() -> Vec<u8> {
 /// the kernel (debugfs turns it into ext4's compact on-disk format).
 fn acl() -> Vec<u8> {
     let mut value = 2u32.to_le_bytes().to_vec();
-    for (tag, permissions, id) in [
-        (1u16, 6u16, u32::MAX),
-        (2, 4, 1000),
-        (4, 4, u32::MAX),
-        (0x10, 4, u32::MAX),
-        (0x20, 4, u32::MAX),
-    ] {
+    for (tag, permissions, id) in
+        [(1u16, 6u16, u32::MAX), (2, 4, 1000), (4, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 4, u32::MAX)]
+    {
         value.extend_from_slice(&tag.to_le_bytes());
         value.extend_from_slice(&permissions.to_le_bytes());
         value.extend_from_slice(&id.to_le_bytes());
@@ -101,16 +97,9 @@ fn write_tree(root: &Path) {
     }
     fs::set_permissions(root.join("setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
     fs::set_permissions(root.join("dir"), fs::Permissions::from_mode(0o1777)).unwrap();
-    fs::write(
-        root.join(std::ffi::OsStr::from_bytes(b"caf\xe9")),
-        b"not UTF-8\n",
-    )
-    .unwrap();
+    fs::write(root.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), b"not UTF-8\n").unwrap();
     for index in 0..MANY {
-        write(
-            &format!("many/entry-with-a-fairly-long-name-{index:04}"),
-            format!("{index}\n").as_bytes(),
-        );
+        write(&format!("many/entry-with-a-fairly-long-name-{index:04}"), format!("{index}\n").as_bytes());
     }
     symlink("hello", root.join("short")).unwrap();
     let long_target = format!("/{}/target", "long-directory-name".repeat(5));
@@ -123,12 +112,8 @@ fn write_tree(root: &Path) {
     fs::hard_link(root.join("hard1"), root.join("dir/hard2")).unwrap();
     run(tool_command("mkfifo").arg(root.join("fifo")));
     if running_as_root() {
-        run(tool_command("mknod")
-            .arg(root.join("chr"))
-            .args(["c", "4", "5"]));
-        run(tool_command("mknod")
-            .arg(root.join("blk"))
-            .args(["b", "259", "70000"]));
+        run(tool_command("mknod").arg(root.join("chr")).args(["c", "4", "5"]));
+        run(tool_command("mknod").arg(root.join("blk")).args(["b", "259", "70000"]));
     }
     // Islands of data between holes: mke2fs keeps the holes, so each island is an extent.
     let mut frag = File::create(root.join("frag")).unwrap();
@@ -151,14 +136,8 @@ fn write_tree(root: &Path) {
 fn debugfs(image: &Path, commands: &[Vec<u8>], writable: bool) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("commands");
-    fs::write(
-        &script,
-        commands
-            .iter()
-            .flat_map(|command| command.iter().copied().chain([b'\n']))
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
+    fs::write(&script, commands.iter().flat_map(|command| command.iter().copied().chain([b'\n'])).collect::<Vec<u8>>())
+        .unwrap();
     let mut command = tool_command("debugfs");
     command.env("TZ", "GMT");
     if writable {
@@ -219,40 +198,22 @@ struct Stat {
 }
 
 fn parse_stat(text: &str) -> Stat {
-    let first = text
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no stat output"));
+    let first = text.lines().next().unwrap_or_else(|| panic!("no stat output"));
     let mut stat = Stat {
         inode: token_after(first, "Inode:").unwrap().parse().unwrap(),
         mode: u16::from_str_radix(token_after(first, "Mode:").unwrap(), 8).unwrap(),
-        flags: u32::from_str_radix(
-            token_after(first, "Flags:")
-                .unwrap()
-                .trim_start_matches("0x"),
-            16,
-        )
-        .unwrap(),
+        flags: u32::from_str_radix(token_after(first, "Flags:").unwrap().trim_start_matches("0x"), 16).unwrap(),
         ..Stat::default()
     };
     // "Type: character special    Mode:": the type may be two words.
-    let kind = first
-        .split("Type:")
-        .nth(1)
-        .unwrap()
-        .split("Mode:")
-        .next()
-        .unwrap();
+    let kind = first.split("Type:").nth(1).unwrap().split("Mode:").next().unwrap();
     stat.kind = kind.trim().to_owned();
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
         if line.starts_with("User:") {
             let number = |key: &str| -> i64 {
-                let token =
-                    token_after(line, key).unwrap_or_else(|| panic!("no {key} in {line:?}"));
-                token
-                    .parse()
-                    .unwrap_or_else(|_| panic!("{key} in {line:?}"))
+                let token = token_after(line, key).unwrap_or_else(|| panic!("no {key} in {line:?}"));
+                token.parse().unwrap_or_else(|_| panic!("{key} in {line:?}"))
             };
             // debugfs prints owners as signed 32-bit numbers.
             stat.uid = number("User:") as u32;
@@ -262,22 +223,13 @@ fn parse_stat(text: &str) -> Stat {
             stat.links = token_after(line, "Links:").unwrap().parse().unwrap();
         } else if line.starts_with("File ACL:") {
             stat.xattr_block = token_after(line, "ACL:").unwrap().parse().unwrap();
-        } else if let Some((name, rest)) =
-            ["atime", "ctime", "mtime", "crtime"]
-                .iter()
-                .find_map(|name| {
-                    line.trim_start()
-                        .strip_prefix(&format!("{name}: 0x"))
-                        .map(|rest| (*name, rest))
-                })
+        } else if let Some((name, rest)) = ["atime", "ctime", "mtime", "crtime"]
+            .iter()
+            .find_map(|name| line.trim_start().strip_prefix(&format!("{name}: 0x")).map(|rest| (*name, rest)))
         {
             // "0x6b0e7150:00000000 -- Tue Dec  1 07:03:44 2026", or without ":extra".
             let (raw, date) = rest.split_once(" -- ").unwrap();
-            let (seconds, extra) = match raw
-                .trim()
-                .split_once(":0x")
-                .or_else(|| raw.trim().split_once(':'))
-            {
+            let (seconds, extra) = match raw.trim().split_once(":0x").or_else(|| raw.trim().split_once(':')) {
                 Some((seconds, extra)) => (seconds, Some(u32::from_str_radix(extra, 16).unwrap())),
                 None => (raw.trim(), None),
             };
@@ -288,13 +240,7 @@ fn parse_stat(text: &str) -> Stat {
                 date.trim().to_owned(),
             ));
         } else if line.contains("Device major/minor number:") {
-            let numbers = line
-                .split("number:")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap();
+            let numbers = line.split("number:").nth(1).unwrap().split_whitespace().next().unwrap();
             let (major, minor) = numbers.split_once(':').unwrap();
             stat.device = Some((major.parse().unwrap(), minor.parse().unwrap()));
         } else if let Some(target) = line.strip_prefix("Fast link dest: \"") {
@@ -323,9 +269,7 @@ fn parse_stat(text: &str) -> Stat {
 /// `Ext4Time`'s Display, to compare dates that debugfs computed itself.
 fn asctime_to_iso(date: &str) -> String {
     let parts: Vec<&str> = date.split_whitespace().collect();
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let month = months.iter().position(|month| *month == parts[1]).unwrap() + 1;
     let day: u32 = parts[2].parse().unwrap();
     format!("{}-{month:02}-{day:02} {} UTC", parts[4], parts[3])
@@ -359,10 +303,7 @@ fn source_paths(root: &Path, extra_root: &[&[u8]], skip: &[&[u8]]) -> Vec<Vec<u8
             let child = [path, b"/", &name].concat();
             out.push(child.clone());
             let source = dir.join(std::ffi::OsStr::from_bytes(&name));
-            if source
-                .symlink_metadata()
-                .is_ok_and(|metadata| metadata.is_dir())
-            {
+            if source.symlink_metadata().is_ok_and(|metadata| metadata.is_dir()) {
                 walk(&source, &child, out, &[], &[]);
             }
         }
@@ -405,16 +346,8 @@ fn make_image(size: u64, options: &[&str], extents: bool) -> TestImage {
         .arg(&source)
         .arg(&image));
     // e2fsck exits 1 when it changed something (here: indexed directories).
-    let status = tool_command("e2fsck")
-        .args(["-f", "-y", "-D"])
-        .arg(&image)
-        .output()
-        .unwrap()
-        .status;
-    assert!(
-        matches!(status.code(), Some(0 | 1)),
-        "e2fsck -fyD: {status}"
-    );
+    let status = tool_command("e2fsck").args(["-f", "-y", "-D"]).arg(&image).output().unwrap().status;
+    assert!(matches!(status.code(), Some(0 | 1)), "e2fsck -fyD: {status}");
 
     let values = dir.path().join("values");
     fs::create_dir(&values).unwrap();
@@ -472,41 +405,22 @@ fn make_image(size: u64, options: &[&str], extents: bool) -> TestImage {
     }
     let commands: Vec<Vec<u8>> = commands.into_iter().map(String::into_bytes).collect();
     for output in debugfs(&image, &commands, true) {
-        assert!(
-            !output.contains("rror") && !output.contains("sage"),
-            "debugfs: {output}"
-        );
+        assert!(!output.contains("rror") && !output.contains("sage"), "debugfs: {output}");
     }
     if extents {
         // Garbage where the uninitialised extent lies, which a reader must not return.
         let stat = parse_stat(&debugfs_one(&image, "stat /prealloc"));
-        let uninitialised: Vec<&(String, u64, u64)> = stat
-            .blocks
-            .iter()
-            .filter(|(label, _, _)| label.ends_with("[u]"))
-            .collect();
+        let uninitialised: Vec<&(String, u64, u64)> =
+            stat.blocks.iter().filter(|(label, _, _)| label.ends_with("[u]")).collect();
         assert_eq!(uninitialised.len(), 1, "{stat:?}");
-        let block_size = dumpe2fs_header(&image)["Block size"]
-            .parse::<u64>()
-            .unwrap();
+        let block_size = dumpe2fs_header(&image)["Block size"].parse::<u64>().unwrap();
         let mut file = fs::OpenOptions::new().write(true).open(&image).unwrap();
         let (_, first, last) = uninitialised[0];
         file.seek(SeekFrom::Start(first * block_size)).unwrap();
-        file.write_all(&vec![0xEE; ((last - first + 1) * block_size) as usize])
-            .unwrap();
+        file.write_all(&vec![0xEE; ((last - first + 1) * block_size) as usize]).unwrap();
     }
-    let orphan_blocks = orphan
-        .blocks
-        .iter()
-        .flat_map(|&(_, first, last)| first..=last)
-        .collect();
-    TestImage {
-        _dir: dir,
-        image,
-        source,
-        orphan_blocks,
-        extents,
-    }
+    let orphan_blocks = orphan.blocks.iter().flat_map(|&(_, first, last)| first..=last).collect();
+    TestImage { _dir: dir, image, source, orphan_blocks, extents }
 }
 
 fn dumpe2fs_header(image: &Path) -> HashMap<String, String> {
@@ -539,11 +453,7 @@ fn check_entries(test: &TestImage) -> (Vec<Ext4Entry>, Vec<Stat>) {
         paths,
         source_paths(
             &test.source,
-            if running_as_root() {
-                &[b"lost+found"]
-            } else {
-                &[b"lost+found", b"chr", b"blk"]
-            },
+            if running_as_root() { &[b"lost+found"] } else { &[b"lost+found", b"chr", b"blk"] },
             &[b"orphan"]
         ),
         "paths and their order"
@@ -558,11 +468,7 @@ fn check_entries(test: &TestImage) -> (Vec<Ext4Entry>, Vec<Stat>) {
         commands.push(command_with_path("imap", &entry.path, ""));
         if entry.mode & 0o170000 == 0o100000 {
             let dump = dump_dir.path().join(index.to_string());
-            dumps.push(command_with_path(
-                "dump",
-                &entry.path,
-                &format!(" {}", dump.display()),
-            ));
+            dumps.push(command_with_path("dump", &entry.path, &format!(" {}", dump.display())));
         }
     }
     let outputs = debugfs(&test.image, &commands, false);
@@ -584,11 +490,7 @@ fn check_entries(test: &TestImage) -> (Vec<Ext4Entry>, Vec<Stat>) {
         };
         assert_eq!(kind, stat.kind, "{name}: type");
         assert_eq!(entry.flags, stat.flags, "{name}: flags");
-        assert_eq!(
-            (entry.uid, entry.gid),
-            (stat.uid, stat.gid),
-            "{name}: owner"
-        );
+        assert_eq!((entry.uid, entry.gid), (stat.uid, stat.gid), "{name}: owner");
         assert_eq!(entry.size, stat.size, "{name}: size");
         assert_eq!(entry.links, stat.links, "{name}: links");
         for (time_name, seconds, extra, date) in &stat.times {
@@ -598,11 +500,7 @@ fn check_entries(test: &TestImage) -> (Vec<Ext4Entry>, Vec<Stat>) {
                 "mtime" => entry.mtime,
                 _ => entry.crtime.unwrap_or_else(|| panic!("{name}: no crtime")),
             };
-            assert_eq!(
-                time,
-                Ext4Time::decode(*seconds, *extra),
-                "{name}: {time_name}"
-            );
+            assert_eq!(time, Ext4Time::decode(*seconds, *extra), "{name}: {time_name}");
             // A time before 1970 (sign bit set, epoch bits 0) is where e2fsprogs versions
             // disagree: up to 1.47.0 debugfs prints it as the kernel reads it (1969), later ones
             // as 2106. The raw decoding above is checked against the kernel's rule either way.
@@ -611,80 +509,44 @@ fn check_entries(test: &TestImage) -> (Vec<Ext4Entry>, Vec<Stat>) {
                 continue;
             }
             // debugfs's own decoding of the epoch bits, as a date.
-            let ours = Ext4Time {
-                nanoseconds: 0,
-                ..time
-            }
-            .to_string();
+            let ours = Ext4Time { nanoseconds: 0, ..time }.to_string();
             assert_eq!(ours, asctime_to_iso(date), "{name}: {time_name} as a date");
         }
-        let has_crtime = stat
-            .times
-            .iter()
-            .any(|(time_name, ..)| time_name == "crtime");
+        let has_crtime = stat.times.iter().any(|(time_name, ..)| time_name == "crtime");
         assert_eq!(entry.crtime.is_some(), has_crtime, "{name}: crtime");
         assert_eq!(entry.device, stat.device, "{name}: device");
         // Attributes: names and sizes from ea_list, values from ea_get (raw, as stored).
         let listed = parse_ea_list(&outputs[index * 3 + 1]);
-        let mut ours: Vec<(String, usize)> = entry
-            .xattrs
-            .iter()
-            .map(|(key, value)| (String::from_utf8_lossy(key).into_owned(), value.len()))
-            .collect();
+        let mut ours: Vec<(String, usize)> =
+            entry.xattrs.iter().map(|(key, value)| (String::from_utf8_lossy(key).into_owned(), value.len())).collect();
         let mut sorted_listed = listed.clone();
         sorted_listed.sort();
         ours.sort();
         assert_eq!(ours, sorted_listed, "{name}: extended attributes");
         // The inode's location in its table.
         let imap = &outputs[index * 3 + 2];
-        assert!(
-            imap.contains(&format!("Inode {} is part of", entry.inode)),
-            "{name}: {imap}"
-        );
+        assert!(imap.contains(&format!("Inode {} is part of", entry.inode)), "{name}: {imap}");
         match entry.mode & 0o170000 {
             0o100000 => {
                 let dumped = fs::read(dump_dir.path().join(index.to_string())).unwrap();
-                assert_eq!(
-                    entry.sha256,
-                    Some(sha256(&dumped)),
-                    "{name}: content as debugfs dumps it"
-                );
+                assert_eq!(entry.sha256, Some(sha256(&dumped)), "{name}: content as debugfs dumps it");
                 assert_eq!(dumped.len() as u64, entry.size, "{name}: dumped size");
                 if entry.path != b"/prealloc" || !test.extents {
                     let source = fs::read(source_of(&test.source, &entry.path)).unwrap();
-                    assert_eq!(
-                        entry.sha256,
-                        Some(sha256(&source)),
-                        "{name}: content of the source file"
-                    );
+                    assert_eq!(entry.sha256, Some(sha256(&source)), "{name}: content of the source file");
                 }
                 assert!(entry.symlink_target.is_none() && entry.device.is_none());
             }
             0o120000 => {
                 let target = fs::read_link(source_of(&test.source, &entry.path)).unwrap();
-                assert_eq!(
-                    entry.symlink_target.as_deref(),
-                    Some(target.as_os_str().as_bytes()),
-                    "{name}: target"
-                );
+                assert_eq!(entry.symlink_target.as_deref(), Some(target.as_os_str().as_bytes()), "{name}: target");
                 if let Some(fast) = &stat.fast_link {
-                    assert_eq!(
-                        entry.symlink_target.as_deref(),
-                        Some(fast.as_bytes()),
-                        "{name}: fast link"
-                    );
+                    assert_eq!(entry.symlink_target.as_deref(), Some(fast.as_bytes()), "{name}: fast link");
                 }
-                assert_eq!(
-                    stat.fast_link.is_some(),
-                    target.as_os_str().len() < 60,
-                    "{name}: fast or slow"
-                );
+                assert_eq!(stat.fast_link.is_some(), target.as_os_str().len() < 60, "{name}: fast or slow");
                 assert!(entry.sha256.is_none());
             }
-            _ => assert!(
-                entry.sha256.is_none() && entry.symlink_target.is_none(),
-                "{name}"
-            ),
+            _ => assert!(entry.sha256.is_none() && entry.symlink_target.is_none(), "{name}"),
         }
         stats.push(stat);
     }
@@ -694,19 +556,13 @@ fn check_entries(test: &TestImage) -> (Vec<Ext4Entry>, Vec<Stat>) {
     let mut expected = Vec::new();
     for entry in &entries {
         for (index, (key, value)) in entry.xattrs.iter().enumerate() {
-            let out = dump_dir
-                .path()
-                .join(format!("{}-xattr-{index}", entry.inode));
+            let out = dump_dir.path().join(format!("{}-xattr-{index}", entry.inode));
             let mut command = format!("ea_get -r -f {} ", out.display()).into_bytes();
             command.extend_from_slice(&entry.path);
             command.push(b' ');
             command.extend_from_slice(key);
             commands.push(command);
-            expected.push((
-                out,
-                value.clone(),
-                String::from_utf8_lossy(key).into_owned(),
-            ));
+            expected.push((out, value.clone(), String::from_utf8_lossy(key).into_owned()));
         }
     }
     debugfs(&test.image, &commands, false);
@@ -732,35 +588,16 @@ fn check_known_values(test: &TestImage, entries: &[Ext4Entry], stats: &[Stat]) {
     if !large_inodes {
         assert_eq!(hello.mtime, Ext4Time::decode(0x1234, None));
     } else {
-        assert_eq!(
-            hello.mtime,
-            Ext4Time {
-                seconds: 0x1234 + (3 << 32),
-                nanoseconds: 1
-            }
-        );
+        assert_eq!(hello.mtime, Ext4Time { seconds: 0x1234 + (3 << 32), nanoseconds: 1 });
         assert_eq!(hello.mtime.to_string(), "2378-04-22 20:42:28.000000001 UTC");
-        assert_eq!(
-            hello.crtime,
-            Some(Ext4Time {
-                seconds: 0x6500_0000,
-                nanoseconds: 0xee6b_2800 >> 2
-            })
-        );
-        assert_eq!(
-            get(b"/dir").ctime.seconds >> 32,
-            2,
-            "ctime epoch bits of /dir"
-        );
+        assert_eq!(hello.crtime, Some(Ext4Time { seconds: 0x6500_0000, nanoseconds: 0xee6b_2800 >> 2 }));
+        assert_eq!(get(b"/dir").ctime.seconds >> 32, 2, "ctime epoch bits of /dir");
     }
     assert_eq!(get(b"/empty").sha256, Some(sha256(b"")));
     let setuid = get(b"/setuid");
     assert_eq!(setuid.mode, 0o104755);
     assert_eq!((setuid.uid, setuid.gid), (100_000, 200_000));
-    assert_eq!(
-        setuid.xattrs,
-        [(b"security.capability".to_vec(), capability())]
-    );
+    assert_eq!(setuid.xattrs, [(b"security.capability".to_vec(), capability())]);
     assert_eq!(get(b"/dir").mode, 0o041777);
     assert_eq!(get(b"/many").uid, 4_000_000_000);
     let short = get(b"/short");
@@ -773,27 +610,18 @@ fn check_known_values(test: &TestImage, entries: &[Ext4Entry], stats: &[Stat]) {
     assert_eq!(hard1.sha256, Some(sha256(b"linked content\n")));
     assert_eq!(
         hard1.xattrs,
-        [
-            (b"user.big".to_vec(), pseudo_random(9, 300)),
-            (b"user.small".to_vec(), b"small-value".to_vec())
-        ]
+        [(b"user.big".to_vec(), pseudo_random(9, 300)), (b"user.small".to_vec(), b"small-value".to_vec())]
     );
     assert_eq!(hard2.xattrs, hard1.xattrs);
     let empty = get(b"/empty");
     assert_eq!(
         empty.xattrs,
-        [
-            (b"trusted.binary".to_vec(), vec![0, 1, 2, 0xff]),
-            (b"user.empty-value".to_vec(), vec![])
-        ]
+        [(b"trusted.binary".to_vec(), vec![0, 1, 2, 0xff]), (b"user.empty-value".to_vec(), vec![])]
     );
     // ext4's compact ACL format: version 1, short entries without an id.
     let dir = get(b"/dir");
     let names: Vec<&[u8]> = dir.xattrs.iter().map(|(name, _)| name.as_slice()).collect();
-    assert_eq!(
-        names,
-        [&b"system.posix_acl_access"[..], b"system.posix_acl_default"]
-    );
+    assert_eq!(names, [&b"system.posix_acl_access"[..], b"system.posix_acl_default"]);
     assert_eq!(&dir.xattrs[0].1[..4], &1u32.to_le_bytes());
     assert_eq!(dir.xattrs[0].1.len(), 4 + 4 + 8 + 4 + 4 + 4);
     assert_eq!(get(b"/chr").device, Some((4, 5)));
@@ -806,30 +634,12 @@ fn check_known_values(test: &TestImage, entries: &[Ext4Entry], stats: &[Stat]) {
         content.resize(50_000, 0);
         let prealloc = get(b"/prealloc");
         assert_eq!(prealloc.size, 50_000);
-        assert_eq!(
-            prealloc.sha256,
-            Some(sha256(&content)),
-            "uninitialised blocks read as zeros"
-        );
+        assert_eq!(prealloc.sha256, Some(sha256(&content)), "uninitialised blocks read as zeros");
     }
     // The many-entry directory is hash-indexed, which is what the test is after.
-    let many = stats
-        .iter()
-        .find(|stat| stat.inode == get(b"/many").inode)
-        .unwrap();
-    assert_ne!(
-        many.flags & 0x1000,
-        0,
-        "/many has no htree index: {:x}",
-        many.flags
-    );
-    assert_eq!(
-        entries
-            .iter()
-            .filter(|entry| entry.path.starts_with(b"/many/"))
-            .count(),
-        MANY
-    );
+    let many = stats.iter().find(|stat| stat.inode == get(b"/many").inode).unwrap();
+    assert_ne!(many.flags & 0x1000, 0, "/many has no htree index: {:x}", many.flags);
+    assert_eq!(entries.iter().filter(|entry| entry.path.starts_with(b"/many/")).count(), MANY);
 }
 
 /// (label, group, first block, last block) of a group's metadata.
@@ -852,10 +662,7 @@ fn dumpe2fs_groups(image: &Path) -> (Vec<GroupMetadata>, Vec<(u64, u64)>) {
     for line in text.lines() {
         // "Group 3: (Blocks 98304-131071) ..." starts a group; the header before the first
         // group has lines such as "Free blocks: 12007" that are not lists.
-        if let Some((number, _)) = line
-            .strip_prefix("Group ")
-            .and_then(|rest| rest.split_once(": (Blocks"))
-        {
+        if let Some((number, _)) = line.strip_prefix("Group ").and_then(|rest| rest.split_once(": (Blocks")) {
             group = Some(number.parse().unwrap());
             continue;
         }
@@ -878,10 +685,7 @@ fn dumpe2fs_groups(image: &Path) -> (Vec<GroupMetadata>, Vec<(u64, u64)>) {
                 ("inode table", "Inode table at "),
             ] {
                 if let Some(position) = part.find(key) {
-                    let value = part[position + key.len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap();
+                    let value = part[position + key.len()..].split_whitespace().next().unwrap();
                     let (first, last) = range(value);
                     metadata.push((label.to_owned(), group, first, last));
                 }
@@ -915,8 +719,7 @@ fn check_block_owners(test: &TestImage, entries: &[Ext4Entry], stats: &[Stat]) {
                 "inode bitmap" => BlockOwner::InodeBitmap { group: *group },
                 _ => {
                     let per_block = block_size / inode_size;
-                    let first_inode =
-                        u64::from(*group) * inodes_per_group + (block - first) * per_block + 1;
+                    let first_inode = u64::from(*group) * inodes_per_group + (block - first) * per_block + 1;
                     BlockOwner::InodeTable {
                         group: *group,
                         first_inode: first_inode as u32,
@@ -935,10 +738,7 @@ fn check_block_owners(test: &TestImage, entries: &[Ext4Entry], stats: &[Stat]) {
     let mut xattr_users: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
     for (entry, stat) in entries.iter().zip(stats) {
         if stat.xattr_block != 0 {
-            xattr_users
-                .entry(stat.xattr_block)
-                .or_default()
-                .push(entry.path.clone());
+            xattr_users.entry(stat.xattr_block).or_default().push(entry.path.clone());
         }
         if first_path.contains_key(&entry.inode) {
             continue;
@@ -971,11 +771,7 @@ fn check_block_owners(test: &TestImage, entries: &[Ext4Entry], stats: &[Stat]) {
     }
     if header["Filesystem features"].contains("resize_inode") {
         let resize = parse_stat(&debugfs_one(&test.image, "stat <7>"));
-        let (_, block, _) = resize
-            .blocks
-            .iter()
-            .find(|(label, _, _)| label == "DIND")
-            .unwrap();
+        let (_, block, _) = resize.blocks.iter().find(|(label, _, _)| label == "DIND").unwrap();
         expect(*block, BlockOwner::ResizeInode);
     }
     for &block in &test.orphan_blocks {
@@ -997,50 +793,28 @@ fn check_block_owners(test: &TestImage, entries: &[Ext4Entry], stats: &[Stat]) {
     for ((block, owner), asked_block) in owners.iter().zip(&asked) {
         assert_eq!(block, asked_block);
         if expected[block] != *owner {
-            wrong.push(format!(
-                "block {block}: expected {:?}, got {owner:?}",
-                expected[block]
-            ));
+            wrong.push(format!("block {block}: expected {:?}, got {owner:?}", expected[block]));
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "{} wrong owners, e.g.:\n{}",
-        wrong.len(),
-        wrong[..wrong.len().min(20)].join("\n")
-    );
+    assert!(wrong.is_empty(), "{} wrong owners, e.g.:\n{}", wrong.len(), wrong[..wrong.len().min(20)].join("\n"));
 
     // Every inode's table block, as `debugfs imap` locates it.
-    let commands: Vec<Vec<u8>> = entries
-        .iter()
-        .map(|entry| format!("imap <{}>", entry.inode).into_bytes())
-        .collect();
+    let commands: Vec<Vec<u8>> = entries.iter().map(|entry| format!("imap <{}>", entry.inode).into_bytes()).collect();
     let located: Vec<u64> = debugfs(&test.image, &commands, false)
         .iter()
         .map(|output| {
             // "Inode 12 is part of block group 0\n\tlocated at block 1065, offset 0x0b00"
-            let rest = output
-                .split("located at block ")
-                .nth(1)
-                .unwrap_or_else(|| panic!("{output}"));
+            let rest = output.split("located at block ").nth(1).unwrap_or_else(|| panic!("{output}"));
             rest.split(',').next().unwrap().parse().unwrap()
         })
         .collect();
     let owners = open(&test.image).block_owners(&located).unwrap();
     for (entry, (block, owner)) in entries.iter().zip(owners) {
         match owner {
-            BlockOwner::InodeTable {
-                first_inode,
-                last_inode,
-                ..
-            } => assert!(
-                (first_inode..=last_inode).contains(&entry.inode),
-                "block {block}: {owner:?}"
-            ),
-            other => panic!(
-                "inode {} is in block {block}, which is {other:?}",
-                entry.inode
-            ),
+            BlockOwner::InodeTable { first_inode, last_inode, .. } => {
+                assert!((first_inode..=last_inode).contains(&entry.inode), "block {block}: {owner:?}")
+            }
+            other => panic!("inode {} is in block {block}, which is {other:?}", entry.inode),
         }
     }
 }
@@ -1055,29 +829,15 @@ fn check_image(test: &TestImage) -> Vec<Ext4Entry> {
 #[test]
 fn ext4_read_icos_features_match_debugfs() {
     let features = format!("-O{ICOS_FEATURES}");
-    let test = make_image(
-        64 << 20,
-        &["-t", "ext4", "-b", "4096", "-I", "256", &features],
-        true,
-    );
+    let test = make_image(64 << 20, &["-t", "ext4", "-b", "4096", "-I", "256", &features], true);
     let header = dumpe2fs_header(&test.image);
     assert!(header["Filesystem features"].contains("metadata_csum"));
     let entries = check_image(&test);
 
     // The extent tree of /frag has index levels (depth >= 1): the leaves are in blocks.
     let extents = debugfs_one(&test.image, "ex /frag");
-    let depth: u32 = extents
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let depth: u32 =
+        extents.lines().nth(1).unwrap().split('/').nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert!(depth >= 1, "{extents}");
 
     // The same filesystem inside a disk image, after 1 MiB and 5 bytes of other data.
@@ -1086,16 +846,12 @@ fn ext4_read_icos_features_match_debugfs() {
     let mut disk = vec![0xA5u8; offset];
     disk.extend_from_slice(&image);
     disk.extend_from_slice(&[0x5A; 65536]);
-    let mut inside =
-        Ext4Filesystem::open(Cursor::new(disk), offset as u64, image.len() as u64).unwrap();
+    let mut inside = Ext4Filesystem::open(Cursor::new(disk), offset as u64, image.len() as u64).unwrap();
     assert_eq!(inside.block_size(), 4096);
     assert_eq!(inside.entries().unwrap(), entries);
     let mut alone = open(&test.image);
     let blocks: Vec<u64> = (0..(image.len() as u64 / 4096)).step_by(7).collect();
-    assert_eq!(
-        inside.block_owners(&blocks).unwrap(),
-        alone.block_owners(&blocks).unwrap()
-    );
+    assert_eq!(inside.block_owners(&blocks).unwrap(), alone.block_owners(&blocks).unwrap());
 
     // Superblock fields agree with dumpe2fs.
     let fields: HashMap<String, String> = alone.superblock_fields().into_iter().collect();
@@ -1112,39 +868,17 @@ fn ext4_read_icos_features_match_debugfs() {
     ] {
         assert_eq!(fields[ours], header[theirs], "{ours}");
     }
-    assert_eq!(
-        fields["checksum"].to_lowercase(),
-        header["Checksum"].to_lowercase()
-    );
+    assert_eq!(fields["checksum"].to_lowercase(), header["Checksum"].to_lowercase());
     assert!(fields["def_hash_version"].ends_with("(half_md4)"));
     assert!(fields["feature_ro_compat"].contains("metadata_csum"));
-    assert_eq!(
-        fields["mkfs_time"],
-        format!(
-            "1700000000 ({})",
-            asctime_to_iso(&header["Filesystem created"])
-        )
-    );
+    assert_eq!(fields["mkfs_time"], format!("1700000000 ({})", asctime_to_iso(&header["Filesystem created"])));
 }
 
 #[test]
 fn ext4_read_small_blocks_and_32_bit_descriptors_match_debugfs() {
     // 1 KiB blocks (the superblock in block 1, block 0 the boot block), 32-byte group
     // descriptors, no metadata checksums.
-    let test = make_image(
-        64 << 20,
-        &[
-            "-t",
-            "ext4",
-            "-b",
-            "1024",
-            "-I",
-            "256",
-            "-O",
-            "^64bit,^metadata_csum",
-        ],
-        true,
-    );
+    let test = make_image(64 << 20, &["-t", "ext4", "-b", "1024", "-I", "256", "-O", "^64bit,^metadata_csum"], true);
     check_image(&test);
 }
 
@@ -1156,21 +890,14 @@ fn ext4_read_ext2_block_maps_and_small_inodes_match_debugfs() {
     let entries = check_image(&test);
     assert!(entries.iter().all(|entry| entry.crtime.is_none()));
     let big = parse_stat(&debugfs_one(&test.image, "stat /big"));
-    assert!(
-        big.blocks.iter().any(|(label, _, _)| label == "DIND"),
-        "{big:?}"
-    );
+    assert!(big.blocks.iter().any(|(label, _, _)| label == "DIND"), "{big:?}");
 }
 
 #[test]
 fn ext4_read_meta_bg_matches_debugfs() {
     // meta_bg: descriptor blocks spread over the groups (16 descriptors per 1 KiB block, so
     // 300 MiB in 8 MiB groups makes three meta groups).
-    let test = make_image(
-        300 << 20,
-        &["-t", "ext4", "-b", "1024", "-O", "meta_bg,^resize_inode"],
-        true,
-    );
+    let test = make_image(300 << 20, &["-t", "ext4", "-b", "1024", "-O", "meta_bg,^resize_inode"], true);
     let header = dumpe2fs_header(&test.image);
     assert!(header["Filesystem features"].contains("meta_bg"));
     check_image(&test);
@@ -1188,9 +915,7 @@ fn ext4_read_superblock_fields_show_what_differs() {
         let features = format!("-O{ICOS_FEATURES}");
         run(tool_command("mke2fs")
             .env("E2FSPROGS_FAKE_TIME", "1700000000")
-            .args([
-                "-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", &features, "-U", uuid, "-E",
-            ])
+            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-I", "256", &features, "-U", uuid, "-E"])
             .arg(format!("hash_seed={HASH_SEED}"))
             .arg("-d")
             .arg(&source)
@@ -1200,28 +925,11 @@ fn ext4_read_superblock_fields_show_what_differs() {
     let first = make("a.img", UUID);
     let second = make("b.img", "11111111-2222-3333-4444-555555555555");
     assert_eq!(first.len(), second.len());
-    let differing: Vec<&str> = first
-        .iter()
-        .zip(&second)
-        .filter(|(a, b)| a != b)
-        .map(|((name, _), _)| name.as_str())
-        .collect();
+    let differing: Vec<&str> =
+        first.iter().zip(&second).filter(|(a, b)| a != b).map(|((name, _), _)| name.as_str()).collect();
     assert_eq!(differing, ["uuid", "checksum"]);
-    let uuid = |fields: &[(String, String)]| {
-        fields
-            .iter()
-            .find(|(name, _)| name == "uuid")
-            .unwrap()
-            .1
-            .clone()
-    };
-    assert_eq!(
-        (uuid(&first), uuid(&second)),
-        (
-            UUID.to_owned(),
-            "11111111-2222-3333-4444-555555555555".to_owned()
-        )
-    );
+    let uuid = |fields: &[(String, String)]| fields.iter().find(|(name, _)| name == "uuid").unwrap().1.clone();
+    assert_eq!((uuid(&first), uuid(&second)), (UUID.to_owned(), "11111111-2222-3333-4444-555555555555".to_owned()));
 }
 
 /// A small filesystem for the corruption tests, with what they need to aim at.
@@ -1233,11 +941,7 @@ fn small_image() -> (tempfile::TempDir, PathBuf) {
     fs::write(source.join("hello"), b"hello\n").unwrap();
     fs::write(source.join("dir/nested/file"), pseudo_random(5, 3000)).unwrap();
     for index in 0..150 {
-        fs::write(
-            source.join(format!("many/entry-with-a-fairly-long-name-{index:04}")),
-            b"x",
-        )
-        .unwrap();
+        fs::write(source.join(format!("many/entry-with-a-fairly-long-name-{index:04}")), b"x").unwrap();
     }
     symlink("/".repeat(80), source.join("long")).unwrap();
     // Twelve 1 KiB extents: more than the inode's four, so a leaf block.
@@ -1251,34 +955,18 @@ fn small_image() -> (tempfile::TempDir, PathBuf) {
     File::create(&image).unwrap().set_len(8 << 20).unwrap();
     let features = format!("-O{ICOS_FEATURES}");
     run(tool_command("mke2fs")
-        .args([
-            "-q", "-F", "-t", "ext4", "-b", "1024", "-I", "256", &features, "-d",
-        ])
+        .args(["-q", "-F", "-t", "ext4", "-b", "1024", "-I", "256", &features, "-d"])
         .arg(&source)
         .arg(&image));
-    let status = tool_command("e2fsck")
-        .args(["-f", "-y", "-D"])
-        .arg(&image)
-        .output()
-        .unwrap()
-        .status;
-    assert!(
-        matches!(status.code(), Some(0 | 1)),
-        "e2fsck -fyD: {status}"
-    );
-    run(tool_command("debugfs")
-        .args(["-w", "-R", "ea_set /hello user.x value"])
-        .arg(&image));
+    let status = tool_command("e2fsck").args(["-f", "-y", "-D"]).arg(&image).output().unwrap().status;
+    assert!(matches!(status.code(), Some(0 | 1)), "e2fsck -fyD: {status}");
+    run(tool_command("debugfs").args(["-w", "-R", "ea_set /hello user.x value"]).arg(&image));
     (dir, image)
 }
 
 fn corrupt_error(image: &Path) -> (u32, String, String) {
     match open(image).entries() {
-        Err(Ext4ReadError::Corrupt {
-            inode,
-            path,
-            problem,
-        }) => (inode, path, problem),
+        Err(Ext4ReadError::Corrupt { inode, path, problem }) => (inode, path, problem),
         other => panic!("expected a Corrupt error, got {other:?}"),
     }
 }
@@ -1292,13 +980,7 @@ fn ext4_read_corruption_is_an_error_naming_the_inode() {
         path
     };
     let inode_of = |path: &str| parse_stat(&debugfs_one(&image, &format!("stat {path}"))).inode;
-    let first_block = |path: &str| {
-        parse_stat(&debugfs_one(&image, &format!("stat {path}")))
-            .blocks
-            .last()
-            .unwrap()
-            .1
-    };
+    let first_block = |path: &str| parse_stat(&debugfs_one(&image, &format!("stat {path}"))).blocks.last().unwrap().1;
     let patch = |image: &Path, offset: u64, bytes: &[u8]| {
         let mut file = fs::OpenOptions::new().write(true).open(image).unwrap();
         file.seek(SeekFrom::Start(offset)).unwrap();
@@ -1307,14 +989,9 @@ fn ext4_read_corruption_is_an_error_naming_the_inode() {
 
     // A directory that contains its own ancestor: a loop.
     let looped = copy("loop.img");
-    run(tool_command("debugfs")
-        .args(["-w", "-R", "link /dir /dir/nested/back"])
-        .arg(&looped));
+    run(tool_command("debugfs").args(["-w", "-R", "link /dir /dir/nested/back"]).arg(&looped));
     let (inode, path, problem) = corrupt_error(&looped);
-    assert_eq!(
-        (inode, path.as_str()),
-        (inode_of("/dir"), "/dir/nested/back")
-    );
+    assert_eq!((inode, path.as_str()), (inode_of("/dir"), "/dir/nested/back"));
     assert!(problem.contains("also reached as /dir"), "{problem}");
 
     // A directory entry with a record length of 0 (the `..` entry's, at byte 12 + 4).
@@ -1322,18 +999,13 @@ fn ext4_read_corruption_is_an_error_naming_the_inode() {
     let dir_block = first_block("/dir/nested");
     patch(&zero_length, dir_block * 1024 + 16, &[0, 0]);
     let (inode, path, problem) = corrupt_error(&zero_length);
-    assert_eq!(
-        (inode, path.as_str()),
-        (inode_of("/dir/nested"), "/dir/nested")
-    );
+    assert_eq!((inode, path.as_str()), (inode_of("/dir/nested"), "/dir/nested"));
     assert!(problem.contains("record length 0"), "{problem}");
 
     // An extent that points past the end of the filesystem: i_block[5] is the first leaf's
     // ee_start_lo.
     let outside = copy("outside.img");
-    run(tool_command("debugfs")
-        .args(["-w", "-R", "sif /hello block[5] 3000000000"])
-        .arg(&outside));
+    run(tool_command("debugfs").args(["-w", "-R", "sif /hello block[5] 3000000000"]).arg(&outside));
     let (inode, path, problem) = corrupt_error(&outside);
     assert_eq!((inode, path.as_str()), (inode_of("/hello"), "/hello"));
     assert!(problem.contains("outside the filesystem"), "{problem}");
@@ -1355,9 +1027,7 @@ fn ext4_read_corruption_is_an_error_naming_the_inode() {
 
     // A terabyte-sized file in an 8 MiB filesystem: hashing its holes would take hours.
     let huge = copy("huge.img");
-    run(tool_command("debugfs")
-        .args(["-w", "-R", "sif /hello size 0x10000000000"])
-        .arg(&huge));
+    run(tool_command("debugfs").args(["-w", "-R", "sif /hello size 0x10000000000"]).arg(&huge));
     match open(&huge).entries() {
         Err(Ext4ReadError::TooLarge { inode, path, limit }) => {
             assert_eq!((inode, path.as_str()), (inode_of("/hello"), "/hello"));
@@ -1368,9 +1038,7 @@ fn ext4_read_corruption_is_an_error_naming_the_inode() {
 
     // A feature the reader cannot read, and something that is not ext4 at all.
     let inline = copy("inline.img");
-    run(tool_command("debugfs")
-        .args(["-w", "-R", "feature inline_data"])
-        .arg(&inline));
+    run(tool_command("debugfs").args(["-w", "-R", "feature inline_data"]).arg(&inline));
     match Ext4Filesystem::open(File::open(&inline).unwrap(), 0, 8 << 20) {
         Err(Ext4ReadError::Unsupported { feature }) => assert_eq!(feature, "inline_data"),
         other => panic!("expected Unsupported, got {:?}", other.err()),
@@ -1380,9 +1048,7 @@ fn ext4_read_corruption_is_an_error_naming_the_inode() {
     assert!(matches!(error, Ext4ReadError::NotExt4 { .. }), "{error}");
     assert!(error.to_string().contains("magic"), "{error}");
     // A length shorter than the filesystem.
-    let error = Ext4Filesystem::open(File::open(&image).unwrap(), 0, 4 << 20)
-        .err()
-        .unwrap();
+    let error = Ext4Filesystem::open(File::open(&image).unwrap(), 0, 4 << 20).err().unwrap();
     assert!(error.to_string().contains("do not fit"), "{error}");
 }
 
@@ -1392,10 +1058,8 @@ fn ext4_read_random_damage_never_panics_or_hangs() {
     let clean = fs::read(&image).unwrap();
     // Aim at the metadata: every block the clean filesystem uses for something else than data.
     let blocks: Vec<u64> = (0..clean.len() as u64 / 1024).collect();
-    let owners = Ext4Filesystem::open(Cursor::new(clean.clone()), 0, clean.len() as u64)
-        .unwrap()
-        .block_owners(&blocks)
-        .unwrap();
+    let owners =
+        Ext4Filesystem::open(Cursor::new(clean.clone()), 0, clean.len() as u64).unwrap().block_owners(&blocks).unwrap();
     let last_used_inode = Ext4Filesystem::open(Cursor::new(clean.clone()), 0, clean.len() as u64)
         .unwrap()
         .entries()
@@ -1417,12 +1081,8 @@ fn ext4_read_random_damage_never_panics_or_hangs() {
         .collect();
     assert!(targets.len() > 20, "{targets:?}");
     // More rounds or another seed, for a longer search: ICOS_EXT4_FUZZ_ROUNDS, ICOS_EXT4_FUZZ_SEED.
-    let setting = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(default)
-    };
+    let setting =
+        |name: &str, default: u64| std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default);
     let rounds = setting("ICOS_EXT4_FUZZ_ROUNDS", 1000);
     let mut state = setting("ICOS_EXT4_FUZZ_SEED", 0x9e37_79b9_7f4a_7c15) | 1;
     let mut next = move || {
@@ -1451,8 +1111,8 @@ fn ext4_read_random_damage_never_panics_or_hangs() {
             };
             image[position as usize] = value;
         }
-        let result = Ext4Filesystem::open(Cursor::new(image.clone()), 0, image.len() as u64)
-            .and_then(|mut filesystem| {
+        let result =
+            Ext4Filesystem::open(Cursor::new(image.clone()), 0, image.len() as u64).and_then(|mut filesystem| {
                 filesystem.entries()?;
                 filesystem.superblock_fields();
                 filesystem.block_owners(&blocks)?;
@@ -1464,19 +1124,12 @@ fn ext4_read_random_damage_never_panics_or_hangs() {
                 let text = error.to_string();
                 assert!(!text.is_empty(), "round {round}");
                 // The variant's name.
-                format!("{error:?}")
-                    .split([' ', '{', '('])
-                    .next()
-                    .unwrap()
-                    .to_owned()
+                format!("{error:?}").split([' ', '{', '(']).next().unwrap().to_owned()
             }
         };
         *outcomes.entry(outcome).or_default() += 1;
     }
     println!("outcomes of random damage: {outcomes:?}");
     // Some damage is harmless (a timestamp), some is caught as corruption.
-    assert!(
-        outcomes.contains_key("ok") && outcomes.contains_key("Corrupt"),
-        "{outcomes:?}"
-    );
+    assert!(outcomes.contains_key("ok") && outcomes.contains_key("Corrupt"), "{outcomes:?}");
 }

@@ -16,7 +16,11 @@ fn bad_volume_tables_and_fillings_exit_2_naming_the_line() {
     fs::File::create(&big).unwrap().set_len((4 << 20) + 4096).unwrap();
     let cases: &[(&str, &[&str], &str)] = &[
         ("a,0,2,\nb,1,2,\n", &[], "volumes.csv:2: volume \"b\": extents 1..3 overlap \"a\" (line 1, extents 0..2)"),
-        ("a,0,2,\nb,20,5,\n", &[], "volumes.csv:2: volume \"b\": extents 20..25 lie beyond the physical volume, which has 24 extents"),
+        (
+            "a,0,2,\nb,20,5,\n",
+            &[],
+            "volumes.csv:2: volume \"b\": extents 20..25 lie beyond the physical volume, which has 24 extents",
+        ),
         ("a,0,2,\na,2,2,\n", &[], "volumes.csv:2: volume \"a\": the name is used before, on line 1"),
         ("# comment\nA root,0,2,\n", &[], "volumes.csv:2: volume \"A root\": ' ' is not allowed"),
         ("a,0,1,\n", &["a"], "is larger than volume \"a\" (4194304 bytes, "),
@@ -27,7 +31,14 @@ fn bad_volume_tables_and_fillings_exit_2_naming_the_line() {
         fs::write(&volumes, table).unwrap();
         let out_dir = tempfile::tempdir().unwrap();
         let mut command = icos();
-        command.arg("lvm").arg("--volumes").arg(&volumes).args(["--size", "100M", "--vg-name", "hostlvm", "--seed", SEED]);
+        command.arg("lvm").arg("--volumes").arg(&volumes).args([
+            "--size",
+            "100M",
+            "--vg-name",
+            "hostlvm",
+            "--seed",
+            SEED,
+        ]);
         command.arg("--output").arg(out_dir.path().join("pv.img"));
         command.arg("--package").arg(out_dir.path().join("pv.tzst"));
         for name in *images {

@@ -426,7 +426,8 @@ fn a_tree_of_injected_files_alone_starts_from_an_empty_root() {
     let spec = format!("0755:0:0:/EFI/BOOT/BOOTX64.EFI={}", efi.display());
     ok(run(icos().args(["rootfs", "canonicalize", "-o", "esp.tar", "--inject", &spec]).current_dir(dir.path())));
     let listing = gnu_listing(&dir.path().join("esp.tar"));
-    let listing: Vec<String> = listing.lines().map(|line| line.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    let listing: Vec<String> =
+        listing.lines().map(|line| line.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
     assert_eq!(
         listing,
         [

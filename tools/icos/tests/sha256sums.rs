@@ -47,9 +47,8 @@ fn written_sums_pass_gnu_sha256sum_and_icos_check() {
 #[test]
 fn errors_exit_2_with_the_file_named_and_no_output() {
     let dir = tempfile::tempdir().unwrap();
-    let output = run(icos()
-        .args(["sha256sums", "write", "--output", "SHA256SUMS", "missing.img"])
-        .current_dir(dir.path()));
+    let output =
+        run(icos().args(["sha256sums", "write", "--output", "SHA256SUMS", "missing.img"]).current_dir(dir.path()));
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.img"));
     assert!(!dir.path().join("SHA256SUMS").exists());

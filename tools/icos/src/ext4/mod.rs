@@ -69,25 +69,11 @@ pub enum Ext4Error {
     #[error("the label {label:?} is {} bytes long; an ext4 label holds at most 16", label.len())]
     LabelTooLong { label: String },
     #[error("{input} does not fit in an ext4 filesystem of {available} bytes: it needs about {required} bytes ({} MiB) with metadata and journal", required.div_ceil(1 << 20))]
-    NoSpace {
-        input: PathBuf,
-        required: u64,
-        available: u64,
-    },
+    NoSpace { input: PathBuf, required: u64, available: u64 },
     #[error("{input} does not fit in an ext4 filesystem of {available} bytes: mke2fs ran out of space ({message}); the estimate was {estimated} bytes, so more than that is needed")]
-    Mke2fsNoSpace {
-        input: PathBuf,
-        available: u64,
-        estimated: u64,
-        message: String,
-    },
+    Mke2fsNoSpace { input: PathBuf, available: u64, estimated: u64, message: String },
     #[error("{input} has {needed} files, directories and links; an ext4 filesystem of {size} bytes has room for {available} (one inode per {BYTES_PER_INODE} bytes)")]
-    TooManyInodes {
-        input: PathBuf,
-        needed: u64,
-        available: u64,
-        size: u64,
-    },
+    TooManyInodes { input: PathBuf, needed: u64, available: u64, size: u64 },
     #[error("mke2fs was not found in PATH, /usr/sbin or /sbin; install e2fsprogs >= 1.47.1 or pass --mke2fs")]
     Mke2fsNotFound,
     #[error("cannot run {mke2fs}: {source}")]
@@ -97,13 +83,7 @@ pub enum Ext4Error {
     #[error("cannot tell the version of {mke2fs} from `mke2fs -V`: {output:?}")]
     Mke2fsVersionUnknown { mke2fs: PathBuf, output: String },
     #[error("{mke2fs} failed ({status}) to build {output} from {input}: {stderr}")]
-    Mke2fsFailed {
-        mke2fs: PathBuf,
-        status: String,
-        output: PathBuf,
-        input: PathBuf,
-        stderr: String,
-    },
+    Mke2fsFailed { mke2fs: PathBuf, status: String, output: PathBuf, input: PathBuf, stderr: String },
     #[error("cannot prepare the mke2fs configuration: {source}")]
     Config { source: io::Error },
     #[error("cannot write {output}: {source}")]
@@ -126,20 +106,10 @@ pub fn check_mke2fs_version(mke2fs: &Path) -> Result<String, Ext4Error> {
     let output = pinned_command(mke2fs)
         .arg("-V")
         .output()
-        .map_err(|source| Ext4Error::Mke2fsStart {
-            mke2fs: mke2fs.to_owned(),
-            source,
-        })?;
+        .map_err(|source| Ext4Error::Mke2fsStart { mke2fs: mke2fs.to_owned(), source })?;
     // mke2fs prints "mke2fs 1.47.4 (6-Mar-2025)" on stderr.
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
-    let unknown = || Ext4Error::Mke2fsVersionUnknown {
-        mke2fs: mke2fs.to_owned(),
-        output: text.trim().to_owned(),
-    };
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout));
+    let unknown = || Ext4Error::Mke2fsVersionUnknown { mke2fs: mke2fs.to_owned(), output: text.trim().to_owned() };
     let found = text
         .lines()
         .find_map(|line| line.strip_prefix("mke2fs "))
@@ -148,19 +118,14 @@ pub fn check_mke2fs_version(mke2fs: &Path) -> Result<String, Ext4Error> {
         .to_owned();
     let version = parse_version(&found).ok_or_else(unknown)?;
     if version < MINIMUM_VERSION {
-        return Err(Ext4Error::Mke2fsTooOld {
-            mke2fs: mke2fs.to_owned(),
-            found,
-        });
+        return Err(Ext4Error::Mke2fsTooOld { mke2fs: mke2fs.to_owned(), found });
     }
     Ok(found)
 }
 
 /// `1.47.1`, `1.47.1-rc2` or `1.48` as (major, minor, patch).
 fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
-    let numeric = text
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .next()?;
+    let numeric = text.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?;
     let mut parts = numeric.split('.').map(str::parse::<u32>);
     let major = parts.next()?.ok()?;
     let minor = parts.next()?.ok()?;
@@ -179,17 +144,12 @@ pub fn build_ext4(input: &Path, output: &Path, options: &Ext4Options) -> Result<
         return Err(Ext4Error::TooSmall { size: options.size });
     }
     if options.label.len() > 16 {
-        return Err(Ext4Error::LabelTooLong {
-            label: options.label.clone(),
-        });
+        return Err(Ext4Error::LabelTooLong { label: options.label.clone() });
     }
     check_mke2fs_version(&options.mke2fs)?;
     let entries = scan_tar(input)?;
     let layout = Layout::for_blocks(blocks);
-    let inodes_needed = entries
-        .iter()
-        .filter(|entry| !matches!(entry.kind, EntryKind::HardLink { .. }))
-        .count() as u64;
+    let inodes_needed = entries.iter().filter(|entry| !matches!(entry.kind, EntryKind::HardLink { .. })).count() as u64;
     if inodes_needed > layout.free_inodes() {
         return Err(Ext4Error::TooManyInodes {
             input: input.to_owned(),
@@ -198,31 +158,18 @@ pub fn build_ext4(input: &Path, output: &Path, options: &Ext4Options) -> Result<
             size: options.size,
         });
     }
-    let data = data_blocks(input, &entries).map_err(|source| InputError::Read {
-        path: input.to_owned(),
-        source,
-    })?;
+    let data = data_blocks(input, &entries).map_err(|source| InputError::Read { path: input.to_owned(), source })?;
     let required = (layout.metadata_blocks() + content_blocks(&entries) + data) * BLOCK_SIZE;
     if required > options.size {
-        return Err(Ext4Error::NoSpace {
-            input: input.to_owned(),
-            required,
-            available: options.size,
-        });
+        return Err(Ext4Error::NoSpace { input: input.to_owned(), required, available: options.size });
     }
 
     let config_dir = tempfile::tempdir().map_err(|source| Ext4Error::Config { source })?;
     let config = config_dir.path().join("mke2fs.conf");
     fs::write(&config, MKE2FS_CONF).map_err(|source| Ext4Error::Config { source })?;
 
-    let write_error = |source| Ext4Error::Write {
-        output: output.to_owned(),
-        source,
-    };
-    let input_path = absolute(input).map_err(|source| InputError::Read {
-        path: input.to_owned(),
-        source,
-    })?;
+    let write_error = |source| Ext4Error::Write { output: output.to_owned(), source };
+    let input_path = absolute(input).map_err(|source| InputError::Read { path: input.to_owned(), source })?;
     write_atomically_via_path(output, |file, temporary| {
         // A sparse file of the final size: with assume_storage_prezeroed mke2fs writes only
         // metadata and data, never zeros.
@@ -237,21 +184,14 @@ pub fn build_ext4(input: &Path, output: &Path, options: &Ext4Options) -> Result<
             .arg(temporary)
             .arg(blocks.to_string())
             .output()
-            .map_err(|source| Ext4Error::Mke2fsStart {
-                mke2fs: options.mke2fs.clone(),
-                source,
-            })?;
+            .map_err(|source| Ext4Error::Mke2fsStart { mke2fs: options.mke2fs.clone(), source })?;
         if result.status.success() {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&result.stderr).trim().to_owned();
-        let out_of_space = [
-            "Could not allocate block",
-            "No space left",
-            "Could not allocate inode",
-        ]
-        .iter()
-        .any(|symptom| stderr.contains(symptom));
+        let out_of_space = ["Could not allocate block", "No space left", "Could not allocate inode"]
+            .iter()
+            .any(|symptom| stderr.contains(symptom));
         if out_of_space {
             return Err(Ext4Error::Mke2fsNoSpace {
                 input: input.to_owned(),
@@ -288,25 +228,22 @@ fn mke2fs_arguments(options: &Ext4Options, layout: &Layout) -> Vec<String> {
         "nodiscard".to_owned(),
     ];
     let journal_mib = (layout.journal_blocks * BLOCK_SIZE) >> 20;
-    [
-        "-q", "-F", "-t", "ext4", "-T", "default", "-r", "1", "-m", "5", "-e", "continue", "-G",
-        "16",
-    ]
-    .map(str::to_owned)
-    .into_iter()
-    .chain([
-        format!("-b{BLOCK_SIZE}"),
-        format!("-I{INODE_SIZE}"),
-        format!("-i{BYTES_PER_INODE}"),
-        format!("-g{BLOCKS_PER_GROUP}"),
-        format!("-Onone,{FEATURES}"),
-        format!("-Jsize={journal_mib}"),
-        format!("-E{}", extended.join(",")),
-        format!("-U{}", options.uuid),
-        "-L".to_owned(),
-        options.label.clone(),
-    ])
-    .collect()
+    ["-q", "-F", "-t", "ext4", "-T", "default", "-r", "1", "-m", "5", "-e", "continue", "-G", "16"]
+        .map(str::to_owned)
+        .into_iter()
+        .chain([
+            format!("-b{BLOCK_SIZE}"),
+            format!("-I{INODE_SIZE}"),
+            format!("-i{BYTES_PER_INODE}"),
+            format!("-g{BLOCKS_PER_GROUP}"),
+            format!("-Onone,{FEATURES}"),
+            format!("-Jsize={journal_mib}"),
+            format!("-E{}", extended.join(",")),
+            format!("-U{}", options.uuid),
+            "-L".to_owned(),
+            options.label.clone(),
+        ])
+        .collect()
 }
 
 /// A command whose environment holds only what is set here: no locale, time zone or
@@ -314,11 +251,7 @@ fn mke2fs_arguments(options: &Ext4Options, layout: &Layout) -> Vec<String> {
 /// 2.35) because libarchive refuses PAX `path` records, which are UTF-8, under plain C.
 fn pinned_command(program: &Path) -> Command {
     let mut command = Command::new(program);
-    command
-        .env_clear()
-        .env("LC_ALL", "C.UTF-8")
-        .env("TZ", "UTC")
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    command.env_clear().env("LC_ALL", "C.UTF-8").env("TZ", "UTC").env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     command
 }
 
@@ -332,11 +265,7 @@ fn absolute(path: &Path) -> io::Result<PathBuf> {
 }
 
 fn last_line(text: &str) -> &str {
-    text.lines()
-        .rev()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("")
-        .trim()
+    text.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("").trim()
 }
 
 /// The configuration mke2fs reads instead of /etc/mke2fs.conf, so the host's copy cannot change
@@ -379,14 +308,8 @@ impl Layout {
         let inodes = blocks * BLOCK_SIZE / BYTES_PER_INODE;
         // mke2fs rounds the inodes of a group up to fill whole inode table blocks.
         let inodes_per_block = BLOCK_SIZE / INODE_SIZE;
-        let inodes_per_group =
-            inodes.div_ceil(groups).div_ceil(inodes_per_block) * inodes_per_block;
-        Layout {
-            blocks,
-            groups,
-            inodes_per_group,
-            journal_blocks: journal_blocks(blocks),
-        }
+        let inodes_per_group = inodes.div_ceil(groups).div_ceil(inodes_per_block) * inodes_per_block;
+        Layout { blocks, groups, inodes_per_group, journal_blocks: journal_blocks(blocks) }
     }
 
     fn free_inodes(&self) -> u64 {
@@ -401,14 +324,10 @@ impl Layout {
         let descriptor_blocks = self.groups.div_ceil(descriptors_per_block);
         // resize_inode reserves descriptors for growth to 1024 times the size, up to 2^32 blocks.
         let max_blocks = (self.blocks * 1024).min(u64::from(u32::MAX));
-        let reserved_descriptor_blocks = (max_blocks
-            .div_ceil(BLOCKS_PER_GROUP)
-            .div_ceil(descriptors_per_block))
-        .saturating_sub(descriptor_blocks)
-        .min(BLOCK_SIZE / 4);
-        let backups = (0..self.groups)
-            .filter(|&group| has_superblock_backup(group))
-            .count() as u64;
+        let reserved_descriptor_blocks = (max_blocks.div_ceil(BLOCKS_PER_GROUP).div_ceil(descriptors_per_block))
+            .saturating_sub(descriptor_blocks)
+            .min(BLOCK_SIZE / 4);
+        let backups = (0..self.groups).filter(|&group| has_superblock_backup(group)).count() as u64;
         let inode_table_blocks = self.groups * self.inodes_per_group * INODE_SIZE / BLOCK_SIZE;
         backups * (1 + descriptor_blocks + reserved_descriptor_blocks)
             + self.groups * 2
@@ -506,10 +425,7 @@ fn content_blocks(entries: &[InputEntry]) -> u64 {
             blocks += 1;
         }
         let parent = entry.path.parent().unwrap_or_else(|| EntryPath(Vec::new()));
-        directories
-            .entry(parent)
-            .or_insert_with(DirectoryBlocks::new)
-            .add(entry.path.name().unwrap_or_default());
+        directories.entry(parent).or_insert_with(DirectoryBlocks::new).add(entry.path.name().unwrap_or_default());
     }
     let directory_blocks: u64 = directories.values().map(|directory| directory.blocks).sum();
     // The root directory's first block is part of the fixed layout.
@@ -528,10 +444,7 @@ impl DirectoryBlocks {
 
     /// A directory holding `.` and `..`.
     fn new() -> DirectoryBlocks {
-        DirectoryBlocks {
-            blocks: 1,
-            used: dirent_size(b".") + dirent_size(b".."),
-        }
+        DirectoryBlocks { blocks: 1, used: dirent_size(b".") + dirent_size(b"..") }
     }
 
     fn add(&mut self, name: &[u8]) {
@@ -559,16 +472,10 @@ fn fits_in_inode(xattrs: &[(Vec<u8>, Vec<u8>)]) -> bool {
     let used: u64 = xattrs
         .iter()
         .map(|(name, value)| {
-            let short_name = [
-                "user.",
-                "security.",
-                "trusted.",
-                "system.posix_acl_access",
-                "system.posix_acl_default",
-            ]
-            .iter()
-            .find_map(|prefix| name.strip_prefix(prefix.as_bytes()))
-            .unwrap_or(name);
+            let short_name = ["user.", "security.", "trusted.", "system.posix_acl_access", "system.posix_acl_default"]
+                .iter()
+                .find_map(|prefix| name.strip_prefix(prefix.as_bytes()))
+                .unwrap_or(name);
             16 + (short_name.len() as u64).div_ceil(4) * 4 + (value.len() as u64).div_ceil(4) * 4
         })
         .sum();
@@ -593,9 +500,7 @@ mod tests {
 
     #[test]
     fn superblock_backup_groups() {
-        let groups: Vec<u64> = (0..100)
-            .filter(|&group| has_superblock_backup(group))
-            .collect();
+        let groups: Vec<u64> = (0..100).filter(|&group| has_superblock_backup(group)).collect();
         assert_eq!(groups, [0, 1, 3, 5, 7, 9, 25, 27, 49, 81]);
     }
 
@@ -642,10 +547,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let script = version_script(dir.path(), "1.47.0");
         let error = check_mke2fs_version(&script).unwrap_err().to_string();
-        assert!(
-            error.contains("is mke2fs 1.47.0, but 1.47.1 or newer is needed"),
-            "{error}"
-        );
+        assert!(error.contains("is mke2fs 1.47.0, but 1.47.1 or newer is needed"), "{error}");
         let script = version_script(dir.path(), "1.47.2");
         assert_eq!(check_mke2fs_version(&script).unwrap(), "1.47.2");
     }

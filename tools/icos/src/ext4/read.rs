@@ -139,21 +139,13 @@ pub enum Ext4ReadError {
     #[error("the filesystem uses {feature}, which this ext4 reader cannot read")]
     Unsupported { feature: String },
     #[error("corrupt ext4 filesystem: inode {inode} ({path}): {problem}")]
-    Corrupt {
-        inode: u32,
-        path: String,
-        problem: String,
-    },
+    Corrupt { inode: u32, path: String, problem: String },
     /// Reading inode `inode` would take what one call reads (content hashed, holes included,
     /// and directory and tree blocks) past `limit`, 16 times the filesystem's size: sparse
     /// files that large, or metadata that maps the same blocks again and again, would keep the
     /// reader busy for hours.
     #[error("inode {inode} ({path}) would take the bytes read past {limit}, 16 times the size of the filesystem: its sparse files or corrupt block maps are too large to read in reasonable time")]
-    TooLarge {
-        inode: u32,
-        path: String,
-        limit: u64,
-    },
+    TooLarge { inode: u32, path: String, limit: u64 },
     /// Corruption outside any inode: group descriptors, bitmaps.
     #[error("corrupt ext4 filesystem: {problem}")]
     CorruptMetadata { problem: String },
@@ -182,19 +174,11 @@ struct Subject<'a> {
 
 impl Subject<'_> {
     fn corrupt(&self, problem: impl Into<String>) -> Ext4ReadError {
-        Ext4ReadError::Corrupt {
-            inode: self.inode,
-            path: printable(self.path),
-            problem: problem.into(),
-        }
+        Ext4ReadError::Corrupt { inode: self.inode, path: printable(self.path), problem: problem.into() }
     }
 
     fn too_large(&self, limit: u64) -> Ext4ReadError {
-        Ext4ReadError::TooLarge {
-            inode: self.inode,
-            path: printable(self.path),
-            limit,
-        }
+        Ext4ReadError::TooLarge { inode: self.inode, path: printable(self.path), limit }
     }
 
     fn place(&self, problem: Problem) -> Ext4ReadError {
@@ -284,10 +268,7 @@ impl<R: Read + Seek> Disk<R> {
     /// Fills `buffer` from byte `position` of the filesystem.
     fn read_at(&mut self, position: u64, buffer: &mut [u8]) -> Result<(), Ext4ReadError> {
         let length = buffer.len() as u64;
-        if position
-            .checked_add(length)
-            .is_none_or(|end| end > self.length)
-        {
+        if position.checked_add(length).is_none_or(|end| end > self.length) {
             return Err(Ext4ReadError::CorruptMetadata {
                 problem: format!(
                     "a read of {length} bytes at byte {position} goes past the end of the {}-byte filesystem",
@@ -299,11 +280,7 @@ impl<R: Read + Seek> Disk<R> {
         self.reader
             .seek(SeekFrom::Start(offset))
             .and_then(|_| self.reader.read_exact(buffer))
-            .map_err(|source| Ext4ReadError::Io {
-                offset,
-                length,
-                source,
-            })
+            .map_err(|source| Ext4ReadError::Io { offset, length, source })
     }
 }
 
@@ -321,27 +298,15 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
     /// Opens the filesystem: checks the superblock (magic, block size, geometry, features this
     /// reader cannot read) and reads the group descriptors.
     pub fn open(reader: R, offset: u64, length: u64) -> Result<Self, Ext4ReadError> {
-        let mut disk = Disk {
-            reader,
-            offset,
-            length,
-            budget: length.saturating_mul(READ_BUDGET_FACTOR),
-        };
+        let mut disk = Disk { reader, offset, length, budget: length.saturating_mul(READ_BUDGET_FACTOR) };
         if length < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
-            return Err(Ext4ReadError::NotExt4 {
-                reason: format!("{length} bytes are too few to hold a superblock"),
-            });
+            return Err(Ext4ReadError::NotExt4 { reason: format!("{length} bytes are too few to hold a superblock") });
         }
         let mut raw = vec![0u8; SUPERBLOCK_SIZE];
         disk.read_at(SUPERBLOCK_OFFSET, &mut raw)?;
         let superblock = Superblock::parse(raw, length)?;
         let groups = read_group_descriptors(&mut disk, &superblock)?;
-        Ok(Ext4Filesystem {
-            disk,
-            superblock,
-            groups,
-            buffer: Vec::new(),
-        })
+        Ok(Ext4Filesystem { disk, superblock, groups, buffer: Vec::new() })
     }
 
     pub fn block_size(&self) -> u64 {
@@ -404,10 +369,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
 
     /// Reads inode `number`, reached by `path`, with one positioned read.
     fn read_inode(&mut self, number: u32, path: &[u8]) -> Result<Inode, Ext4ReadError> {
-        let subject = Subject {
-            inode: number,
-            path,
-        };
+        let subject = Subject { inode: number, path };
         let superblock = &self.superblock;
         if number == 0 || number > superblock.inodes_count {
             return Err(subject.corrupt(format!(
@@ -425,9 +387,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
             .ok_or_else(|| subject.corrupt(format!("there is no block group {group}")))?;
         self.geometry()
             .check(table, superblock.inode_table_blocks())
-            .map_err(|problem| {
-                subject.corrupt(format!("the inode table of group {group}: {problem}"))
-            })?;
+            .map_err(|problem| subject.corrupt(format!("the inode table of group {group}: {problem}")))?;
         let position = table * superblock.block_size + within * superblock.inode_size;
         let mut raw = vec![0u8; superblock.inode_size as usize];
         let format = self.inode_format();
@@ -439,11 +399,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
     fn block_map(&mut self, subject: &Subject, inode: &Inode) -> Result<BlockMap, Ext4ReadError> {
         if inode.flags & INLINE_DATA_FL != 0 {
             return Err(Ext4ReadError::Unsupported {
-                feature: format!(
-                    "inline_data (inode {}, {})",
-                    subject.inode,
-                    printable(subject.path)
-                ),
+                feature: format!("inline_data (inode {}, {})", subject.inode, printable(subject.path)),
             });
         }
         let geometry = self.geometry();
@@ -477,9 +433,9 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
         // would take practically forever.
         let max_size = block_size << 32;
         if size > max_size {
-            return Err(subject.corrupt(format!(
-                "the size {size} is above the largest possible ext4 file of {max_size} bytes"
-            )));
+            return Err(
+                subject.corrupt(format!("the size {size} is above the largest possible ext4 file of {max_size} bytes"))
+            );
         }
         // Holes are hashed as zeros, so they count as read.
         self.charge(subject, size)?;
@@ -500,8 +456,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
                 while done < length {
                     let chunk = (length - done).min(BUFFER_SIZE as u64) as usize;
                     let buffer = &mut self.buffer[..chunk];
-                    self.disk
-                        .read_at(run.physical * block_size + done, buffer)?;
+                    self.disk.read_at(run.physical * block_size + done, buffer)?;
                     sink(buffer);
                     done += chunk as u64;
                 }
@@ -530,11 +485,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
             && inode.data_blocks_in_sectors(self.superblock.block_size) == 0
     }
 
-    fn symlink_target(
-        &mut self,
-        subject: &Subject,
-        inode: &Inode,
-    ) -> Result<Vec<u8>, Ext4ReadError> {
+    fn symlink_target(&mut self, subject: &Subject, inode: &Inode) -> Result<Vec<u8>, Ext4ReadError> {
         if self.is_fast_symlink(inode) {
             if inode.size > FAST_SYMLINK_MAX {
                 return Err(subject.corrupt(format!(
@@ -552,17 +503,11 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
         }
         let map = self.block_map(subject, inode)?;
         let mut target = Vec::with_capacity(inode.size as usize);
-        self.read_content(subject, &map, inode.size, &mut |bytes| {
-            target.extend_from_slice(bytes)
-        })?;
+        self.read_content(subject, &map, inode.size, &mut |bytes| target.extend_from_slice(bytes))?;
         Ok(target)
     }
 
-    fn content_sha256(
-        &mut self,
-        subject: &Subject,
-        inode: &Inode,
-    ) -> Result<[u8; 32], Ext4ReadError> {
+    fn content_sha256(&mut self, subject: &Subject, inode: &Inode) -> Result<[u8; 32], Ext4ReadError> {
         let map = self.block_map(subject, inode)?;
         let mut hasher = Sha256::new();
         self.read_content(subject, &map, inode.size, &mut |bytes| hasher.update(bytes))?;
@@ -570,19 +515,12 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
     }
 
     /// The inode's extended attributes, in the inode and in its block, sorted by name.
-    fn xattrs(
-        &mut self,
-        subject: &Subject,
-        inode: &Inode,
-    ) -> Result<xattr::Attributes, Ext4ReadError> {
-        let mut attributes =
-            xattr::in_inode(&inode.xattr_area).map_err(|problem| subject.place(problem))?;
+    fn xattrs(&mut self, subject: &Subject, inode: &Inode) -> Result<xattr::Attributes, Ext4ReadError> {
+        let mut attributes = xattr::in_inode(&inode.xattr_area).map_err(|problem| subject.place(problem))?;
         if inode.xattr_block != 0 {
             self.geometry()
                 .check(inode.xattr_block, 1)
-                .map_err(|problem| {
-                    subject.corrupt(format!("extended attribute block: {problem}"))
-                })?;
+                .map_err(|problem| subject.corrupt(format!("extended attribute block: {problem}")))?;
             let block_size = self.superblock.block_size;
             self.charge(subject, block_size)?;
             if self.buffer.len() < BUFFER_SIZE {
@@ -590,8 +528,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
             }
             let block = &mut self.buffer[..block_size as usize];
             self.disk.read_at(inode.xattr_block * block_size, block)?;
-            let in_block = xattr::in_block(block, inode.xattr_block)
-                .map_err(|problem| subject.place(problem))?;
+            let in_block = xattr::in_block(block, inode.xattr_block).map_err(|problem| subject.place(problem))?;
             attributes.extend(in_block);
         }
         attributes.sort();
@@ -599,11 +536,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
     }
 
     /// The (name, inode) entries of a directory, sorted by name.
-    fn read_directory(
-        &mut self,
-        subject: &Subject,
-        inode: &Inode,
-    ) -> Result<Vec<(Vec<u8>, u32)>, Ext4ReadError> {
+    fn read_directory(&mut self, subject: &Subject, inode: &Inode) -> Result<Vec<(Vec<u8>, u32)>, Ext4ReadError> {
         let map = self.block_map(subject, inode)?;
         let block_size = self.superblock.block_size;
         let blocks = inode.size.div_ceil(block_size);
@@ -623,8 +556,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
                 let chunk = (count - done).min(BUFFER_SIZE as u64 / block_size);
                 self.charge(subject, chunk * block_size)?;
                 let buffer = &mut self.buffer[..(chunk * block_size) as usize];
-                self.disk
-                    .read_at((run.physical + done) * block_size, buffer)?;
+                self.disk.read_at((run.physical + done) * block_size, buffer)?;
                 for (index, block) in buffer.chunks_exact(block_size as usize).enumerate() {
                     directory::parse_block(block, &mut children).map_err(|problem| {
                         let offset = done + index as u64;
@@ -641,10 +573,9 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
         children.sort_unstable();
         for pair in children.windows(2) {
             if pair[0].0 == pair[1].0 {
-                return Err(subject.corrupt(format!(
-                    "the directory has two entries named \"{}\"",
-                    printable(&pair[0].0)
-                )));
+                return Err(
+                    subject.corrupt(format!("the directory has two entries named \"{}\"", printable(&pair[0].0)))
+                );
             }
         }
         Ok(children)
@@ -652,10 +583,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
 
     /// The entry for `inode`, reached by `path`.
     fn entry(&mut self, path: &[u8], inode: &Inode) -> Result<Ext4Entry, Ext4ReadError> {
-        let subject = Subject {
-            inode: inode.number,
-            path,
-        };
+        let subject = Subject { inode: inode.number, path };
         let xattrs = self.xattrs(&subject, inode)?;
         let (mut device, mut symlink_target, mut sha256) = (None, None, None);
         match inode.file_type() {
@@ -699,10 +627,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
         let max_paths = u64::from(self.superblock.inodes_count) * PATHS_PER_INODE + MAX_LINKS;
         let mut paths = 0u64;
         while let Some((path, number)) = stack.pop() {
-            let subject = Subject {
-                inode: number,
-                path: &path,
-            };
+            let subject = Subject { inode: number, path: &path };
             paths += 1;
             if paths > max_paths {
                 return Err(subject.corrupt(format!(
@@ -711,10 +636,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
             }
             let inode = self.read_inode(number, &path)?;
             if number == ROOT_INODE && path == b"/" && !inode.is_directory() {
-                return Err(subject.corrupt(format!(
-                    "the root inode is not a directory (mode {:#o})",
-                    inode.mode
-                )));
+                return Err(subject.corrupt(format!("the root inode is not a directory (mode {:#o})", inode.mode)));
             }
             if inode.is_directory() {
                 if let Some(first) = directories.get(&number) {
@@ -767,17 +689,12 @@ fn read_group_descriptors<R: Read + Seek>(
         let location = superblock.descriptor_block_location(index);
         if location <= superblock.first_data_block || location >= superblock.blocks_count {
             return Err(Ext4ReadError::CorruptMetadata {
-                problem: format!(
-                    "group descriptor block {index} would be at block {location}, outside the filesystem"
-                ),
+                problem: format!("group descriptor block {index} would be at block {location}, outside the filesystem"),
             });
         }
         disk.read_at(location * block_size, &mut block)?;
         let remaining = u64::from(superblock.group_count) - index * per_block;
-        for raw in block
-            .chunks_exact(size)
-            .take(remaining.min(per_block) as usize)
-        {
+        for raw in block.chunks_exact(size).take(remaining.min(per_block) as usize) {
             groups.push(GroupDescriptor::parse(raw));
         }
     }

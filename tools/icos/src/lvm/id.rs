@@ -82,7 +82,12 @@ mod tests {
         assert_eq!(id.to_string(), "2Ryq3E-mXTJ-dgLr-c0s5-Fq!#-9h3Z-bTWuHl");
         assert_eq!(id.as_bytes(), b"2Ryq3EmXTJdgLrc0s5Fq!#9h3ZbTWuHl");
         assert_eq!("2Ryq3EmXTJdgLrc0s5Fq!#9h3ZbTWuHl".parse::<LvmId>().unwrap(), id);
-        for bad in ["", "2Ryq3E-mXTJ-dgLr-c0s5-Fq!#-9h3Z-bTWuH", "2Ryq3E-mXTJ-dgLr-c0s5-Fq!#-9h3Zb-TWuHl", "2Ryq3EmXTJdgLrc0s5Fq!#9h3ZbTWu-l"] {
+        for bad in [
+            "",
+            "2Ryq3E-mXTJ-dgLr-c0s5-Fq!#-9h3Z-bTWuH",
+            "2Ryq3E-mXTJ-dgLr-c0s5-Fq!#-9h3Zb-TWuHl",
+            "2Ryq3EmXTJdgLrc0s5Fq!#9h3ZbTWu-l",
+        ] {
             assert!(bad.parse::<LvmId>().is_err(), "{bad}");
         }
     }

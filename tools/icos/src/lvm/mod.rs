@@ -23,7 +23,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub use id::{LvmId, LvmIdParseError};
-pub use volumes::{invalid_lv_name, invalid_name, parse_volumes_csv, read_volumes_csv, VolumeSpec, VolumeTable, VolumesError};
+pub use volumes::{
+    invalid_lv_name, invalid_name, parse_volumes_csv, read_volumes_csv, VolumeSpec, VolumeTable, VolumesError,
+};
 
 use crate::image_source::{copy_image_at, image_size, ImageSourceError, NamedImage};
 use crate::output::{write_atomically, OutputError};
@@ -135,7 +137,9 @@ impl LvmIdentity {
             lv_uuids: table
                 .volumes
                 .iter()
-                .map(|volume| volume.uuid.unwrap_or_else(|| derived_id(&options.seed, vg, &format!("lv/{}", volume.name))))
+                .map(|volume| {
+                    volume.uuid.unwrap_or_else(|| derived_id(&options.seed, vg, &format!("lv/{}", volume.name)))
+                })
                 .collect(),
             pe_count: options.size.saturating_sub(PE_START) / options.extent_size.max(1),
         }
@@ -181,7 +185,8 @@ fn plan<'a>(
                 second: image.path.clone(),
             });
         }
-        let image_bytes = image_size(&image.path).map_err(|error| image_error(table, index, image, options, output, error))?;
+        let image_bytes =
+            image_size(&image.path).map_err(|error| image_error(table, index, image, options, output, error))?;
         if image_bytes > table.volumes[index].size * extent_size {
             return Err(too_large(table, index, image, options, image_bytes));
         }
@@ -190,7 +195,13 @@ fn plan<'a>(
     Ok((identity, by_volume))
 }
 
-fn too_large(table: &VolumeTable, index: usize, image: &NamedImage, options: &LvmOptions, image_bytes: u64) -> LvmError {
+fn too_large(
+    table: &VolumeTable,
+    index: usize,
+    image: &NamedImage,
+    options: &LvmOptions,
+    image_bytes: u64,
+) -> LvmError {
     let volume = &table.volumes[index];
     LvmError::ImageTooLarge {
         path: image.path.clone(),
@@ -260,7 +271,12 @@ pub fn write_lvm_at(
             .volumes
             .iter()
             .zip(&identity.lv_uuids)
-            .map(|(volume, id)| LogicalVolume { name: &volume.name, id: *id, start: volume.start, extents: volume.size })
+            .map(|(volume, id)| LogicalVolume {
+                name: &volume.name,
+                id: *id,
+                start: volume.start,
+                extents: volume.size,
+            })
             .collect(),
         creation_host: &options.creation_host,
         creation_time: options.creation_time,
@@ -368,13 +384,33 @@ mod tests {
                 options(100 << 20),
                 "(4194305 bytes) is larger than volume \"a\" (4194304 bytes, volumes.csv:1)",
             ),
-            (table("a,0,1,\n"), vec![NamedImage { name: "b".into(), path: big.clone() }], options(100 << 20), "volume \"b\", which volumes.csv does not list"),
-            (table("a,0,30,\n"), vec![], options(100 << 20), "volumes.csv:1: volume \"a\": extents 0..30 lie beyond the physical volume, which has 24 extents"),
+            (
+                table("a,0,1,\n"),
+                vec![NamedImage { name: "b".into(), path: big.clone() }],
+                options(100 << 20),
+                "volume \"b\", which volumes.csv does not list",
+            ),
+            (
+                table("a,0,30,\n"),
+                vec![],
+                options(100 << 20),
+                "volumes.csv:1: volume \"a\": extents 0..30 lie beyond the physical volume, which has 24 extents",
+            ),
             (table("a,0,1,\n"), vec![], options((100 << 20) + 1), "not a multiple of 512-byte sectors"),
             (table("a,0,1,\n"), vec![], options(2 << 20), "too small"),
-            (table("a,0,1,\n"), vec![], LvmOptions { vg_name: "host lvm".into(), ..options(100 << 20) }, "volume group name"),
+            (
+                table("a,0,1,\n"),
+                vec![],
+                LvmOptions { vg_name: "host lvm".into(), ..options(100 << 20) },
+                "volume group name",
+            ),
             (table("a,0,1,\n"), vec![], LvmOptions { extent_size: 3 << 20, ..options(100 << 20) }, "power of two"),
-            (table("a,0,1,\n"), vec![], LvmOptions { creation_host: "a\nb".into(), ..options(100 << 20) }, "creation host"),
+            (
+                table("a,0,1,\n"),
+                vec![],
+                LvmOptions { creation_host: "a\nb".into(), ..options(100 << 20) },
+                "creation host",
+            ),
         ];
         for (table, images, options, expected) in cases {
             let error = build_lvm(&output, &table, &images, &options).unwrap_err().to_string();

@@ -132,12 +132,8 @@ pub fn parse_volumes_csv(path: &Path, text: &str, extent_size: u64) -> Result<Vo
             });
         }
         let name = fields[0];
-        let problem = |problem: String| VolumesError::Volume {
-            path: path.to_owned(),
-            line,
-            name: name.to_owned(),
-            problem,
-        };
+        let problem =
+            |problem: String| VolumesError::Volume { path: path.to_owned(), line, name: name.to_owned(), problem };
         if let Some(reason) = invalid_lv_name(name) {
             return Err(problem(reason));
         }
@@ -273,10 +269,18 @@ mod tests {
     fn layout_errors_name_both_volumes_and_the_physical_volume_size() {
         let overlap = parse("a,0,10,\nb,20,5,\nc,9,2,\n").unwrap();
         let error = overlap.check_layout(100).unwrap_err().to_string();
-        assert!(error.contains("volumes.csv:3: volume \"c\": extents 9..11 overlap \"a\" (line 1, extents 0..10)"), "{error}");
+        assert!(
+            error.contains("volumes.csv:3: volume \"c\": extents 9..11 overlap \"a\" (line 1, extents 0..10)"),
+            "{error}"
+        );
         let beyond = parse("a,0,10,\nb,10,91,\n").unwrap();
         let error = beyond.check_layout(100).unwrap_err().to_string();
-        assert!(error.contains("volumes.csv:2: volume \"b\": extents 10..101 lie beyond the physical volume, which has 100 extents"), "{error}");
+        assert!(
+            error.contains(
+                "volumes.csv:2: volume \"b\": extents 10..101 lie beyond the physical volume, which has 100 extents"
+            ),
+            "{error}"
+        );
         parse("a,0,10,\nb,10,90,\n").unwrap().check_layout(100).unwrap();
     }
 }

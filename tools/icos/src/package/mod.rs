@@ -138,7 +138,9 @@ fn bad_archive(archive: &Path, problem: String) -> PackageError {
     PackageError::BadArchive { path: archive.to_owned(), problem }
 }
 
-fn open_archive(archive: &Path) -> Result<tar::Archive<zstd::stream::read::Decoder<'static, io::BufReader<File>>>, PackageError> {
+fn open_archive(
+    archive: &Path,
+) -> Result<tar::Archive<zstd::stream::read::Decoder<'static, io::BufReader<File>>>, PackageError> {
     let file = File::open(archive).map_err(|source| PackageError::Read { path: archive.to_owned(), source })?;
     let decoder = zstd::stream::read::Decoder::new(file).map_err(|error| bad_archive(archive, error.to_string()))?;
     Ok(tar::Archive::new(decoder))
@@ -247,9 +249,8 @@ pub fn write_tar<W: Write>(writer: &mut W, members: &[Member], output: &Path) ->
         let map = if member.packaged {
             // Two passes over the packaged image: the tar header holds the sparse map, which is
             // only known once the whole content has been read.
-            let map = read_image_member(&member.path, |size, reader| {
-                sparse::scan_stream(reader, size).map_err(read_error)
-            })?;
+            let map =
+                read_image_member(&member.path, |size, reader| sparse::scan_stream(reader, size).map_err(read_error))?;
             write_headers(writer, &map)?;
             read_image_member(&member.path, |size, reader| {
                 if size != map.size {
@@ -373,7 +374,8 @@ pub fn unpack(archive: &Path, output_dir: &Path) -> Result<Vec<String>, PackageE
             // It creates the file anew, so the placeholder goes first.
             fs::remove_file(temporary).map_err(|source| PackageError::Write { path: path.clone(), source })?;
             entry.unpack(temporary).map_err(|error| bad(format!("member {name:?}: {error}")))?;
-            let written = fs::metadata(temporary).map_err(|source| PackageError::Write { path: path.clone(), source })?.len();
+            let written =
+                fs::metadata(temporary).map_err(|source| PackageError::Write { path: path.clone(), source })?.len();
             if written != size {
                 return Err(bad(format!("member {name:?} is truncated")));
             }

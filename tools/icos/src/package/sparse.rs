@@ -92,10 +92,16 @@ fn scan_range(file: &mut File, start: u64, end: u64, map: &mut SparseMap) -> io:
 
 /// Adds the data blocks that `reader` yields for `start..end` to `map`.
 fn add_data_blocks(reader: &mut (impl Read + ?Sized), start: u64, end: u64, map: &mut SparseMap) -> io::Result<()> {
-    for_each_data_block(reader, start, end, |error| error, |position, block| {
-        map.push_data(position, block.len() as u64);
-        Ok(())
-    })
+    for_each_data_block(
+        reader,
+        start,
+        end,
+        |error| error,
+        |position, block| {
+            map.push_data(position, block.len() as u64);
+            Ok(())
+        },
+    )
 }
 
 /// Reads `reader` from `start` (block-aligned) to `end` and calls `data` with the position and
@@ -134,7 +140,12 @@ pub fn scan_stream(reader: &mut (impl Read + ?Sized), size: u64) -> io::Result<S
 
 /// Copies the blocks of the `size` bytes that `reader` yields that are not all zero into `output`
 /// at `offset`; the zero blocks are not written (holes in a new file), as [`copy_extents_at`] does.
-pub fn copy_stream_at(reader: &mut (impl Read + ?Sized), size: u64, output: &mut impl WriteAt, offset: u64) -> Result<(), CopyError> {
+pub fn copy_stream_at(
+    reader: &mut (impl Read + ?Sized),
+    size: u64,
+    output: &mut impl WriteAt,
+    offset: u64,
+) -> Result<(), CopyError> {
     for_each_data_block(reader, 0, size, CopyError::Read, |position, block| {
         output.write_all_at(block, offset + position).map_err(CopyError::Write)
     })
@@ -142,10 +153,15 @@ pub fn copy_stream_at(reader: &mut (impl Read + ?Sized), size: u64, output: &mut
 
 /// Writes the bytes of `map`'s extents to `writer`, reading the content sequentially from
 /// `reader` (which yields the whole content, holes as zeros): the data part of a sparse tar member.
-pub fn write_extents_of_stream(reader: &mut (impl Read + ?Sized), map: &SparseMap, writer: &mut impl Write) -> Result<(), CopyError> {
+pub fn write_extents_of_stream(
+    reader: &mut (impl Read + ?Sized),
+    map: &SparseMap,
+    writer: &mut impl Write,
+) -> Result<(), CopyError> {
     let mut position = 0;
     for extent in &map.extents {
-        let skipped = io::copy(&mut (&mut *reader).take(extent.offset - position), &mut io::sink()).map_err(CopyError::Read)?;
+        let skipped =
+            io::copy(&mut (&mut *reader).take(extent.offset - position), &mut io::sink()).map_err(CopyError::Read)?;
         let copied = copy_exactly(reader, extent.length, writer)?;
         if skipped != extent.offset - position || copied != extent.length {
             return Err(CopyError::Read(io::Error::new(io::ErrorKind::UnexpectedEof, "the content ended early")));

@@ -123,12 +123,7 @@ struct Progress {
 impl Progress {
     fn step(&mut self, text: &str) {
         self.step += 1;
-        eprintln!(
-            "repro-check [{}/{}] {text} (at {:.0} s)",
-            self.step,
-            self.steps,
-            self.start.elapsed().as_secs_f64()
-        );
+        eprintln!("repro-check [{}/{}] {text} (at {:.0} s)", self.step, self.steps, self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -141,8 +136,11 @@ pub fn repro_check(options: &ReproCheckOptions) -> Result<Verdict, ReproError> {
     let source = options.work_dir.join("src");
     let output_base = options.work_dir.join("output-base");
     remove_work_dir(&options.work_dir, &options.bazel)?;
-    fs::create_dir_all(&options.work_dir)
-        .map_err(|source| ReproError::Io { action: "create", path: options.work_dir.clone(), source })?;
+    fs::create_dir_all(&options.work_dir).map_err(|source| ReproError::Io {
+        action: "create",
+        path: options.work_dir.clone(),
+        source,
+    })?;
     let marker = options.work_dir.join(WORK_DIR_MARKER);
     fs::write(&marker, b"a repro-check work dir: removed by the next check that uses it\n")
         .map_err(|source| ReproError::Io { action: "write", path: marker, source })?;
@@ -180,7 +178,11 @@ pub fn repro_check(options: &ReproCheckOptions) -> Result<Verdict, ReproError> {
     progress.step("comparing with the published files");
     let verdict = compare(options, &source)?;
 
-    progress.step(if options.keep { "keeping the clone and output base" } else { "removing the clone and output base" });
+    progress.step(if options.keep {
+        "keeping the clone and output base"
+    } else {
+        "removing the clone and output base"
+    });
     if options.keep {
         eprintln!("repro-check: the rebuilt files are under {}/bazel-bin/", source.display());
     } else {
@@ -218,7 +220,8 @@ fn compare(options: &ReproCheckOptions, source: &Path) -> Result<Verdict, ReproE
         }
         Expected::Published(dir) => {
             for image in &options.images {
-                let published = if options.images.len() == 1 { dir.clone() } else { dir.join(&image.os).join(&image.variant) };
+                let published =
+                    if options.images.len() == 1 { dir.clone() } else { dir.join(&image.os).join(&image.variant) };
                 let files = published_files(&published)?;
                 for relative in files {
                     let expected = published.join(&relative);
@@ -277,9 +280,10 @@ fn published_files(dir: &Path) -> Result<Vec<PathBuf>, ReproError> {
 /// Runs a command with inherited stdio (Bazel's progress goes straight to the user).
 fn run(mut command: Command) -> Result<(), ReproError> {
     let rendered = render_command(&command);
-    let status = command
-        .status()
-        .map_err(|source| ReproError::Spawn { program: command.get_program().to_string_lossy().into_owned(), source })?;
+    let status = command.status().map_err(|source| ReproError::Spawn {
+        program: command.get_program().to_string_lossy().into_owned(),
+        source,
+    })?;
     if status.success() {
         Ok(())
     } else {
@@ -344,9 +348,13 @@ fn make_writable(dir: &Path) -> Result<(), ReproError> {
     }
     let mut permissions = metadata.permissions();
     permissions.set_mode(permissions.mode() | 0o700);
-    fs::set_permissions(dir, permissions)
-        .map_err(|source| ReproError::Io { action: "make writable", path: dir.to_owned(), source })?;
-    let entries = fs::read_dir(dir).map_err(|source| ReproError::Io { action: "read", path: dir.to_owned(), source })?;
+    fs::set_permissions(dir, permissions).map_err(|source| ReproError::Io {
+        action: "make writable",
+        path: dir.to_owned(),
+        source,
+    })?;
+    let entries =
+        fs::read_dir(dir).map_err(|source| ReproError::Io { action: "read", path: dir.to_owned(), source })?;
     for entry in entries {
         let entry = entry.map_err(|source| ReproError::Io { action: "read", path: dir.to_owned(), source })?;
         make_writable(&entry.path())?;

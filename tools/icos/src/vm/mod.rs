@@ -24,9 +24,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use config::{
-    parse_memory, AccelSetting, PortForward, Protocol, Sev, SevKind, Share, VmConfig, VsockSetting,
-};
+pub use config::{parse_memory, AccelSetting, PortForward, Protocol, Sev, SevKind, Share, VmConfig, VsockSetting};
 pub use console::VmConsole;
 pub use flags::VmFlags;
 pub use host::{resolve_host, Accel, HostChoices};

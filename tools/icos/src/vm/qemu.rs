@@ -252,7 +252,12 @@ mod tests {
     fn a_service_logs_the_serial_console_to_stdout_and_a_file() {
         // QEMU's documentation of -chardev stdio: logfile= and logappend= copy the output to a file,
         // signal=off keeps ^C from ending QEMU.
-        let argv = build(&VmConfig::default(), &host(Accel::Tcg), SerialMode::Logged(Path::new("/var/log/guest,os/serial.log"))).unwrap();
+        let argv = build(
+            &VmConfig::default(),
+            &host(Accel::Tcg),
+            SerialMode::Logged(Path::new("/var/log/guest,os/serial.log")),
+        )
+        .unwrap();
         assert_eq!(
             tail_from(&argv, "-chardev"),
             [

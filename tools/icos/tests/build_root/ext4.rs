@@ -37,13 +37,7 @@ pub fn item<'a>(path: &'a [u8], node: Node<'a>) -> Item<'a> {
         Node::Symlink(_) => 0o777,
         _ => 0o644,
     };
-    Item {
-        path,
-        node,
-        mode,
-        owner: 0,
-        xattrs: Vec::new(),
-    }
+    Item { path, node, mode, owner: 0, xattrs: Vec::new() }
 }
 
 /// A tar like the canonicaliser writes: ustar headers with mtime 0 and numeric owners, PAX
@@ -74,9 +68,7 @@ pub fn canonical_tar(items: &[Item]) -> Vec<u8> {
             pax.push((format!("SCHILY.xattr.{name}"), value));
         }
         if !pax.is_empty() {
-            builder
-                .append_pax_extensions(pax.iter().map(|(key, value)| (key.as_str(), *value)))
-                .unwrap();
+            builder.append_pax_extensions(pax.iter().map(|(key, value)| (key.as_str(), *value))).unwrap();
         }
         let mut header = tar::Header::new_ustar();
         header.set_entry_type(kind);
@@ -101,9 +93,7 @@ pub fn canonical_tar(items: &[Item]) -> Vec<u8> {
 }
 
 fn run(command: &mut Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"))
+    command.output().unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"))
 }
 
 fn stderr(output: &Output) -> String {
@@ -112,25 +102,13 @@ fn stderr(output: &Output) -> String {
 
 fn debugfs(image: &Path, request: &str) -> String {
     let output = run(tool_command("debugfs").arg("-R").arg(request).arg(image));
-    assert!(
-        output.status.success(),
-        "debugfs -R {request:?}: {}",
-        stderr(&output)
-    );
+    assert!(output.status.success(), "debugfs -R {request:?}: {}", stderr(&output));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn build(input: &Path, output: &Path, size: &str, extra: &[&str]) -> Output {
     run(icos()
-        .args([
-            "ext4",
-            "--size",
-            size,
-            "--label",
-            "root_a",
-            "--partition-uuid",
-            PARTITION_UUID,
-        ])
+        .args(["ext4", "--size", size, "--label", "root_a", "--partition-uuid", PARTITION_UUID])
         .arg("--input")
         .arg(input)
         .arg("--output")
@@ -184,11 +162,8 @@ fn sample_tar() -> (Vec<u8>, Vec<u8>) {
     items.insert(13, item(&long_utf8, Node::File(b"utf8")));
     items.insert(14, item(&long_binary, Node::File(b"binary")));
     let mut all: Vec<Item> = items;
-    let deep_items: Vec<Item> = deep_dirs
-        .iter()
-        .map(|dir| item(dir, Node::Dir))
-        .chain([item(&deep, Node::File(b"deep"))])
-        .collect();
+    let deep_items: Vec<Item> =
+        deep_dirs.iter().map(|dir| item(dir, Node::Dir)).chain([item(&deep, Node::File(b"deep"))]).collect();
     // Sorted like a canonical tar: "dddd..." sorts before "dev".
     let mut sorted: Vec<Item> = Vec::new();
     sorted.push(all.remove(0));
@@ -207,24 +182,13 @@ fn image_is_clean_and_holds_every_kind_of_entry() {
     let output = build(&input, &image, "64M", &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(fs::metadata(&image).unwrap().len(), 64 << 20);
-    assert_eq!(
-        fs::metadata(&image).unwrap().permissions().mode() & 0o777,
-        0o644
-    );
+    assert_eq!(fs::metadata(&image).unwrap().permissions().mode() & 0o777, 0o644);
     assert_eq!(directory_entries(dir.path()), ["root.img", "root.tar"]);
     let allocated = std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&image).unwrap()) * 512;
-    assert!(
-        allocated < 8 << 20,
-        "the 64 MiB image should be sparse, {allocated} bytes are allocated"
-    );
+    assert!(allocated < 8 << 20, "the 64 MiB image should be sparse, {allocated} bytes are allocated");
 
     let fsck = run(tool_command("e2fsck").arg("-fn").arg(&image));
-    assert!(
-        fsck.status.success(),
-        "e2fsck: {}{}",
-        String::from_utf8_lossy(&fsck.stdout),
-        stderr(&fsck)
-    );
+    assert!(fsck.status.success(), "e2fsck: {}{}", String::from_utf8_lossy(&fsck.stdout), stderr(&fsck));
 
     let ids = FilesystemIds::from_parent(PARTITION_UUID.parse().unwrap());
     let header = run(tool_command("dumpe2fs").arg("-h").arg(&image));
@@ -256,21 +220,10 @@ fn image_is_clean_and_holds_every_kind_of_entry() {
     assert_eq!(inode_of("file"), inode_of("hardlink"));
 
     let stat = |path: &str| debugfs(&image, &format!("stat {path}"));
-    for path in [
-        "/",
-        "/dir",
-        "/dir/file",
-        "/dir/symlink",
-        "/dev/null",
-        "/dir/fifo",
-        "/setuid",
-    ] {
+    for path in ["/", "/dir", "/dir/file", "/dir/symlink", "/dev/null", "/dir/fifo", "/setuid"] {
         let text = stat(path);
         for time in ["ctime", " atime", " mtime", "crtime"] {
-            assert!(
-                text.contains(&format!("{time}: 0x00000000:00000000")),
-                "{path} {time}: {text}"
-            );
+            assert!(text.contains(&format!("{time}: 0x00000000:00000000")), "{path} {time}: {text}");
         }
     }
     let root = stat("/");
@@ -281,27 +234,12 @@ fn image_is_clean_and_holds_every_kind_of_entry() {
     let setuid = stat("/setuid");
     assert!(setuid.contains("Mode:  04750"), "{setuid}");
     assert!(setuid.contains("User:  1000   Group:  1000"), "{setuid}");
-    assert!(
-        stat("/dev/null").contains("Device major/minor number: 01:03"),
-        "{}",
-        stat("/dev/null")
-    );
-    assert!(
-        stat("/dir/fifo").contains("Type: FIFO"),
-        "{}",
-        stat("/dir/fifo")
-    );
-    assert!(
-        stat("/dir/symlink").contains("Fast link dest: \"file\""),
-        "{}",
-        stat("/dir/symlink")
-    );
+    assert!(stat("/dev/null").contains("Device major/minor number: 01:03"), "{}", stat("/dev/null"));
+    assert!(stat("/dir/fifo").contains("Type: FIFO"), "{}", stat("/dir/fifo"));
+    assert!(stat("/dir/symlink").contains("Fast link dest: \"file\""), "{}", stat("/dir/symlink"));
     assert_eq!(debugfs(&image, "cat /dir/file"), "hello\n");
     let capability = debugfs(&image, "ea_get -x /dir/cap security.capability");
-    assert!(
-        capability.contains("00 00 00 02 00 04 00 00"),
-        "{capability}"
-    );
+    assert!(capability.contains("00 00 00 02 00 04 00 00"), "{capability}");
     let deep = String::from_utf8(deep).unwrap();
     assert_eq!(debugfs(&image, &format!("cat /{deep}")), "deep");
 
@@ -326,18 +264,11 @@ fn image_is_clean_and_holds_every_kind_of_entry() {
 fn space_estimate_is_close_to_mke2fs() {
     let dir = tempfile::tempdir().unwrap();
     // Runs of zeros, which mke2fs leaves as holes, between data.
-    let data: Vec<u8> = (0..300_000usize)
-        .map(|i| if (i / 10_000) % 3 == 1 { 0 } else { 0x5a })
-        .collect();
-    let names: Vec<Vec<u8>> = (0..300)
-        .map(|i| format!("./files/a file with a longish name {i:04}").into_bytes())
-        .collect();
+    let data: Vec<u8> = (0..300_000usize).map(|i| if (i / 10_000) % 3 == 1 { 0 } else { 0x5a }).collect();
+    let names: Vec<Vec<u8>> =
+        (0..300).map(|i| format!("./files/a file with a longish name {i:04}").into_bytes()).collect();
     let mut items = vec![item(b"./", Node::Dir), item(b"./files/", Node::Dir)];
-    items.extend(
-        names
-            .iter()
-            .map(|name| item(name, Node::File(&data[..(name.len() * 997) % data.len()]))),
-    );
+    items.extend(names.iter().map(|name| item(name, Node::File(&data[..(name.len() * 997) % data.len()]))));
     let input = dir.path().join("root.tar");
     fs::write(&input, canonical_tar(&items)).unwrap();
     let image = dir.path().join("root.img");
@@ -350,22 +281,12 @@ fn space_estimate_is_close_to_mke2fs() {
         mke2fs: tool("mke2fs"),
     };
     let estimate = icos::ext4::build_ext4(&input, &image, &options).unwrap();
-    let header =
-        String::from_utf8(run(tool_command("dumpe2fs").arg("-h").arg(&image)).stdout).unwrap();
+    let header = String::from_utf8(run(tool_command("dumpe2fs").arg("-h").arg(&image)).stdout).unwrap();
     let number = |name: &str| -> u64 {
-        header
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}:")))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        header.lines().find_map(|line| line.strip_prefix(&format!("{name}:"))).unwrap().trim().parse().unwrap()
     };
     let used = (number("Block count") - number("Free blocks")) * 4096;
-    assert!(
-        estimate <= used && estimate * 1000 >= used * 995,
-        "estimate {estimate}, used {used}"
-    );
+    assert!(estimate <= used && estimate * 1000 >= used * 995, "estimate {estimate}, used {used}");
 }
 
 /// A directory on tmpfs: the temporary directory if it is tmpfs, else a tmpfs mounted for the test.
@@ -379,14 +300,8 @@ impl Tmpfs {
         let dir = tempfile::tempdir().unwrap();
         let mounted = filesystem_type(dir.path()) != "tmpfs";
         if mounted {
-            let mount = run(tool_command("mount")
-                .args(["-t", "tmpfs", "tmpfs"])
-                .arg(dir.path()));
-            assert!(
-                mount.status.success(),
-                "cannot mount a tmpfs (run as root): {}",
-                stderr(&mount)
-            );
+            let mount = run(tool_command("mount").args(["-t", "tmpfs", "tmpfs"]).arg(dir.path()));
+            assert!(mount.status.success(), "cannot mount a tmpfs (run as root): {}", stderr(&mount));
         }
         Tmpfs { dir, mounted }
     }
@@ -401,9 +316,7 @@ impl Drop for Tmpfs {
 }
 
 fn filesystem_type(path: &Path) -> String {
-    let output = run(tool_command("findmnt")
-        .args(["-n", "-o", "FSTYPE", "--target"])
-        .arg(path));
+    let output = run(tool_command("findmnt").args(["-n", "-o", "FSTYPE", "--target"]).arg(path));
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
@@ -416,12 +329,7 @@ pub fn disk_dir() -> tempfile::TempDir {
     fs::create_dir_all(&base).unwrap();
     let dir = tempfile::tempdir_in(&base).unwrap();
     let kind = filesystem_type(dir.path());
-    assert_ne!(
-        kind,
-        "tmpfs",
-        "{} should be on a disk filesystem",
-        dir.path().display()
-    );
+    assert_ne!(kind, "tmpfs", "{} should be on a disk filesystem", dir.path().display());
     dir
 }
 
@@ -431,20 +339,16 @@ fn same_bytes_whatever_the_environment_and_directory() {
     let tmpfs = Tmpfs::new();
     let disk = disk_dir();
     let mut images = Vec::new();
-    for (dir, tz, umask, lang) in [
-        (tmpfs.dir.path(), "UTC", "022", "C"),
-        (disk.path(), "Pacific/Chatham", "077", "de_DE.UTF-8"),
-    ] {
+    for (dir, tz, umask, lang) in
+        [(tmpfs.dir.path(), "UTC", "022", "C"), (disk.path(), "Pacific/Chatham", "077", "de_DE.UTF-8")]
+    {
         fs::write(dir.join("root.tar"), &tar).unwrap();
         // Relative paths from the output's directory: the working directory differs too.
         let output = run(Command::new("/bin/sh")
             .arg("-c")
             .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
             .arg(crate::common::icos().get_program())
-            .args([
-                "ext4", "--input", "root.tar", "--output", "root.img", "--size", "64M", "--label",
-                "root_a",
-            ])
+            .args(["ext4", "--input", "root.tar", "--output", "root.img", "--size", "64M", "--label", "root_a"])
             .args(["--partition-uuid", PARTITION_UUID])
             .current_dir(dir)
             .env("TZ", tz)
@@ -471,20 +375,12 @@ fn content_too_large_names_both_sizes_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = vec![1u8; 20 << 20];
     let input = dir.path().join("root.tar");
-    fs::write(
-        &input,
-        canonical_tar(&[item(b"./", Node::Dir), item(b"./big", Node::File(&data))]),
-    )
-    .unwrap();
+    fs::write(&input, canonical_tar(&[item(b"./", Node::Dir), item(b"./big", Node::File(&data))])).unwrap();
     let output = build(&input, &dir.path().join("root.img"), "16M", &[]);
     assert_fails(
         &output,
         dir.path(),
-        &[
-            "does not fit in an ext4 filesystem of 16777216 bytes",
-            "needs about",
-            "MiB)",
-        ],
+        &["does not fit in an ext4 filesystem of 16777216 bytes", "needs about", "MiB)"],
         &["root.tar"],
     );
 }
@@ -497,24 +393,9 @@ fn truncated_and_missing_input_are_errors() {
     let input = dir.path().join("root.tar");
     fs::write(&input, &tar[..50_000]).unwrap();
     let output = build(&input, &dir.path().join("root.img"), "16M", &[]);
-    assert_fails(
-        &output,
-        dir.path(),
-        &["root.tar", "truncated"],
-        &["root.tar"],
-    );
-    let output = build(
-        &dir.path().join("missing.tar"),
-        &dir.path().join("root.img"),
-        "16M",
-        &[],
-    );
-    assert_fails(
-        &output,
-        dir.path(),
-        &["missing.tar", "No such file"],
-        &["root.tar"],
-    );
+    assert_fails(&output, dir.path(), &["root.tar", "truncated"], &["root.tar"]);
+    let output = build(&dir.path().join("missing.tar"), &dir.path().join("root.img"), "16M", &[]);
+    assert_fails(&output, dir.path(), &["missing.tar", "No such file"], &["root.tar"]);
 }
 
 /// A stand-in mke2fs: a shell script. Retries while another test's fork holds it open for writing.
@@ -546,17 +427,8 @@ fn old_mke2fs_is_refused_naming_both_versions() {
     );
     let input = dir.path().join("root.tar");
     fs::write(&input, canonical_tar(&[item(b"./", Node::Dir)])).unwrap();
-    let output = build_retrying(
-        &input,
-        &dir.path().join("root.img"),
-        &["--mke2fs", mke2fs.to_str().unwrap()],
-    );
-    assert_fails(
-        &output,
-        dir.path(),
-        &["is mke2fs 1.47.0, but 1.47.1 or newer is needed"],
-        &["root.tar"],
-    );
+    let output = build_retrying(&input, &dir.path().join("root.img"), &["--mke2fs", mke2fs.to_str().unwrap()]);
+    assert_fails(&output, dir.path(), &["is mke2fs 1.47.0, but 1.47.1 or newer is needed"], &["root.tar"]);
 }
 
 #[test]
@@ -570,24 +442,12 @@ fn mke2fs_running_out_of_space_is_reported_with_sizes() {
          echo 'mke2fs: Could not allocate block in ext2 filesystem while populating file system' >&2\nexit 1\n",
     );
     let input = dir.path().join("root.tar");
-    fs::write(
-        &input,
-        canonical_tar(&[item(b"./", Node::Dir), item(b"./f", Node::File(b"x"))]),
-    )
-    .unwrap();
-    let output = build_retrying(
-        &input,
-        &dir.path().join("root.img"),
-        &["--mke2fs", mke2fs.to_str().unwrap()],
-    );
+    fs::write(&input, canonical_tar(&[item(b"./", Node::Dir), item(b"./f", Node::File(b"x"))])).unwrap();
+    let output = build_retrying(&input, &dir.path().join("root.img"), &["--mke2fs", mke2fs.to_str().unwrap()]);
     assert_fails(
         &output,
         dir.path(),
-        &[
-            "does not fit in an ext4 filesystem of 16777216 bytes",
-            "Could not allocate block",
-            "the estimate was",
-        ],
+        &["does not fit in an ext4 filesystem of 16777216 bytes", "Could not allocate block", "the estimate was"],
         &["root.tar"],
     );
 }
@@ -638,11 +498,18 @@ fn a_layout_gives_the_size_and_the_identifiers_of_its_target() {
     assert!(output.status.success(), "{}", stderr(&output));
     // As large as its partition, and identified from the partition's UUID as systemd-repart does.
     assert_eq!(fs::metadata(dir.path().join("root.img")).unwrap().len(), 24 << 20);
-    let header = String::from_utf8_lossy(&run(tool_command("dumpe2fs").arg("-h").arg(dir.path().join("root.img"))).stdout).into_owned();
+    let header =
+        String::from_utf8_lossy(&run(tool_command("dumpe2fs").arg("-h").arg(dir.path().join("root.img"))).stdout)
+            .into_owned();
     let ids = FilesystemIds::from_parent(PARTITION_UUID.parse().unwrap());
     assert_eq!(dumpe2fs_field(&header, "Filesystem UUID"), ids.uuid.to_string());
     let output = run(icos()
         .args(["ext4", "--input", "root.tar", "--output", "other.img", "--layout", "layout.json", "--target", "B_root"])
         .current_dir(dir.path()));
-    assert_fails(&output, dir.path(), &["layout.json: no partition or volume is named \"B_root\"; there are esp, grub, A_boot, A_root"], &["layout.json", "partitions.csv", "root.img", "root.tar"]);
+    assert_fails(
+        &output,
+        dir.path(),
+        &["layout.json: no partition or volume is named \"B_root\"; there are esp, grub, A_boot, A_root"],
+        &["layout.json", "partitions.csv", "root.img", "root.tar"],
+    );
 }

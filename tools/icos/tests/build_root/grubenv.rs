@@ -26,7 +26,10 @@ fn blocks_are_byte_identical_to_grub_editenv_and_readable_both_ways() {
     assert_eq!(fs::read(&ours).unwrap(), fs::read(&theirs).unwrap());
 
     // An upgrade commit as the node does it, read back by GRUB's tool.
-    run(icos().args(["grubenv", "set"]).arg(&theirs).args(["boot_alternative=B", "boot_cycle=first_boot"]), "icos grubenv set");
+    run(
+        icos().args(["grubenv", "set"]).arg(&theirs).args(["boot_alternative=B", "boot_cycle=first_boot"]),
+        "icos grubenv set",
+    );
     let listed = run(tool_command("grub-editenv").arg(&theirs).arg("list"), "grub-editenv list");
     assert_eq!(listed, "boot_alternative=B\nboot_cycle=first_boot\nargs=root=PARTUUID=x a\\b\n");
     let ours_listed = run(icos().args(["grubenv", "list"]).arg(&theirs), "icos grubenv list");

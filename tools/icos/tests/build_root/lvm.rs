@@ -19,7 +19,8 @@ const MIB: usize = 1 << 20;
 
 /// lvm2 in a build root: no udev to ask about devices, no devices file, and only the device under
 /// test visible.
-const LVM_CONFIG: &str = "devices { obtain_device_list_from_udev = 0 external_device_info_source = \"none\" use_devicesfile = 0 } \
+const LVM_CONFIG: &str =
+    "devices { obtain_device_list_from_udev = 0 external_device_info_source = \"none\" use_devicesfile = 0 } \
      global { use_lvmlockd = 0 }";
 
 /// A loop device over a file, detached when dropped.
@@ -118,7 +119,11 @@ fn fixture() -> Fixture {
     let boot_raw = dir.path().join("boot.img");
     fs::write(&boot_raw, &boot).unwrap();
     let boot_package = dir.path().join("partition boot.tzst");
-    run(icos().arg("package").arg("--output").arg(&boot_package).arg(format!("--member=partition.img={}", boot_raw.display())));
+    run(icos()
+        .arg("package")
+        .arg("--output")
+        .arg(&boot_package)
+        .arg(format!("--member=partition.img={}", boot_raw.display())));
     Fixture { volumes, images: vec![("config", config_path, config), ("A_boot", boot_package, boot)], dir }
 }
 
@@ -150,7 +155,10 @@ fn lvm2_accepts_the_physical_volume_and_reads_every_volume_back() {
     // Deterministic: a second run elsewhere, in another time zone and umask, gives the same bytes.
     let again = tempfile::tempdir().unwrap();
     let pv_again = again.path().join("pv.img");
-    run(icos_lvm(&fixture, &group, &pv_again).current_dir(again.path()).env("TZ", "Pacific/Chatham").env("SOURCE_DATE_EPOCH", "1"));
+    run(icos_lvm(&fixture, &group, &pv_again)
+        .current_dir(again.path())
+        .env("TZ", "Pacific/Chatham")
+        .env("SOURCE_DATE_EPOCH", "1"));
     assert_eq!(sha256(&pv_again), written, "two runs gave different physical volumes");
 
     let device = LoopDevice::attach(&pv);
@@ -169,7 +177,9 @@ fn lvm2_accepts_the_physical_volume_and_reads_every_volume_back() {
     ]));
     let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
     let rows = report["report"][0]["lv"].as_array().unwrap();
-    let row = |name: &str| rows.iter().find(|row| row["lv_name"] == name).unwrap_or_else(|| panic!("lvs lists no {name}: {report}"));
+    let row = |name: &str| {
+        rows.iter().find(|row| row["lv_name"] == name).unwrap_or_else(|| panic!("lvs lists no {name}: {report}"))
+    };
     assert_eq!(rows.len(), 3, "{report}");
     for (name, size, first_extent) in [("config", 2, 0), ("A_boot", 3, 2), ("guestos", 6, 9)] {
         let row = row(name);
@@ -203,12 +213,22 @@ fn lvm2_accepts_the_physical_volume_and_reads_every_volume_back() {
 
     // Every volume where lvm2 places it: its image, then zeros to the end of the volume.
     let number = |command: &str, field: &str, object: &str| {
-        report_number(&run_clean(device.lvm(command).args(["--noheadings", "--units", "b", "--nosuffix", "-o", field, object])))
+        report_number(&run_clean(device.lvm(command).args([
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            field,
+            object,
+        ])))
     };
     let pe_start = number("pvs", "pe_start", &device.device);
     let extent_size = number("vgs", "vg_extent_size", &group);
     assert_eq!((pe_start, extent_size), (MIB as u64, MIB as u64));
-    for (name, image) in [("config", Some(&fixture.images[0].2)), ("A_boot", Some(&fixture.images[1].2)), ("guestos", None)] {
+    for (name, image) in
+        [("config", Some(&fixture.images[0].2)), ("A_boot", Some(&fixture.images[1].2)), ("guestos", None)]
+    {
         let range = row(name)["seg_pe_ranges"].as_str().unwrap().to_owned();
         let (first, last) = range.rsplit_once(':').unwrap().1.split_once('-').unwrap();
         let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
@@ -244,7 +264,15 @@ fn four_mib_extents_by_default_and_a_package_of_the_volume() {
     let device = LoopDevice::attach(&pv);
     run_clean(device.lvm("pvck").arg(&device.device));
     run_clean(device.lvm("vgck").arg(&group));
-    let report = run_clean(device.lvm("vgs").args(["--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size,vg_extent_count,lv_count", &group]));
+    let report = run_clean(device.lvm("vgs").args([
+        "--noheadings",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        "vg_extent_size,vg_extent_count,lv_count",
+        &group,
+    ]));
     let fields: Vec<String> = String::from_utf8_lossy(&report.stdout).split_whitespace().map(str::to_owned).collect();
     // (64 MiB - 1 MiB) / 4 MiB = 15 extents.
     assert_eq!(fields, [(4 * MIB).to_string(), "15".to_owned(), "2".to_owned()]);
@@ -261,7 +289,14 @@ fn a_disk_with_a_volume_group_in_one_partition() {
     let disk = fixture.dir.path().join("disk.img");
     let mut command = icos();
     command.arg("disk").arg("--partitions").arg(&partitions).args(["--size", "40M", "--seed", SEED]);
-    command.arg("--volumes").arg(&fixture.volumes).args(["--lvm-partition", "hostlvm", "--vg-name", &group, "--extent-size", "1M"]);
+    command.arg("--volumes").arg(&fixture.volumes).args([
+        "--lvm-partition",
+        "hostlvm",
+        "--vg-name",
+        &group,
+        "--extent-size",
+        "1M",
+    ]);
     command.arg("--output").arg(&disk).arg(format!("--image=after={}", after.display()));
     for (name, path, _) in &fixture.images {
         command.arg(format!("--image={name}={}", path.display()));
@@ -269,7 +304,10 @@ fn a_disk_with_a_volume_group_in_one_partition() {
     run(&mut command);
     // The partitions as sfdisk sees them; the volume group inside the second one, as lvm2 sees it.
     let dump = String::from_utf8(run(tool_command("sfdisk").arg("--dump").arg(&disk)).stdout).unwrap();
-    assert!(dump.contains("start=        4096, size=       65536, type=E6D6D379-F507-44C2-A23C-238F2A3DF928"), "{dump}");
+    assert!(
+        dump.contains("start=        4096, size=       65536, type=E6D6D379-F507-44C2-A23C-238F2A3DF928"),
+        "{dump}"
+    );
     let device = LoopDevice::attach_partition(&disk, 4096 * 512, 65536 * 512);
     run_clean(device.lvm("pvck").arg(&device.device));
     run_clean(device.lvm("vgck").arg(&group));
@@ -288,10 +326,24 @@ fn a_disk_with_a_volume_group_in_one_partition() {
     // An image for the partition that holds the group is refused, naming it.
     let mut command = icos();
     command.arg("disk").arg("--partitions").arg(&partitions).args(["--size", "40M", "--seed", SEED]);
-    command.arg("--volumes").arg(&fixture.volumes).args(["--lvm-partition", "hostlvm", "--vg-name", &group, "--extent-size", "1M"]);
-    command.arg("--output").arg(fixture.dir.path().join("refused.img")).arg(format!("--image=hostlvm={}", after.display()));
+    command.arg("--volumes").arg(&fixture.volumes).args([
+        "--lvm-partition",
+        "hostlvm",
+        "--vg-name",
+        &group,
+        "--extent-size",
+        "1M",
+    ]);
+    command
+        .arg("--output")
+        .arg(fixture.dir.path().join("refused.img"))
+        .arg(format!("--image=hostlvm={}", after.display()));
     let output = command.output().unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("partition \"hostlvm\" of"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("partition \"hostlvm\" of"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(!fixture.dir.path().join("refused.img").exists());
 }

@@ -4,10 +4,10 @@
 mod common;
 mod disk;
 mod ext4;
-mod pipeline;
 mod fat;
 mod grubenv;
 mod lvm;
+mod pipeline;
 mod registry;
 mod repart;
 mod rootfs;

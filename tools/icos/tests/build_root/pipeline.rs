@@ -45,7 +45,10 @@ fn container_export() -> Vec<u8> {
     let long = [b"srv/".as_slice(), &long_name()].concat();
     let mut suid = item(b"usr/bin/ping", Node::File(b"\x7fELF ping"));
     suid.mode = 0o4755;
-    suid.xattrs.push(("security.capability", b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"));
+    suid.xattrs.push((
+        "security.capability",
+        b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+    ));
     let mut owned = item(b"home/user/notes with spaces.txt", Node::File(b"owned by 1000"));
     owned.owner = 1000;
     canonical_tar(&[
@@ -128,15 +131,25 @@ fn run_pipeline(conditions: &Conditions) -> BTreeMap<String, String> {
     let args = |parts: &[&str]| parts.iter().map(|part| part.into()).collect::<Vec<std::ffi::OsString>>();
 
     let mut canonicalize = args(&["rootfs", "canonicalize", "--empty-machine-id", "-i"]);
-    canonicalize.extend([path("export.tar"), "-o".into(), path("rootfs-tree.tar"), "--manifest".into(), path("rootfs.jsonl")]);
-    canonicalize.extend(["--replace".into(), [OsStr::new("/etc/hostname="), path("hostname").as_os_str()].join(OsStr::new(""))]);
+    canonicalize.extend([
+        path("export.tar"),
+        "-o".into(),
+        path("rootfs-tree.tar"),
+        "--manifest".into(),
+        path("rootfs.jsonl"),
+    ]);
+    canonicalize.extend([
+        "--replace".into(),
+        [OsStr::new("/etc/hostname="), path("hostname").as_os_str()].join(OsStr::new("")),
+    ]);
     run(canonicalize);
     let mut split = args(&["rootfs", "split", "-i"]);
     split.extend([path("rootfs-tree.tar"), "--boot".into(), path("boot.tar"), "--root".into(), path("root.tar")]);
     split.extend(["--var".into(), path("var.tar"), "--root-manifest".into(), path("root.jsonl")]);
     run(split);
     for (tree, size, partition) in [("boot", "32M", "A_boot"), ("root", "64M", "A_root")] {
-        let mut ext4 = args(&["ext4", "--size", size, "--label", tree, "--seed", SEED, "--partition-name", partition, "-i"]);
+        let mut ext4 =
+            args(&["ext4", "--size", size, "--label", tree, "--seed", SEED, "--partition-name", partition, "-i"]);
         ext4.extend([path(&format!("{tree}.tar")), "-o".into(), path(&format!("{tree}.img"))]);
         ext4.extend(["--partitions".into(), path("partitions.csv")]);
         // What the Bazel rules keep: the filesystem packaged, as partition-<tree>.tzst.
@@ -149,17 +162,28 @@ fn run_pipeline(conditions: &Conditions) -> BTreeMap<String, String> {
     let mut disk = args(&["disk", "--size", "256M", "--seed", SEED, "--partitions"]);
     disk.extend([path("partitions.csv"), "--output".into(), path("disk.img")]);
     for (partition, image) in [("esp", "esp.img"), ("A_boot", "boot.img"), ("A_root", "root.img")] {
-        disk.extend(["--image".into(), [OsStr::new(partition), OsStr::new("="), path(image).as_os_str()].join(OsStr::new(""))]);
+        disk.extend([
+            "--image".into(),
+            [OsStr::new(partition), OsStr::new("="), path(image).as_os_str()].join(OsStr::new("")),
+        ]);
     }
     run(disk);
     let mut package = args(&["package", "--threads", conditions.zstd_threads, "--output"]);
-    package.extend([path("disk-img.tar.zst"), "--member".into(), [OsStr::new("disk.img="), path("disk.img").as_os_str()].join(OsStr::new(""))]);
+    package.extend([
+        path("disk-img.tar.zst"),
+        "--member".into(),
+        [OsStr::new("disk.img="), path("disk.img").as_os_str()].join(OsStr::new("")),
+    ]);
     run(package);
     // The same disk and an upgrade image from the packaged partitions, as the Bazel rules make them.
     let mut disk = args(&["disk", "--size", "256M", "--seed", SEED, "--partitions"]);
     disk.extend([path("partitions.csv"), "--package".into(), path("disk-from-tzst.tar.zst")]);
-    for (partition, image) in [("esp", "esp.img"), ("A_boot", "partition-boot.tzst"), ("A_root", "partition-root.tzst")] {
-        disk.extend(["--image".into(), [OsStr::new(partition), OsStr::new("="), path(image).as_os_str()].join(OsStr::new(""))]);
+    for (partition, image) in [("esp", "esp.img"), ("A_boot", "partition-boot.tzst"), ("A_root", "partition-root.tzst")]
+    {
+        disk.extend([
+            "--image".into(),
+            [OsStr::new(partition), OsStr::new("="), path(image).as_os_str()].join(OsStr::new("")),
+        ]);
     }
     run(disk);
     fs::write(work.join("VERSION.TXT"), b"1.2.3\n").unwrap();
@@ -168,7 +192,9 @@ fn run_pipeline(conditions: &Conditions) -> BTreeMap<String, String> {
     };
     let mut upgrade = args(&["package", "--threads", conditions.zstd_threads, "--output"]);
     upgrade.push(path("update-img.tar.zst"));
-    upgrade.extend(member("--member", "boot.img", "boot.img").into_iter().chain(member("--member", "root.img", "root.img")));
+    upgrade.extend(
+        member("--member", "boot.img", "boot.img").into_iter().chain(member("--member", "root.img", "root.img")),
+    );
     upgrade.extend(member("--member", "VERSION.TXT", "VERSION.TXT"));
     run(upgrade);
     let mut upgrade = args(&["package", "--output"]);
@@ -257,8 +283,9 @@ fn root_filesystem_matches_its_manifest() {
         let relative = Path::new(OsStr::from_bytes(&path_bytes[1..]));
         let on_disk = extracted.join(relative);
         let kind = record["type"].as_str().unwrap();
-        let metadata = fs::symlink_metadata(&on_disk)
-            .unwrap_or_else(|error| panic!("{} from the manifest is not in the filesystem: {error}", on_disk.display()));
+        let metadata = fs::symlink_metadata(&on_disk).unwrap_or_else(|error| {
+            panic!("{} from the manifest is not in the filesystem: {error}", on_disk.display())
+        });
         let mode = u32::from_str_radix(record["mode"].as_str().unwrap(), 8).unwrap();
         match kind {
             "dir" => assert!(metadata.is_dir(), "{relative:?}"),
@@ -298,7 +325,10 @@ fn root_filesystem_matches_its_manifest() {
     assert!(stat.contains("Mode:  04755"), "{stat}");
     assert!(stat.contains("Links: 2"), "the hard link shares the inode: {stat}");
 
-    let dump = checked(tool_command("sfdisk").arg("--dump").arg(work.path().join("disk.img")).output().unwrap(), "sfdisk --dump");
+    let dump = checked(
+        tool_command("sfdisk").arg("--dump").arg(work.path().join("disk.img")).output().unwrap(),
+        "sfdisk --dump",
+    );
     let dump = String::from_utf8_lossy(&dump.stdout);
     for name in ["esp", "A_boot", "A_root"] {
         assert!(dump.contains(&format!("name=\"{name}\"")), "{dump}");

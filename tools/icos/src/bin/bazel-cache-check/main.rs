@@ -52,7 +52,10 @@ fn main() -> ExitCode {
         println!("bazel-cache-check: note: executed (not an image action): {} {}", spawn.mnemonic, spawn.target_label);
     }
     for (spawn, problem) in &report.problems {
-        println!("bazel-cache-check: FAIL {} {} ({}): {problem}", spawn.mnemonic, spawn.target_label, spawn.progress_message);
+        println!(
+            "bazel-cache-check: FAIL {} {} ({}): {problem}",
+            spawn.mnemonic, spawn.target_label, spawn.progress_message
+        );
     }
     if report.passed() {
         println!("bazel-cache-check: passed: a shared cache serves every image action");

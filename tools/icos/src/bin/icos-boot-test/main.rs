@@ -153,9 +153,7 @@ impl Session {
     }
 
     fn expect(&mut self, pattern: &str, timeout: Duration) -> Result<String, Failure> {
-        self.console
-            .expect(pattern, timeout)
-            .map_err(|error| Failure::Check(format!("{}: {error}", self.phase)))
+        self.console.expect(pattern, timeout).map_err(|error| Failure::Check(format!("{}: {error}", self.phase)))
     }
 
     /// The rest of the current console line, after the last match.
@@ -198,7 +196,9 @@ impl Session {
             if found == 0 {
                 break;
             }
-            check(attempt < LOGIN_ATTEMPTS, || format!("getty did not take the user name in {LOGIN_ATTEMPTS} attempts"))?;
+            check(attempt < LOGIN_ATTEMPTS, || {
+                format!("getty did not take the user name in {LOGIN_ATTEMPTS} attempts")
+            })?;
             attempt += 1;
         }
         self.console.send(&format!("{password}\n"))?;
@@ -262,7 +262,12 @@ fn start(images: &Images, flags: VmFlags, work: &Path) -> Result<Session, Failur
     Ok(Session { console, disk, phase: "unpacking the disk image", phase_start: test_start, test_start })
 }
 
-fn boot(session: &mut Session, images: &Images, password: Option<&str>, checks: &[CommandCheck]) -> Result<(), Failure> {
+fn boot(
+    session: &mut Session,
+    images: &Images,
+    password: Option<&str>,
+    checks: &[CommandCheck],
+) -> Result<(), Failure> {
     session.expect_boot('A', "stable", &images.version)?;
     if !checks.is_empty() && password.is_none() {
         return Err(Failure::Setup("--check needs --root-password: the checks run at the root prompt".into()));
@@ -281,7 +286,9 @@ fn boot(session: &mut Session, images: &Images, password: Option<&str>, checks: 
             // The console echoes the typed line, which ends in the exit marker's quoted echo: only
             // what follows it counts.
             let printed = output.rsplit_once("exit=$?\"").map_or(output.as_str(), |(_, rest)| rest);
-            check(printed.contains(expected.as_str()), || format!("`{command}` printed {printed:?}, which lacks {expected:?}"))?;
+            check(printed.contains(expected.as_str()), || {
+                format!("`{command}` printed {printed:?}, which lacks {expected:?}")
+            })?;
             println!("icos-boot-test: check passed: `{command}` printed {expected:?}");
         }
     }
@@ -386,12 +393,8 @@ fn run(args: Args) -> Result<(), Failure> {
         },
     };
     fs::create_dir_all(&work)?;
-    let mut images = Images {
-        disk: args.disk_image.clone(),
-        version: read_version(&args.version_file)?,
-        share: None,
-        update: None,
-    };
+    let mut images =
+        Images { disk: args.disk_image.clone(), version: read_version(&args.version_file)?, share: None, update: None };
     if let (Some(update), Some(version_file)) = (&args.update_image, &args.update_version_file) {
         // The VM sees a directory holding only the update image, as a file (9p does not follow
         // the runfiles symlink out of the shared directory).

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use clap::Args;
 use uuid::Uuid;
 
-use icos::layout::Layout;
 use icos::ext4::{build_ext4, find_mke2fs, Ext4Options};
 use icos::fat::{build_fat, FatOptions};
+use icos::layout::Layout;
 use icos::partitions::read_partitions_csv;
 use icos::seed::{FilesystemIds, Seed};
 use icos::size::parse_size;
@@ -112,7 +112,11 @@ impl ParentArgs {
             let layout = Layout::read(layout_path)?;
             let target = layout.target(name).ok_or_else(|| {
                 let names: Vec<&str> = layout.targets.iter().map(|target| target.name.as_str()).collect();
-                format!("{}: no partition or volume is named {name:?}; there are {}", layout_path.display(), names.join(", "))
+                format!(
+                    "{}: no partition or volume is named {name:?}; there are {}",
+                    layout_path.display(),
+                    names.join(", ")
+                )
             })?;
             return Ok(Parent { uuid: target.filesystem_parent, size: Some(target.size) });
         }
@@ -183,11 +187,7 @@ pub fn run_fat(args: FatArgs) -> Result<ExitCode, Box<dyn Error>> {
         (None, Some(parent)) => FilesystemIds::from_parent(parent).fat_volume_id,
         (None, None) => return Err("give --volume-id or what it derives from".into()),
     };
-    let options = FatOptions {
-        size,
-        label: args.label,
-        volume_id,
-    };
+    let options = FatOptions { size, label: args.label, volume_id };
     build_fat(&args.input, &args.output, &options)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -195,11 +195,8 @@ pub fn run_fat(args: FatArgs) -> Result<ExitCode, Box<dyn Error>> {
 fn parse_volume_id(value: &str) -> Result<u32, String> {
     let digits: String = value.chars().filter(|&c| c != '-').collect();
     if digits.len() != 8 {
-        return Err(format!(
-            "{value:?} is not a volume id: expected 8 hex digits such as 1234ABCD"
-        ));
+        return Err(format!("{value:?} is not a volume id: expected 8 hex digits such as 1234ABCD"));
     }
-    u32::from_str_radix(&digits, 16).map_err(|_| {
-        format!("{value:?} is not a volume id: expected 8 hex digits such as 1234ABCD")
-    })
+    u32::from_str_radix(&digits, 16)
+        .map_err(|_| format!("{value:?} is not a volume id: expected 8 hex digits such as 1234ABCD"))
 }

@@ -76,7 +76,8 @@ pub fn run(args: LayoutArgs) -> Result<ExitCode, Box<dyn Error>> {
     // Everything is computed before anything is written.
     let grub_cfg = match &args.grub_cfg_template {
         Some(template) => {
-            let text = fs::read_to_string(template).map_err(|error| format!("cannot read {}: {error}", template.display()))?;
+            let text =
+                fs::read_to_string(template).map_err(|error| format!("cannot read {}: {error}", template.display()))?;
             Some(layout.grub_cfg(&text, template)?)
         }
         None => None,

@@ -79,7 +79,11 @@ impl ImageOutputArgs {
     /// Writes the raw image that `build` makes to --output, or packages it as `member` of
     /// --package, or both. Without --output the raw image lives in a temporary directory next to
     /// the package.
-    pub fn write(&self, member: &str, build: impl FnOnce(&Path) -> Result<(), Box<dyn Error>>) -> Result<(), Box<dyn Error>> {
+    pub fn write(
+        &self,
+        member: &str,
+        build: impl FnOnce(&Path) -> Result<(), Box<dyn Error>>,
+    ) -> Result<(), Box<dyn Error>> {
         let scratch;
         let raw = match (&self.output, &self.package) {
             (Some(output), _) => output.to_owned(),

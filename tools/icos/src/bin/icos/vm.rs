@@ -10,7 +10,9 @@ use std::process::{Command, ExitCode};
 use clap::{Args, Subcommand};
 
 use icos::vm::image::{DISK_IMAGE_NAME, VARS_NAME};
-use icos::vm::{command_line, copy_vars, prepare_disk_image, qemu_argv, resolve_host, HostChoices, SerialMode, VmConfig, VmFlags};
+use icos::vm::{
+    command_line, copy_vars, prepare_disk_image, qemu_argv, resolve_host, HostChoices, SerialMode, VmConfig, VmFlags,
+};
 
 #[derive(Subcommand)]
 pub enum VmCommand {
@@ -73,7 +75,6 @@ pub struct CommandArgs {
     #[command(flatten)]
     vm: VmFlags,
 }
-
 
 pub fn run(command: VmCommand) -> Result<ExitCode, Box<dyn Error>> {
     match command {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser};
 
-use icos::repro::{repro_check, Expected, ImageRef, ReproCheckOptions, Repository, Verdict};
+use icos::repro::{repro_check, Expected, ImageRef, Repository, ReproCheckOptions, Verdict};
 
 #[derive(Parser)]
 #[command(

@@ -10,11 +10,7 @@ fn field<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
     let mut out = [0u8; N];
     match offset.checked_add(N).and_then(|end| bytes.get(offset..end)) {
         Some(slice) => out.copy_from_slice(slice),
-        None => debug_assert!(
-            false,
-            "a {N}-byte field at {offset} is outside {} bytes",
-            bytes.len()
-        ),
+        None => debug_assert!(false, "a {N}-byte field at {offset} is outside {} bytes", bytes.len()),
     }
     out
 }

@@ -30,9 +30,7 @@ pub(super) fn parse_block(block: &[u8], entries: &mut Vec<(Vec<u8>, u32)>) -> Re
     let mut position = 0;
     while position < block.len() {
         let Some(header) = slice_at(block, position, HEADER_SIZE) else {
-            return Err(format!(
-                "the entry at byte {position} has no room for its 8-byte header"
-            ));
+            return Err(format!("the entry at byte {position} has no room for its 8-byte header"));
         };
         let inode = u32_at(header, 0);
         let length = record_length(u16_at(header, 4), block.len());
@@ -99,10 +97,7 @@ mod tests {
         ]
         .concat();
         assert_eq!(block.len(), 1024);
-        assert_eq!(
-            parse(&block).unwrap(),
-            [(b"hostname".to_vec(), 12), (b"passwd".to_vec(), 13)]
-        );
+        assert_eq!(parse(&block).unwrap(), [(b"hostname".to_vec(), 12), (b"passwd".to_vec(), 13)]);
     }
 
     #[test]
@@ -123,14 +118,8 @@ mod tests {
             (record(12, 0, b"", 1), "record length 0"),
             (record(12, 10, b"a", 1), "record length 10"),
             ([record(12, 1020, b"a", 1), vec![0; 4]].concat(), "no room"),
-            (
-                [record(12, 1012, b"a", 1), record(12, 16, b"b", 1)].concat(),
-                "does not fit",
-            ),
-            (
-                record(12, 12, b"abcdefgh", 1),
-                "8-byte name in a 12-byte record",
-            ),
+            ([record(12, 1012, b"a", 1), record(12, 16, b"b", 1)].concat(), "does not fit"),
+            (record(12, 12, b"abcdefgh", 1), "8-byte name in a 12-byte record"),
             (record(12, 1024, b"a/b", 1), "holds '/'"),
             (record(12, 1024, b"", 1), "empty"),
         ];

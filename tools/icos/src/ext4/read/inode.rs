@@ -66,20 +66,12 @@ impl Inode {
         }
         let room = raw.len() - BASE_INODE_SIZE;
         // Inodes of 128 bytes have no extra fields at all.
-        let extra_size = if room >= 2 {
-            usize::from(u16_at(raw, 0x80))
-        } else {
-            0
-        };
+        let extra_size = if room >= 2 { usize::from(u16_at(raw, 0x80)) } else { 0 };
         if extra_size > room {
-            return Err(format!(
-                "i_extra_isize {extra_size} is larger than the {room} bytes after the base inode"
-            ));
+            return Err(format!("i_extra_isize {extra_size} is larger than the {room} bytes after the base inode"));
         }
         // An extra field exists when i_extra_isize covers it entirely.
-        let extra = |offset: usize| {
-            (offset + 4 <= BASE_INODE_SIZE + extra_size).then(|| u32_at(raw, offset))
-        };
+        let extra = |offset: usize| (offset + 4 <= BASE_INODE_SIZE + extra_size).then(|| u32_at(raw, offset));
         let flags = u32_at(raw, 0x20);
         let sectors_lo = u64::from(u32_at(raw, 0x1C));
         let sectors = if format.huge_file {
@@ -94,17 +86,9 @@ impl Inode {
         };
         let mode = u16_at(raw, 0x0);
         // i_size_high was i_dir_acl for directories before large_dir (the kernel's ext4_isize).
-        let size_high = if mode & S_IFMT == S_IFREG || format.large_dir {
-            u64::from(u32_at(raw, 0x6C))
-        } else {
-            0
-        };
+        let size_high = if mode & S_IFMT == S_IFREG || format.large_dir { u64::from(u32_at(raw, 0x6C)) } else { 0 };
         // The high half of i_file_acl counts only with 64-bit block numbers.
-        let xattr_block_high = if format.bits64 {
-            u64::from(u16_at(raw, 0x76))
-        } else {
-            0
-        };
+        let xattr_block_high = if format.bits64 { u64::from(u16_at(raw, 0x76)) } else { 0 };
         let mut block = [0u8; 60];
         block.copy_from_slice(&raw[0x28..0x28 + 60]);
         Ok(Inode {
@@ -142,11 +126,7 @@ impl Inode {
     /// Data blocks the inode holds, its extended attribute block excepted (which the kernel's
     /// ext4_inode_is_fast_symlink looks at).
     pub fn data_blocks_in_sectors(&self, block_size: u64) -> u64 {
-        let xattr_sectors = if self.xattr_block != 0 {
-            block_size / 512
-        } else {
-            0
-        };
+        let xattr_sectors = if self.xattr_block != 0 { block_size / 512 } else { 0 };
         self.sectors.saturating_sub(xattr_sectors)
     }
 
@@ -166,12 +146,7 @@ impl Inode {
 mod tests {
     use super::*;
 
-    const FORMAT: InodeFormat = InodeFormat {
-        block_size: 4096,
-        huge_file: true,
-        large_dir: false,
-        bits64: true,
-    };
+    const FORMAT: InodeFormat = InodeFormat { block_size: 4096, huge_file: true, large_dir: false, bits64: true };
 
     fn raw_inode(size: usize, extra_isize: u16) -> Vec<u8> {
         let mut raw = vec![0u8; size];
@@ -200,13 +175,7 @@ mod tests {
         assert_eq!(inode.gid, 200_000);
         assert_eq!(inode.size, (1 << 32) + 5);
         assert_eq!(inode.mtime, Ext4Time::decode(0x1234, Some(7)));
-        assert_eq!(
-            inode.crtime,
-            Some(Ext4Time {
-                seconds: 10,
-                nanoseconds: 3
-            })
-        );
+        assert_eq!(inode.crtime, Some(Ext4Time { seconds: 10, nanoseconds: 3 }));
         assert_eq!(inode.xattr_area.len(), 256 - 128 - 32);
     }
 

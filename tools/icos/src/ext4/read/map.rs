@@ -91,13 +91,7 @@ impl<'g, 'r, 'a> Builder<'g, 'r, 'a> {
 }
 
 impl Builder<'_, '_, '_> {
-    fn push(
-        &mut self,
-        logical: u64,
-        physical: u64,
-        length: u64,
-        initialized: bool,
-    ) -> Result<(), Problem> {
+    fn push(&mut self, logical: u64, physical: u64, length: u64, initialized: bool) -> Result<(), Problem> {
         if logical < self.next_logical {
             return Err(Problem::Corrupt(format!(
                 "the extents overlap or are out of order: logical block {logical} comes after block {}",
@@ -123,24 +117,15 @@ impl Builder<'_, '_, '_> {
                 return Ok(());
             }
         }
-        self.map.runs.push(Run {
-            logical,
-            physical,
-            length,
-            initialized,
-        });
+        self.map.runs.push(Run { logical, physical, length, initialized });
         Ok(())
     }
 
     /// Reads tree block `block`, which must lie in the filesystem and not have been read yet.
     fn read_tree_block(&mut self, block: u64, what: &str) -> Result<Vec<u8>, Problem> {
-        self.geometry
-            .check(block, 1)
-            .map_err(|problem| Problem::Corrupt(format!("{what}: {problem}")))?;
+        self.geometry.check(block, 1).map_err(|problem| Problem::Corrupt(format!("{what}: {problem}")))?;
         if !self.visited.insert(block) {
-            return Err(Problem::Corrupt(format!(
-                "{what}: block {block} is used twice in the same tree"
-            )));
+            return Err(Problem::Corrupt(format!("{what}: block {block} is used twice in the same tree")));
         }
         self.map.tree_blocks.push(block);
         let mut buffer = vec![0u8; self.geometry.block_size as usize];
@@ -150,24 +135,14 @@ impl Builder<'_, '_, '_> {
 
     /// One extent tree node: `node` is i_block (the root) or a whole tree block.
     /// `depth`: what the parent says this node's depth must be (None for the root).
-    fn extent_node(
-        &mut self,
-        node: &[u8],
-        depth: Option<u16>,
-        location: &str,
-    ) -> Result<(), Problem> {
+    fn extent_node(&mut self, node: &[u8], depth: Option<u16>, location: &str) -> Result<(), Problem> {
         let corrupt = |problem: String| Problem::Corrupt(format!("{location}: {problem}"));
         if node.len() < HEADER_SIZE {
-            return Err(corrupt(format!(
-                "{} bytes cannot hold an extent header",
-                node.len()
-            )));
+            return Err(corrupt(format!("{} bytes cannot hold an extent header", node.len())));
         }
         let magic = u16_at(node, 0);
         if magic != EXTENT_MAGIC {
-            return Err(corrupt(format!(
-                "the extent header magic is {magic:#06x}, not {EXTENT_MAGIC:#06x}"
-            )));
+            return Err(corrupt(format!("the extent header magic is {magic:#06x}, not {EXTENT_MAGIC:#06x}")));
         }
         let entries = usize::from(u16_at(node, 2));
         let max = usize::from(u16_at(node, 4));
@@ -185,9 +160,7 @@ impl Builder<'_, '_, '_> {
                 )))
             }
             Some(expected) if node_depth != expected => {
-                return Err(corrupt(format!(
-                    "the node has depth {node_depth} where its parent says {expected}"
-                )))
+                return Err(corrupt(format!("the node has depth {node_depth} where its parent says {expected}")))
             }
             _ => {}
         }
@@ -204,15 +177,12 @@ impl Builder<'_, '_, '_> {
                     (raw_length, true)
                 };
                 if length == 0 {
-                    return Err(corrupt(format!(
-                        "the extent at logical block {logical} is empty"
-                    )));
+                    return Err(corrupt(format!("the extent at logical block {logical} is empty")));
                 }
-                self.push(logical, physical, u64::from(length), initialized)
-                    .map_err(|problem| match problem {
-                        Problem::Corrupt(text) => corrupt(text),
-                        other => other,
-                    })?;
+                self.push(logical, physical, u64::from(length), initialized).map_err(|problem| match problem {
+                    Problem::Corrupt(text) => corrupt(text),
+                    other => other,
+                })?;
             }
             return Ok(());
         }
@@ -300,11 +270,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    const GEOMETRY: Geometry = Geometry {
-        block_size: 1024,
-        first_valid: 2,
-        blocks_count: 1000,
-    };
+    const GEOMETRY: Geometry = Geometry { block_size: 1024, first_valid: 2, blocks_count: 1000 };
 
     fn header(entries: u16, max: u16, depth: u16) -> Vec<u8> {
         let mut bytes = Vec::new();
@@ -345,20 +311,13 @@ mod tests {
         block
     }
 
-    fn map(
-        root: &[u8; 60],
-        blocks: &HashMap<u64, Vec<u8>>,
-        extents: bool,
-    ) -> Result<BlockMap, String> {
+    fn map(root: &[u8; 60], blocks: &HashMap<u64, Vec<u8>>, extents: bool) -> Result<BlockMap, String> {
         let mut read = |number: u64, buffer: &mut [u8]| {
             buffer.copy_from_slice(blocks.get(&number).map_or(&[0u8; 1024][..], |b| &b[..]));
             Ok(())
         };
-        let result = if extents {
-            extent_map(root, &GEOMETRY, &mut read)
-        } else {
-            indirect_map(root, &GEOMETRY, &mut read)
-        };
+        let result =
+            if extents { extent_map(root, &GEOMETRY, &mut read) } else { indirect_map(root, &GEOMETRY, &mut read) };
         result.map_err(|problem| match problem {
             Problem::Corrupt(text) => text,
             Problem::Fail(error) => error.to_string(),
@@ -366,31 +325,14 @@ mod tests {
     }
 
     fn run(logical: u64, physical: u64, length: u64, initialized: bool) -> Run {
-        Run {
-            logical,
-            physical,
-            length,
-            initialized,
-        }
+        Run { logical, physical, length, initialized }
     }
 
     #[test]
     fn leaves_in_the_inode_with_uninitialised_extents() {
-        let root = root(&[
-            header(3, 4, 0),
-            leaf(0, 2, 100),
-            leaf(2, 32768 + 3, 102),
-            leaf(10, 1, 50),
-        ]);
+        let root = root(&[header(3, 4, 0), leaf(0, 2, 100), leaf(2, 32768 + 3, 102), leaf(10, 1, 50)]);
         let map = map(&root, &HashMap::new(), true).unwrap();
-        assert_eq!(
-            map.runs,
-            [
-                run(0, 100, 2, true),
-                run(2, 102, 3, false),
-                run(10, 50, 1, true)
-            ]
-        );
+        assert_eq!(map.runs, [run(0, 100, 2, true), run(2, 102, 3, false), run(10, 50, 1, true)]);
         assert!(map.tree_blocks.is_empty());
         // Exactly 32768 blocks is still an initialised extent.
         let root = self::root(&[header(1, 4, 0), leaf(0, 32768, 0x1_0000_0000)]);
@@ -402,10 +344,7 @@ mod tests {
     fn index_nodes_down_to_leaves() {
         let root = root(&[header(2, 4, 1), index(0, 10), index(100, 11)]);
         let blocks = HashMap::from([
-            (
-                10,
-                block(&[header(2, 84, 0), leaf(0, 1, 200), leaf(1, 1, 201)]),
-            ),
+            (10, block(&[header(2, 84, 0), leaf(0, 1, 200), leaf(1, 1, 201)])),
             (11, block(&[header(1, 84, 0), leaf(100, 4, 300)])),
         ]);
         let map = map(&root, &blocks, true).unwrap();
@@ -420,26 +359,10 @@ mod tests {
             (root(&[vec![0; 12]]), HashMap::new(), "magic"),
             (root(&[header(5, 5, 0)]), HashMap::new(), "do not fit"),
             (root(&[header(1, 4, 6)]), HashMap::new(), "depth 6"),
-            (
-                root(&[header(2, 4, 0), leaf(5, 1, 100), leaf(5, 1, 101)]),
-                HashMap::new(),
-                "overlap",
-            ),
-            (
-                root(&[header(1, 4, 0), leaf(1, 0, 100)]),
-                HashMap::new(),
-                "empty",
-            ),
-            (
-                root(&[header(1, 4, 0), leaf(0, 1, 1)]),
-                HashMap::new(),
-                "outside",
-            ),
-            (
-                root(&[header(1, 4, 0), leaf(u32::MAX, 2, 100)]),
-                HashMap::new(),
-                "2^32",
-            ),
+            (root(&[header(2, 4, 0), leaf(5, 1, 100), leaf(5, 1, 101)]), HashMap::new(), "overlap"),
+            (root(&[header(1, 4, 0), leaf(1, 0, 100)]), HashMap::new(), "empty"),
+            (root(&[header(1, 4, 0), leaf(0, 1, 1)]), HashMap::new(), "outside"),
+            (root(&[header(1, 4, 0), leaf(u32::MAX, 2, 100)]), HashMap::new(), "2^32"),
             // A child that claims the wrong depth.
             (
                 root(&[header(1, 4, 2), index(0, 10)]),
@@ -452,11 +375,7 @@ mod tests {
                 HashMap::from([(10, block(&[header(0, 84, 0)]))]),
                 "used twice",
             ),
-            (
-                root(&[header(2, 4, 1), index(5, 10), index(5, 11)]),
-                HashMap::new(),
-                "not after the previous",
-            ),
+            (root(&[header(2, 4, 1), index(5, 10), index(5, 11)]), HashMap::new(), "not after the previous"),
         ];
         for (root, blocks, expected) in cases {
             let error = map(&root, &blocks, true).unwrap_err();
@@ -485,12 +404,7 @@ mod tests {
         // 256 blocks further, and the third pointer in there two more.
         assert_eq!(
             map.runs,
-            [
-                run(0, 100, 2, true),
-                run(11, 200, 1, true),
-                run(12, 300, 2, true),
-                run(12 + 256 + 256 + 2, 400, 1, true)
-            ]
+            [run(0, 100, 2, true), run(11, 200, 1, true), run(12, 300, 2, true), run(12 + 256 + 256 + 2, 400, 1, true)]
         );
         assert_eq!(map.tree_blocks, [20, 21, 22]);
         // An indirect block that lists itself.

@@ -65,11 +65,7 @@ impl Claims {
             return;
         };
         match &mut self.owners[index] {
-            owner @ None => {
-                *owner = Some(BlockOwner::ExtendedAttributes {
-                    paths: vec![path.to_vec()],
-                })
-            }
+            owner @ None => *owner = Some(BlockOwner::ExtendedAttributes { paths: vec![path.to_vec()] }),
             Some(BlockOwner::ExtendedAttributes { paths }) => paths.push(path.to_vec()),
             Some(_) => {}
         }
@@ -89,10 +85,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
     /// walked once for all of them: group metadata by position, the journal and resize inode,
     /// every reachable inode's blocks, reserved inodes that hold blocks, then the block bitmaps
     /// for blocks nothing claimed.
-    pub fn block_owners(
-        &mut self,
-        blocks: &[u64],
-    ) -> Result<Vec<(u64, BlockOwner)>, Ext4ReadError> {
+    pub fn block_owners(&mut self, blocks: &[u64]) -> Result<Vec<(u64, BlockOwner)>, Ext4ReadError> {
         let mut claims = Claims::new(blocks.to_vec());
         if claims.blocks.is_empty() {
             return Ok(Vec::new());
@@ -103,14 +96,11 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
         let mut mapped: HashSet<u32> = HashSet::new();
         let geometry = self.geometry();
         self.walk(|filesystem, path, inode| {
-            let subject = Subject {
-                inode: inode.number,
-                path,
-            };
+            let subject = Subject { inode: inode.number, path };
             if inode.xattr_block != 0 {
-                geometry.check(inode.xattr_block, 1).map_err(|problem| {
-                    subject.corrupt(format!("extended attribute block: {problem}"))
-                })?;
+                geometry
+                    .check(inode.xattr_block, 1)
+                    .map_err(|problem| subject.corrupt(format!("extended attribute block: {problem}")))?;
                 claims.add_xattr_user(inode.xattr_block, path);
             }
             // A hard link's blocks belong to its first path.
@@ -118,15 +108,9 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
                 return Ok(());
             }
             let owner = match inode.file_type() {
-                S_IFDIR => BlockOwner::Directory {
-                    path: path.to_vec(),
-                },
-                S_IFREG => BlockOwner::FileData {
-                    path: path.to_vec(),
-                },
-                S_IFLNK if !filesystem.is_fast_symlink(inode) => BlockOwner::FileData {
-                    path: path.to_vec(),
-                },
+                S_IFDIR => BlockOwner::Directory { path: path.to_vec() },
+                S_IFREG => BlockOwner::FileData { path: path.to_vec() },
+                S_IFLNK if !filesystem.is_fast_symlink(inode) => BlockOwner::FileData { path: path.to_vec() },
                 // Devices, FIFOs, sockets and fast symbolic links hold no blocks.
                 _ => return Ok(()),
             };
@@ -136,10 +120,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
         })?;
         self.claim_hidden_inodes(&mut claims, &mapped)?;
         self.claim_by_bitmaps(&mut claims)?;
-        Ok(blocks
-            .iter()
-            .map(|&block| (block, claims.owner(block)))
-            .collect())
+        Ok(blocks.iter().map(|&block| (block, claims.owner(block))).collect())
     }
 
     /// Superblock copies, descriptor tables, bitmaps and inode tables, by position.
@@ -160,12 +141,8 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
                     }
                 });
             }
-            claims.claim(descriptor.block_bitmap, 1, |_| BlockOwner::BlockBitmap {
-                group,
-            });
-            claims.claim(descriptor.inode_bitmap, 1, |_| BlockOwner::InodeBitmap {
-                group,
-            });
+            claims.claim(descriptor.block_bitmap, 1, |_| BlockOwner::BlockBitmap { group });
+            claims.claim(descriptor.inode_bitmap, 1, |_| BlockOwner::InodeBitmap { group });
             let table = descriptor.inode_table;
             let group_first = u64::from(group) * inodes_per_group;
             claims.claim(table, table_blocks, |block| {
@@ -185,13 +162,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
         if journal != 0 {
             let path = format!("<inode {journal}: journal>").into_bytes();
             let inode = self.read_inode(journal, &path)?;
-            let map = self.block_map(
-                &Subject {
-                    inode: journal,
-                    path: &path,
-                },
-                &inode,
-            )?;
+            let map = self.block_map(&Subject { inode: journal, path: &path }, &inode)?;
             claims.claim_map(&map, || BlockOwner::Journal);
         }
         if self.superblock.has_resize_inode() {
@@ -200,11 +171,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
             let block = u64::from(inode.block_word(DOUBLE_INDIRECT_INDEX));
             if block != 0 {
                 self.geometry().check(block, 1).map_err(|problem| {
-                    Subject {
-                        inode: RESIZE_INODE,
-                        path,
-                    }
-                    .corrupt(format!("double indirect block: {problem}"))
+                    Subject { inode: RESIZE_INODE, path }.corrupt(format!("double indirect block: {problem}"))
                 })?;
                 claims.claim(block, 1, |_| BlockOwner::ResizeInode);
             }
@@ -214,27 +181,16 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
 
     /// Reserved inodes and inodes the superblock names (quota files, the orphan file) that no
     /// path reaches but that hold blocks.
-    fn claim_hidden_inodes(
-        &mut self,
-        claims: &mut Claims,
-        reached: &HashSet<u32>,
-    ) -> Result<(), Ext4ReadError> {
+    fn claim_hidden_inodes(&mut self, claims: &mut Claims, reached: &HashSet<u32>) -> Result<(), Ext4ReadError> {
         let raw = &self.superblock.raw;
         let mut hidden: BTreeMap<u32, &str> = BTreeMap::new();
-        let reserved_names = [
-            (1, "bad blocks"),
-            (3, "user quota"),
-            (4, "group quota"),
-            (5, "boot loader"),
-            (6, "undelete directory"),
-        ];
+        let reserved_names =
+            [(1, "bad blocks"), (3, "user quota"), (4, "group quota"), (5, "boot loader"), (6, "undelete directory")];
         // The inodes ext4 reserves (a corrupt first_ino must not make this a long walk).
         let reserved_end = self.superblock.first_inode.min(FIRST_ORDINARY_INODE);
         for number in 1..reserved_end {
-            let name = reserved_names
-                .iter()
-                .find(|(reserved, _)| *reserved == number)
-                .map_or("reserved", |(_, name)| name);
+            let name =
+                reserved_names.iter().find(|(reserved, _)| *reserved == number).map_or("reserved", |(_, name)| name);
             hidden.insert(number, name);
         }
         for (offset, name) in [
@@ -263,10 +219,7 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
             if inode.sectors == 0 {
                 continue;
             }
-            let subject = Subject {
-                inode: number,
-                path: &path,
-            };
+            let subject = Subject { inode: number, path: &path };
             if inode.xattr_block != 0 {
                 claims.add_xattr_user(inode.xattr_block, &path);
             }
@@ -280,16 +233,13 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
     /// of their group (read once per group; the blocks are sorted).
     fn claim_by_bitmaps(&mut self, claims: &mut Claims) -> Result<(), Ext4ReadError> {
         let superblock = &self.superblock;
-        let trust_flags =
-            superblock.feature_ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0;
+        let trust_flags = superblock.feature_ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0;
         let block_size = superblock.block_size;
         let mut bitmap = vec![0u8; block_size as usize];
         let mut loaded: Option<u32> = None;
         for index in 0..claims.blocks.len() {
             let block = claims.blocks[index];
-            if claims.owners[index].is_some()
-                || block < superblock.first_data_block
-                || block >= superblock.blocks_count
+            if claims.owners[index].is_some() || block < superblock.first_data_block || block >= superblock.blocks_count
             {
                 continue;
             }
@@ -320,14 +270,8 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
                 loaded = Some(group);
             }
             // blocks_per_group is at most 8 bits per bitmap byte, checked on opening.
-            let used = bitmap
-                .get(bit / 8)
-                .is_some_and(|byte| byte >> (bit % 8) & 1 == 1);
-            claims.owners[index] = Some(if used {
-                BlockOwner::Unknown
-            } else {
-                BlockOwner::Unused
-            });
+            let used = bitmap.get(bit / 8).is_some_and(|byte| byte >> (bit % 8) & 1 == 1);
+            claims.owners[index] = Some(if used { BlockOwner::Unknown } else { BlockOwner::Unused });
         }
         Ok(())
     }

@@ -110,23 +110,16 @@ impl Superblock {
     pub fn parse(raw: Vec<u8>, length: u64) -> Result<Superblock, Ext4ReadError> {
         let not_ext4 = |reason: String| Ext4ReadError::NotExt4 { reason };
         if raw.len() != SUPERBLOCK_SIZE {
-            return Err(not_ext4(format!(
-                "the superblock is {} bytes, not 1024",
-                raw.len()
-            )));
+            return Err(not_ext4(format!("the superblock is {} bytes, not 1024", raw.len())));
         }
         let magic = u16_at(&raw, 0x38);
         if magic != MAGIC {
-            return Err(not_ext4(format!(
-                "the magic number at byte 1080 is {magic:#06x}, not {MAGIC:#06x}"
-            )));
+            return Err(not_ext4(format!("the magic number at byte 1080 is {magic:#06x}, not {MAGIC:#06x}")));
         }
         let log_block_size = u32_at(&raw, 0x18);
         // 1 KiB to 64 KiB are the block sizes ext4 defines.
         if log_block_size > 6 {
-            return Err(not_ext4(format!(
-                "s_log_block_size {log_block_size} gives a block size above 64 KiB"
-            )));
+            return Err(not_ext4(format!("s_log_block_size {log_block_size} gives a block size above 64 KiB")));
         }
         let block_size = 1024u64 << log_block_size;
         let feature_compat = u32_at(&raw, 0x5C);
@@ -134,9 +127,7 @@ impl Superblock {
         let feature_ro_compat = u32_at(&raw, 0x64);
         let unreadable = feature_incompat & !INCOMPAT_READABLE;
         if unreadable != 0 {
-            return Err(Ext4ReadError::Unsupported {
-                feature: feature_names(unreadable, INCOMPAT_NAMES),
-            });
+            return Err(Ext4ReadError::Unsupported { feature: feature_names(unreadable, INCOMPAT_NAMES) });
         }
         if feature_ro_compat & RO_COMPAT_REFUSED != 0 {
             return Err(Ext4ReadError::Unsupported {
@@ -145,11 +136,8 @@ impl Superblock {
         }
         let rev_level = u32_at(&raw, 0x4C);
         // Revision 0 filesystems have fixed 128-byte inodes and 11 as the first ordinary inode.
-        let (inode_size, first_inode) = if rev_level == 0 {
-            (128, 11)
-        } else {
-            (u64::from(u16_at(&raw, 0x58)), u32_at(&raw, 0x54))
-        };
+        let (inode_size, first_inode) =
+            if rev_level == 0 { (128, 11) } else { (u64::from(u16_at(&raw, 0x58)), u32_at(&raw, 0x54)) };
         if inode_size < 128 || !inode_size.is_power_of_two() || inode_size > block_size {
             return Err(not_ext4(format!(
                 "the inode size {inode_size} is not a power of two between 128 and the block size {block_size}"
@@ -159,9 +147,7 @@ impl Superblock {
         // claim millions of groups.
         let blocks_per_group_raw = u32_at(&raw, 0x20);
         if blocks_per_group_raw < 8 || blocks_per_group_raw % 8 != 0 {
-            return Err(not_ext4(format!(
-                "{blocks_per_group_raw} blocks per group is not a positive multiple of 8"
-            )));
+            return Err(not_ext4(format!("{blocks_per_group_raw} blocks per group is not a positive multiple of 8")));
         }
         let inodes_count = u32_at(&raw, 0x0);
         let blocks_count = hi_lo(&raw, 0x150, 0x4);
@@ -190,40 +176,27 @@ impl Superblock {
                 "the first data block {first_data_block} is not below the block count {blocks_count}"
             )));
         }
-        let size = blocks_count
-            .checked_mul(block_size)
-            .filter(|&size| size <= length);
+        let size = blocks_count.checked_mul(block_size).filter(|&size| size <= length);
         if size.is_none() {
             return Err(not_ext4(format!(
                 "{blocks_count} blocks of {block_size} bytes do not fit in the {length} bytes given"
             )));
         }
         let group_count = (blocks_count - first_data_block).div_ceil(blocks_per_group);
-        let group_count = u32::try_from(group_count)
-            .map_err(|_| not_ext4(format!("{group_count} block groups are too many")))?;
+        let group_count =
+            u32::try_from(group_count).map_err(|_| not_ext4(format!("{group_count} block groups are too many")))?;
         if u64::from(inodes_count) > u64::from(group_count) * u64::from(inodes_per_group) {
             return Err(not_ext4(format!(
                 "{inodes_count} inodes do not fit in {group_count} groups of {inodes_per_group}"
             )));
         }
-        let descriptor_size = if feature_incompat & INCOMPAT_64BIT != 0 {
-            u64::from(u16_at(&raw, 0xFE))
-        } else {
-            32
-        };
-        if descriptor_size < 32
-            || !descriptor_size.is_power_of_two()
-            || descriptor_size > block_size
-        {
+        let descriptor_size = if feature_incompat & INCOMPAT_64BIT != 0 { u64::from(u16_at(&raw, 0xFE)) } else { 32 };
+        if descriptor_size < 32 || !descriptor_size.is_power_of_two() || descriptor_size > block_size {
             return Err(not_ext4(format!(
                 "the group descriptor size {descriptor_size} is not a power of two between 32 and the block size"
             )));
         }
-        let journal_inode = if feature_compat & COMPAT_HAS_JOURNAL != 0 {
-            u32_at(&raw, 0xE0)
-        } else {
-            0
-        };
+        let journal_inode = if feature_compat & COMPAT_HAS_JOURNAL != 0 { u32_at(&raw, 0xE0) } else { 0 };
         Ok(Superblock {
             inodes_count,
             blocks_count,
@@ -441,10 +414,7 @@ impl Field {
             Field::Text(offset, length) => {
                 let bytes = &raw[offset..offset + length];
                 // Trailing NULs are padding; anything else, even after a NUL, is shown.
-                let end = bytes
-                    .iter()
-                    .rposition(|&byte| byte != 0)
-                    .map_or(0, |last| last + 1);
+                let end = bytes.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
                 format!("\"{}\"", bytes[..end].escape_ascii())
             }
             Field::Bytes(offset, length) => {
@@ -481,14 +451,7 @@ fn format_uuid(bytes: &[u8]) -> String {
     if text.len() != 32 {
         return text;
     }
-    format!(
-        "{}-{}-{}-{}-{}",
-        &text[..8],
-        &text[8..12],
-        &text[12..16],
-        &text[16..20],
-        &text[20..]
-    )
+    format!("{}-{}-{}-{}-{}", &text[..8], &text[8..12], &text[12..16], &text[16..20], &text[20..])
 }
 
 fn block_size_meaning(value: u64) -> &'static str {
@@ -617,10 +580,7 @@ const FIELDS: &[(&str, Field)] = &[
     ("journal_dev", Field::Hex32(0xE4)),
     ("last_orphan", Field::U32(0xE8)),
     ("hash_seed", Field::Uuid(0xEC)),
-    (
-        "def_hash_version",
-        Field::Named(0xFC, 1, hash_version_meaning),
-    ),
+    ("def_hash_version", Field::Named(0xFC, 1, hash_version_meaning)),
     ("jnl_backup_type", Field::U8(0xFD)),
     ("desc_size", Field::U16(0xFE)),
     ("default_mount_opts", Field::Hex32(0x100)),
@@ -635,10 +595,7 @@ const FIELDS: &[(&str, Field)] = &[
     ("mmp_block", Field::U64(0x168)),
     ("raid_stripe_width", Field::U32(0x170)),
     ("log_groups_per_flex", Field::U8(0x174)),
-    (
-        "checksum_type",
-        Field::Named(0x175, 1, checksum_type_meaning),
-    ),
+    ("checksum_type", Field::Named(0x175, 1, checksum_type_meaning)),
     ("encryption_level", Field::U8(0x176)),
     ("reserved_pad", Field::U8(0x177)),
     ("kbytes_written", Field::U64(0x178)),
@@ -681,10 +638,7 @@ pub(super) fn superblock_fields(raw: &[u8]) -> Vec<(String, String)> {
     if raw.len() != SUPERBLOCK_SIZE {
         return vec![("superblock".to_owned(), hex(raw))];
     }
-    FIELDS
-        .iter()
-        .map(|&(name, field)| (name.to_owned(), field.render(raw)))
-        .collect()
+    FIELDS.iter().map(|&(name, field)| (name.to_owned(), field.render(raw))).collect()
 }
 
 #[cfg(test)]
@@ -708,10 +662,7 @@ mod tests {
 
     #[test]
     fn fields_are_in_on_disk_order() {
-        let starts: Vec<usize> = FIELDS
-            .iter()
-            .map(|(_, field)| field.ranges()[0].0)
-            .collect();
+        let starts: Vec<usize> = FIELDS.iter().map(|(_, field)| field.ranges()[0].0).collect();
         let mut sorted = starts.clone();
         sorted.sort_unstable();
         assert_eq!(starts, sorted);
@@ -744,30 +695,17 @@ mod tests {
         raw[0xFC] = 1;
         raw[0x300] = 0xab;
         let fields = superblock_fields(&raw);
-        let get = |name: &str| {
-            fields
-                .iter()
-                .find(|(field, _)| field == name)
-                .map(|(_, value)| value.clone())
-                .unwrap()
-        };
+        let get = |name: &str| fields.iter().find(|(field, _)| field == name).map(|(_, value)| value.clone()).unwrap();
         assert_eq!(get("blocks_count"), (786432u64 + (1 << 32)).to_string());
         assert_eq!(get("wtime"), "5994967296 (2159-12-22 04:41:36 UTC)");
-        assert_eq!(
-            get("feature_compat"),
-            "0x0000003c (has_journal, ext_attr, resize_inode, dir_index)"
-        );
+        assert_eq!(get("feature_compat"), "0x0000003c (has_journal, ext_attr, resize_inode, dir_index)");
         assert_eq!(get("feature_incompat"), "0x00080000 (unknown 0x80000)");
         assert_eq!(get("uuid"), "11111111-1111-1111-1111-111111111111");
         assert_eq!(get("volume_name"), "\"root\\xff\"");
         assert_eq!(get("def_hash_version"), "1 (half_md4)");
         assert_eq!(get("log_block_size"), "0 (1024-byte blocks)");
         assert_eq!(get("mkfs_time"), "0 (1970-01-01 00:00:00 UTC)");
-        assert!(
-            get("reserved").starts_with("sha256 "),
-            "{}",
-            get("reserved")
-        );
+        assert!(get("reserved").starts_with("sha256 "), "{}", get("reserved"));
         assert_eq!(get("jnl_blocks"), "68 zero bytes");
         assert_eq!(fields.first().unwrap().0, "inodes_count");
         assert_eq!(fields.last().unwrap().0, "checksum");
@@ -808,10 +746,7 @@ mod tests {
         assert_eq!(superblock.inode_table_blocks(), 512);
         assert_eq!(superblock.descriptor_block_location(0), 1);
         assert_eq!(superblock.group_metadata(0), [(0, 1, true), (1, 8, false)]);
-        assert_eq!(
-            superblock.group_metadata(3),
-            [(3 * 32768, 1, true), (3 * 32768 + 1, 8, false)]
-        );
+        assert_eq!(superblock.group_metadata(3), [(3 * 32768, 1, true), (3 * 32768 + 1, 8, false)]);
         assert_eq!(superblock.group_metadata(2), []);
     }
 

@@ -12,14 +12,8 @@ impl Ext4Time {
     pub fn decode(seconds: u32, extra: Option<u32>) -> Ext4Time {
         let base = i64::from(seconds as i32);
         match extra {
-            Some(extra) => Ext4Time {
-                seconds: base + (i64::from(extra & 3) << 32),
-                nanoseconds: extra >> 2,
-            },
-            None => Ext4Time {
-                seconds: base,
-                nanoseconds: 0,
-            },
+            Some(extra) => Ext4Time { seconds: base + (i64::from(extra & 3) << 32), nanoseconds: extra >> 2 },
+            None => Ext4Time { seconds: base, nanoseconds: 0 },
         }
     }
 }
@@ -41,12 +35,7 @@ pub(super) fn format_seconds(seconds: i64) -> String {
     let days = seconds.div_euclid(86_400);
     let time = seconds.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        time / 3600,
-        time / 60 % 60,
-        time % 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", time / 3600, time / 60 % 60, time % 60)
 }
 
 #[cfg(test)]
@@ -56,24 +45,12 @@ mod tests {
     #[test]
     fn extra_epoch_bits_and_nanoseconds() {
         let time = |seconds, extra| Ext4Time::decode(seconds, extra);
-        assert_eq!(
-            time(0, None),
-            Ext4Time {
-                seconds: 0,
-                nanoseconds: 0
-            }
-        );
+        assert_eq!(time(0, None), Ext4Time { seconds: 0, nanoseconds: 0 });
         assert_eq!(time(0xFFFF_FFFF, None).seconds, -1);
         assert_eq!(time(0xFFFF_FFFF, Some(0)).seconds, -1);
         assert_eq!(time(0x8000_0000, Some(1)).seconds, 1 << 31);
         // What `debugfs sif mtime 0x1234; sif mtime_extra 7` gives: year 2378, 1 ns.
-        assert_eq!(
-            time(0x1234, Some(7)),
-            Ext4Time {
-                seconds: 0x1234 + (3 << 32),
-                nanoseconds: 1
-            }
-        );
+        assert_eq!(time(0x1234, Some(7)), Ext4Time { seconds: 0x1234 + (3 << 32), nanoseconds: 1 });
         assert_eq!(time(5, Some(999_999_999 << 2)).nanoseconds, 999_999_999);
     }
 
@@ -83,22 +60,10 @@ mod tests {
         assert_eq!(format_seconds(1_700_000_000), "2023-11-14 22:13:20 UTC");
         assert_eq!(format_seconds(-1), "1969-12-31 23:59:59 UTC");
         assert_eq!(format_seconds(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(
-            format_seconds(0x1234 + (3 << 32)),
-            "2378-04-22 20:42:28 UTC"
-        );
-        assert_eq!(
-            format_seconds(i64::from(i32::MIN)),
-            "1901-12-13 20:45:52 UTC"
-        );
-        let time = Ext4Time {
-            seconds: 1,
-            nanoseconds: 5,
-        };
+        assert_eq!(format_seconds(0x1234 + (3 << 32)), "2378-04-22 20:42:28 UTC");
+        assert_eq!(format_seconds(i64::from(i32::MIN)), "1901-12-13 20:45:52 UTC");
+        let time = Ext4Time { seconds: 1, nanoseconds: 5 };
         assert_eq!(time.to_string(), "1970-01-01 00:00:01.000000005 UTC");
-        assert_eq!(
-            Ext4Time::decode(1, None).to_string(),
-            "1970-01-01 00:00:01 UTC"
-        );
+        assert_eq!(Ext4Time::decode(1, None).to_string(), "1970-01-01 00:00:01 UTC");
     }
 }

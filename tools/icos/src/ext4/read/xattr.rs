@@ -58,22 +58,17 @@ pub(super) fn in_inode(area: &[u8]) -> Result<Attributes, Problem> {
 
 /// The attributes in an extended attribute block.
 pub(super) fn in_block(block: &[u8], number: u64) -> Result<Attributes, Problem> {
-    let corrupt =
-        |text: String| Problem::Corrupt(format!("extended attribute block {number}: {text}"));
+    let corrupt = |text: String| Problem::Corrupt(format!("extended attribute block {number}: {text}"));
     if block.len() < BLOCK_HEADER_SIZE + 4 {
         return Err(corrupt(format!("{} bytes are too few", block.len())));
     }
     let magic = u32_at(block, 0);
     if magic != MAGIC {
-        return Err(corrupt(format!(
-            "the magic number is {magic:#010x}, not {MAGIC:#010x}"
-        )));
+        return Err(corrupt(format!("the magic number is {magic:#010x}, not {MAGIC:#010x}")));
     }
     let blocks = u32_at(block, 8);
     if blocks != 1 {
-        return Err(corrupt(format!(
-            "the header says it spans {blocks} blocks, not 1"
-        )));
+        return Err(corrupt(format!("the header says it spans {blocks} blocks, not 1")));
     }
     parse_entries(block, BLOCK_HEADER_SIZE, block).map_err(|problem| match problem {
         Problem::Corrupt(text) => corrupt(text),
@@ -91,10 +86,7 @@ fn parse_entries(area: &[u8], first: usize, values: &[u8]) -> Result<Attributes,
         // Every record starts on a 4-byte boundary and is at least 16 bytes long, so the walk
         // moves forward and ends at the end of the area at the latest.
         let Some(head) = slice_at(area, position, 4) else {
-            return Err(corrupt(format!(
-                "the list has no end marker before byte {}",
-                area.len()
-            )));
+            return Err(corrupt(format!("the list has no end marker before byte {}", area.len())));
         };
         if u32_at(head, 0) == 0 {
             return Ok(attributes);
@@ -108,9 +100,7 @@ fn parse_entries(area: &[u8], first: usize, values: &[u8]) -> Result<Attributes,
         let value_inode = u32_at(entry, 4);
         let value_size = u32_at(entry, 8) as usize;
         let Some(suffix) = slice_at(area, position + ENTRY_HEADER_SIZE, name_length) else {
-            return Err(corrupt(format!(
-                "the name of the entry at byte {position} is cut off"
-            )));
+            return Err(corrupt(format!("the name of the entry at byte {position} is cut off")));
         };
         let name = full_name(index, suffix);
         if value_inode != 0 {
@@ -178,10 +168,7 @@ mod tests {
         let attributes = in_inode(&area).map_err(problem_text).unwrap();
         assert_eq!(
             attributes,
-            [
-                (b"user.foo".to_vec(), b"bar".to_vec()),
-                (b"system.posix_acl_access".to_vec(), vec![1, 0, 0, 0])
-            ]
+            [(b"user.foo".to_vec(), b"bar".to_vec()), (b"system.posix_acl_access".to_vec(), vec![1, 0, 0, 0])]
         );
         assert!(in_inode(&[0; 96]).map_err(problem_text).unwrap().is_empty());
         assert!(in_inode(&[]).map_err(problem_text).unwrap().is_empty());
@@ -193,12 +180,7 @@ mod tests {
         block[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         block[4..8].copy_from_slice(&1u32.to_le_bytes());
         block[8..12].copy_from_slice(&1u32.to_le_bytes());
-        let entries = [
-            entry(6, b"capability", 1000, 20),
-            entry(7, b"data", 0, 0),
-            entry(9, b"x", 0, 0),
-        ]
-        .concat();
+        let entries = [entry(6, b"capability", 1000, 20), entry(7, b"data", 0, 0), entry(9, b"x", 0, 0)].concat();
         block[32..32 + entries.len()].copy_from_slice(&entries);
         block[1000..1020].copy_from_slice(&[7; 20]);
         let attributes = in_block(&block, 9).map_err(problem_text).unwrap();
@@ -230,10 +212,7 @@ mod tests {
             endless[position..end].copy_from_slice(&record[..end - position]);
         }
         let error = problem_text(in_block(&endless, 9).unwrap_err());
-        assert!(
-            error.contains("cut off") || error.contains("end marker"),
-            "{error}"
-        );
+        assert!(error.contains("cut off") || error.contains("end marker"), "{error}");
         let mut wrong = block.clone();
         wrong[8] = 2;
         let error = problem_text(in_block(&wrong, 9).unwrap_err());
