@@ -1,27 +1,39 @@
 #!/usr/bin/env bash
 # Runs COMMAND inside the icos build root: a Debian sid tree with Bazel 7, rules_rust, e2fsprogs,
-# GRUB, OVMF, QEMU and podman, created on first use under $ICOS_CACHE_DIR and reused afterwards.
+# GRUB, OVMF, QEMU and podman, unpacked on first use under $ICOS_CACHE_DIR and reused afterwards.
 #
 #   ci/container/container-run.sh [COMMAND [ARG...]]    (no COMMAND: an interactive shell)
+#   ci/container/container-run.sh --host-icos | --mirror   (print the host's icos, the archive)
 #
-# The workspace is mounted at its own absolute path; Bazel's output root and the cargo cache live in
-# $ICOS_CACHE_DIR and are mounted at the same paths, so bazel-* symlinks also resolve on the host.
-# Every mount is made in a private mount and PID namespace: they vanish with the last process in it,
-# whether COMMAND exits, fails, or the run is interrupted or killed.
+# The root is the OCI image that ci/container/build-root.pin names, a function of packages.lock
+# (ci/container/relock makes both). It comes from the image store, else from the registry
+# $ICOS_REGISTRY, else it is rebuilt from the lock while the Debian archive still serves those
+# versions; the host's icos (built with the host's cargo) fetches, checks and unpacks it. What is
+# particular to this machine (its CA certificates, the cache directory) is added once it is
+# unpacked, and is part of the unpacked root's key.
+#
+# Root is needed to unpack the tree with its owners and device nodes and to chroot and mount into
+# it. The workspace is mounted at its own absolute path; Bazel's output root and the cargo cache
+# live in $ICOS_CACHE_DIR and are mounted at the same paths, so bazel-* symlinks also resolve on the
+# host. Every mount is made in a private mount and PID namespace: they vanish with the last process
+# in it, whether COMMAND exits, fails, or the run is interrupted or killed.
 #
 # Environment:
 #   ICOS_CACHE_DIR       where build roots and caches live (default /var/cache/icos)
-#   ICOS_DEBIAN_MIRROR   Debian archive to bootstrap from (default: the host's apt source)
-#   ICOS_OCI_STORE       the store of pinned base images (default $ICOS_CACHE_DIR/oci-store)
+#   ICOS_OCI_STORE       the store of pinned images (default $ICOS_CACHE_DIR/oci-store)
+#   ICOS_REGISTRY        the OCI registry pinned images are pulled from (default: none)
+#   ICOS_DEBIAN_MIRROR   the Debian archive to rebuild the root from (default: the host's apt source)
+#   ICOS_ROOTS_DIR       where unpacked roots live (default $ICOS_CACHE_DIR/roots)
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 workspace=$(cd "$script_dir/../.." && pwd)
 cache_dir=${ICOS_CACHE_DIR:-/var/cache/icos}
 readonly script_dir workspace cache_dir
-readonly suite=sid
-readonly cargo_bazel_version=0.15.0
+readonly pin_file=$script_dir/build-root.pin
 readonly host_ca_dir=/usr/local/share/ca-certificates
+store=${ICOS_OCI_STORE:-$cache_dir/oci-store}
+roots_dir=${ICOS_ROOTS_DIR:-$cache_dir/roots}
 
 log() { printf 'container-run: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -32,9 +44,6 @@ host_mirror() {
   printf '%s\n' "${uri:-http://deb.debian.org/debian}"
 }
 mirror=${ICOS_DEBIAN_MIRROR:-$(host_mirror)}
-
-# Packages named in packages.txt, without comments and blank lines.
-package_list() { sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$script_dir/packages.txt"; }
 
 # Mounts what a chroot needs and runs "$@" in it. Runs as PID 1 of fresh mount and PID namespaces,
 # so nothing here needs undoing: the kernel drops the namespaces, and their mounts, when it ends.
@@ -81,7 +90,7 @@ run_in_root() {
   done
   # The OCI store of the pinned base images outlives build roots, as Bazel's caches do.
   local binds=("$workspace" "$cache_dir/bazel" "$cache_dir/cargo" "$cache_dir/tools" "$cache_dir/scratch"
-    "${ICOS_OCI_STORE:-$cache_dir/oci-store}")
+    "$store")
   mkdir -p "${binds[@]}"
   # cargo >= 1.85 names its crates.io index cache with a new hash, while the crates-index 2.2
   # inside cargo-bazel 0.15 looks for the old name; both names must reach the same directory.
@@ -93,53 +102,61 @@ run_in_root() {
     _ "$root" "$workdir" "$@"
 }
 
-# Creates the build root in PARTIAL. Its definition is part of the root's cache key: editing this
-# function, packages.txt or the host's CA certificates makes a new root.
-setup_root() {
-  local partial=$1
-  log "checking the Debian archive at $mirror"
-  curl -fsS --max-time 60 -o /dev/null "$mirror/dists/$suite/Release" \
-    || die "cannot reach the Debian archive at $mirror (set ICOS_DEBIAN_MIRROR to a reachable mirror)"
-  if ! command -v debootstrap >/dev/null; then
-    log "installing debootstrap on the host"
-    apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null \
-      || die "could not install debootstrap on the host"
-  fi
-  log "bootstrapping Debian $suite into $partial (about half a minute)"
-  debootstrap --variant=minbase "$suite" "$partial" "$mirror" >"$cache_dir/debootstrap.log" 2>&1 \
-    || die "debootstrap failed; see $cache_dir/debootstrap.log"
+# The host's icos, built with the host's cargo: it fetches, checks and unpacks the pinned build
+# root (and rebuilds it from the lock), before there is a build root to run anything in.
+host_icos() {
+  command -v cargo >/dev/null \
+    || die "the host needs cargo (rustup) to build icos, which fetches, checks and unpacks the pinned build root"
+  CARGO_TARGET_DIR="$cache_dir/tools/host-target" cargo build --release --locked --quiet \
+    --manifest-path "$workspace/tools/Cargo.toml" -p icos --bin icos >&2 \
+    || die "building icos on the host failed"
+  printf '%s\n' "$cache_dir/tools/host-target/release/icos"
+}
 
-  # The archive's sid Release file may be past its Valid-Until date.
-  printf 'Acquire::Check-Valid-Until "false";\nAPT::Install-Recommends "false";\n' \
-    >"$partial/etc/apt/apt.conf.d/90icos"
-  printf 'deb %s %s main\n' "$mirror" "$suite" >"$partial/etc/apt/sources.list"
-  # The host's TLS proxy CA, so that apt, cargo and Bazel's JVM can reach the registries.
+# Puts the pinned build root into the store: pulled from $ICOS_REGISTRY, else rebuilt from the lock
+# while the Debian archive still serves its versions.
+obtain_image() {
+  local icos=$1 digest=$2 tried=()
+  if [[ -n ${ICOS_REGISTRY:-} ]]; then
+    log "pulling the build root $digest from $ICOS_REGISTRY"
+    if "$icos" oci pull --store "$store" --pin "$pin_file"; then
+      return
+    fi
+    tried+=("it could not be pulled from $ICOS_REGISTRY (see above)")
+  else
+    tried+=("no registry is configured (ICOS_REGISTRY)")
+  fi
+  if ! command -v mmdebstrap >/dev/null; then
+    log "installing mmdebstrap on the host"
+    apt-get update -qq && apt-get install -y -qq mmdebstrap >/dev/null || die "could not install mmdebstrap on the host"
+  fi
+  log "rebuilding the build root from ci/container/packages.lock with $mirror (about ten minutes)"
+  local ca=()
+  [[ -f /etc/ssl/certs/ca-certificates.crt ]] && ca=(--ca-certificates /etc/ssl/certs/ca-certificates.crt)
+  if "$icos" build-root build --check-pin --dir "$script_dir" --store "$store" --mirror "$mirror" "${ca[@]}" >/dev/null; then
+    return
+  fi
+  tried+=("rebuilding it from the lock with $mirror failed (see above)")
+  die "the pinned build root $digest is not in the store $store; $(IFS=';'; echo "${tried[*]}")"
+}
+
+# Makes the unpacked build root in PARTIAL fit this machine: the host's CA certificates (a TLS
+# proxy's) in its trust stores, Java's included, and the offline Bazel settings with this cache
+# directory. Its definition is part of the root's directory key.
+configure_root() {
+  local partial=$1
   if [[ -d $host_ca_dir ]]; then
     mkdir -p "$partial$host_ca_dir"
     cp -a "$host_ca_dir/." "$partial$host_ca_dir/"
   fi
-
-  local packages
-  mapfile -t packages < <(package_list)
-  log "installing ${#packages[@]} packages into the build root (a few minutes)"
-  run_in_root "$partial" / /bin/bash -c 'apt-get update -q && apt-get install -y -q "$@" && update-ca-certificates --fresh && apt-get clean' \
-    _ "${packages[@]}" >"$cache_dir/apt.log" 2>&1 || die "package installation failed; see $cache_dir/apt.log"
-
-  local cargo_bazel_dir="$cache_dir/tools/cargo-bazel-$cargo_bazel_version"
-  if [[ ! -x $cargo_bazel_dir/bin/cargo-bazel ]]; then
-    log "building cargo-bazel $cargo_bazel_version from the crate registry (several minutes, once per cache)"
-    mkdir -p "$cache_dir/tools"
-    rm -rf "$cargo_bazel_dir.partial"
-    run_in_root "$partial" / cargo install --locked --root "$cargo_bazel_dir.partial" \
-      cargo-bazel --version "$cargo_bazel_version" >"$cache_dir/cargo-bazel.log" 2>&1 \
-      || die "building cargo-bazel failed; see $cache_dir/cargo-bazel.log"
-    mv "$cargo_bazel_dir.partial" "$cargo_bazel_dir"
-  fi
-  install -m 755 "$cargo_bazel_dir/bin/cargo-bazel" "$partial/usr/local/bin/cargo-bazel"
+  # The image leaves Java's trust store out (its entries are dated): this makes it.
+  run_in_root "$partial" / update-ca-certificates --fresh >"$cache_dir/ca-certificates.log" 2>&1 \
+    || die "update-ca-certificates failed in the build root; see $cache_dir/ca-certificates.log"
 
   # Offline Bazel Central Registry: Debian's /etc/bazel/bazelrc overrides the rule sets it ships
   # and try-imports /etc/bazel.bazelrc. @bazel_tools and rules_rust name a few modules that Debian
-  # does not ship and that these builds never load: empty stubs stand in for them.
+  # does not ship and that these builds never load: empty stubs stand in for them. cargo-bazel is
+  # the image's own (ci/container/packages.txt's root is built with it).
   local stub stubs_dir=/usr/local/share/icos/module-stubs
   local -a rc_lines=("startup --output_user_root=$cache_dir/bazel"
     "common --override_module=rules_rust=/usr/share/bazel/rules/rust"
@@ -155,38 +172,60 @@ setup_root() {
     "${rc_lines[@]}" >"$partial/etc/bazel.bazelrc"
 }
 
+# Unpacks the pinned image DIGEST into ROOT (through ROOT.partial) and configures it.
+make_root() {
+  local digest=$1 root=$2 icos
+  icos=$(host_icos)
+  [[ -f $store/sha256/${digest#sha256:}.oci.tar ]] || obtain_image "$icos" "$digest"
+  rm -rf "$root.partial" "$root"
+  mkdir -p "$root.partial"
+  log "unpacking the build root $digest"
+  # icos checks the image against its digest before it writes the layer; GNU tar makes the device
+  # nodes, owners and extended attributes as they are.
+  "$icos" oci layer --store "$store" "$digest" \
+    | tar -C "$root.partial" --numeric-owner --xattrs --xattrs-include='*' -xpf -
+  local status=("${PIPESTATUS[@]}")
+  [[ ${status[0]} -eq 0 && ${status[1]} -eq 0 ]] || die "unpacking the build root $digest failed"
+  configure_root "$root.partial"
+  mv "$root.partial" "$root"
+}
+
 root_key() {
   {
-    declare -f setup_root
-    package_list
+    printf '%s\n' "$1" "$cache_dir"
+    declare -f configure_root
     cat "$host_ca_dir"/* 2>/dev/null || true
-    printf '%s\n' "$mirror"
   } | sha256sum | cut -c1-16
 }
 
 main() {
-  [[ $(id -u) -eq 0 ]] || die "must run as root (it bootstraps a Debian root and mounts into it); try: sudo $0 $*"
-  mkdir -p "$cache_dir/roots"
-  local key root
-  key=$(root_key)
-  root="$cache_dir/roots/$key"
+  # For ci/container/relock: the host's icos and the Debian archive, as this script chooses them.
+  case ${1:-} in
+    --host-icos) host_icos; return ;;
+    --mirror) printf '%s\n' "$mirror"; return ;;
+  esac
+  [[ $(id -u) -eq 0 ]] || die "must run as root (it unpacks a Debian root and mounts into it); try: sudo $0 $*"
+  mkdir -p "$roots_dir"
+  local digest key root
+  digest=$(sed -n 's/^icos-build-root@//p' "$pin_file")
+  [[ $digest == sha256:* ]] || die "$pin_file: expected one line icos-build-root@sha256:<digest>"
+  key=$(root_key "$digest")
+  root="$roots_dir/$key"
 
   # Shared lock while a root is in use, exclusive while one is made, so that concurrent runs
   # never see or remove a half-made root.
-  exec {lock_fd}>"$cache_dir/roots/.lock"
+  exec {lock_fd}>"$roots_dir/.lock"
   flock -s "$lock_fd"
   if [[ ! -e $root.ready ]]; then
     flock -u "$lock_fd"
     flock -x "$lock_fd"
     if [[ ! -e $root.ready ]]; then
       local started=$SECONDS
-      log "creating the build root $root (first run, or packages.txt changed)"
-      rm -rf "$root.partial" "$root"
-      setup_root "$root.partial"
-      mv "$root.partial" "$root"
+      log "making the build root $root from the pinned image $digest"
+      make_root "$digest" "$root"
       touch "$root.ready"
       local old
-      for old in "$cache_dir"/roots/*.ready; do
+      for old in "$roots_dir"/*.ready; do
         [[ $old == "$root.ready" ]] && continue
         log "removing the outdated build root ${old%.ready}"
         rm -f "$old" && rm -rf "${old%.ready}"

@@ -1,9 +1,10 @@
 //! Building blocks of icos disk images. The image writers (`rootfs`, `ext4`, `fat`, `gpt_disk`,
 //! `lvm`, `package`, `grubenv`, `oci::write`) are functions of their inputs only, so that two builds
-//! of the same sources give the same bytes; `container`, `base_image`, `upgrade`, `vm` and `repro`
+//! of the same sources give the same bytes; `container`, `base_image`, `build_root`, `upgrade`, `vm` and `repro`
 //! drive programs, machines and VMs and are not.
 
 pub mod base_image;
+pub mod build_root;
 pub mod calendar;
 pub mod container;
 pub mod diff;

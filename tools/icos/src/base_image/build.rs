@@ -124,6 +124,9 @@ impl BaseImageSpec {
     }
 }
 
+/// What the header of a base image's lock names as its generator.
+pub const GENERATOR: &str = "ci/base-images/rebuild (icos base-image build --relock)";
+
 /// The ways out when the archive no longer serves the locked versions.
 const REPIN: &str = "re-pin with `ci/container/container-run.sh ci/base-images/rebuild`, or build from a snapshot \
     of the archive state the lock was made from: \
@@ -289,7 +292,7 @@ fn build_image(
 
 /// Writes the lock and the pin of `built`, each all or nothing, the pin last.
 pub fn write_lock_and_pin(spec: &BaseImageSpec, built: &BuiltImage) -> Result<(), BaseImageError> {
-    write_lock(&spec.lock_path(), &built.lock, &built.name)?;
+    write_lock(&spec.lock_path(), &built.lock, &format!("the base image {}", built.name), GENERATOR)?;
     let pin_path = spec.pin_path();
     write_atomically(&pin_path, |file| {
         io::Write::write_all(file, format_pin(&built.pin()).as_bytes()).map_err(write_error(&pin_path))

@@ -33,7 +33,7 @@ pub use build::{
     DEFAULT_SUITE,
 };
 pub use dpkg::{compare_versions, installed_in_archive, installed_in_tar};
-pub use lock::{diff, format_lock, parse_lock, read_lock, Difference, Lock, Requested};
+pub use lock::{diff, format_lock, parse_lock, read_lock, read_package_list, write_lock, Difference, Lock, Requested};
 pub use summary::summary;
 
 /// A variant of an OS's base image: dev images carry debugging tools that prod images lack.

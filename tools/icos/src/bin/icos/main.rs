@@ -2,6 +2,7 @@
 //! Exit status: 0 on success, 1 when a check finds a difference, 2 on an error.
 
 mod base_image;
+mod build_root;
 mod container;
 mod diff;
 mod disk;
@@ -69,6 +70,8 @@ enum Command {
     /// summarise a re-pin.
     #[command(subcommand)]
     BaseImage(base_image::BaseImageCommand),
+    #[command(subcommand)]
+    BuildRoot(build_root::BuildRootCommand),
     /// Reproducible single-layer OCI archives, their digests, and a store of them by digest.
     #[command(subcommand)]
     Oci(oci::OciCommand),
@@ -109,6 +112,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Rootfs(command) => rootfs::run(command),
         Command::Container(command) => container::run(command),
         Command::BaseImage(command) => base_image::run(command),
+        Command::BuildRoot(command) => build_root::run(command),
         Command::Oci(command) => oci::run(command),
         Command::Grubenv(command) => grubenv::run(command),
         Command::Vm(command) => vm::run(command),
