@@ -1,6 +1,7 @@
 //! Dates from day counts and back, in the proleptic Gregorian calendar (Howard Hinnant's
-//! algorithms): computed rather than asked of the C library, so that no time zone or locale
-//! changes a date shown in a report, and no date crate is needed.
+//! algorithms), and times as text: computed rather than asked of the C library, so that no time
+//! zone or locale changes a date written into an image or shown in a report, and no date crate is
+//! needed.
 
 /// Days since 1970-01-01 to (year, month, day).
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -27,6 +28,14 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// Seconds since 1970-01-01T00:00:00Z as `YYYY-MM-DD<separator>HH:MM:SS` in UTC: the one place
+/// that turns a time into text, for RFC 3339 (`'T'`) and for people (`' '`).
+pub fn format_date_time(seconds: i64, separator: char) -> String {
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let time = seconds.rem_euclid(86_400);
+    format!("{year:04}-{month:02}-{day:02}{separator}{:02}:{:02}:{:02}", time / 3600, time / 60 % 60, time % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +50,13 @@ mod tests {
             let (year, month, day) = civil_from_days(days);
             assert_eq!(days_from_civil(year, month, day), days);
         }
+    }
+
+    #[test]
+    fn times_are_formatted_in_utc_before_and_after_the_epoch() {
+        assert_eq!(format_date_time(0, 'T'), "1970-01-01T00:00:00");
+        assert_eq!(format_date_time(1_700_000_000, ' '), "2023-11-14 22:13:20");
+        assert_eq!(format_date_time(-1, 'T'), "1969-12-31T23:59:59");
+        assert_eq!(format_date_time(253_402_300_799, 'T'), "9999-12-31T23:59:59");
     }
 }

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use crate::calendar::civil_from_days;
+use crate::calendar::format_date_time;
 
 /// The escaped form of `bytes`, without quotes.
 pub fn escape(bytes: &[u8]) -> String {
@@ -84,15 +84,7 @@ pub fn short_hex(bytes: &[u8]) -> String {
 /// Seconds and nanoseconds since 1970 as RFC 3339 (`2024-01-02T03:04:05Z`, fractions only when
 /// there are any); `utc` false for FAT's local times, which carry no zone and get no `Z`.
 pub fn format_time(seconds: i64, nanoseconds: u32, utc: bool) -> String {
-    let days = seconds.div_euclid(86_400);
-    let second_of_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let mut text = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    );
+    let mut text = format_date_time(seconds, 'T');
     if nanoseconds != 0 {
         let fraction = format!("{nanoseconds:09}");
         let _ = write!(text, ".{}", fraction.trim_end_matches('0'));

@@ -26,6 +26,7 @@ use super::layout::{
 };
 use super::reference::{check_name, Digest};
 use super::{ImageDigest, OciError};
+use crate::calendar::format_date_time;
 use crate::output::write_atomically;
 
 /// What `history[0].created_by` says when the options do not say otherwise. It is part of the
@@ -109,19 +110,8 @@ fn rfc3339(seconds: u64) -> Option<String> {
     if seconds > MAX_CREATED {
         return None;
     }
-    let (days, time) = (seconds / 86_400, seconds % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm, for non-negative days):
-    // counted in 400-year eras of 146097 days from 0000-03-01, so that leap days end a year.
-    let shifted = days + 719_468;
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    Some(format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", time / 3600, time / 60 % 60, time % 60))
+    // MAX_CREATED fits an i64.
+    Some(format!("{}Z", format_date_time(seconds as i64, 'T')))
 }
 
 fn json(value: &impl Serialize) -> Vec<u8> {

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::Ext4Time;
-use crate::calendar::civil_from_days;
+use crate::calendar::format_date_time;
 
 impl Ext4Time {
     /// A timestamp from its 32-bit field and, when the inode has room for it, its `_extra`
@@ -32,10 +32,7 @@ impl fmt::Display for Ext4Time {
 /// Seconds since 1970 as a UTC date, `1970-01-01 00:00:00 UTC`, computed rather than asked of
 /// the C library so that no time zone or locale changes it.
 pub(super) fn format_seconds(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let time = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", time / 3600, time / 60 % 60, time % 60)
+    format!("{} UTC", format_date_time(seconds, ' '))
 }
 
 #[cfg(test)]
