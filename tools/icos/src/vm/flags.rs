@@ -12,7 +12,7 @@ use super::config::{
 use super::shell::split_args;
 
 /// The VM settings; each can also come from an environment variable, and the flag wins.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct VmFlags {
     /// The QEMU binary.
     #[arg(long, env = "ICOS_QEMU_BIN", default_value = DEFAULT_QEMU)]
