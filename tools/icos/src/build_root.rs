@@ -24,12 +24,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::base_image::{
-    diff, installed_in_archive, read_lock, read_package_list, write_lock, BaseImageError, Difference, Lock, Mode,
-    DEFAULT_MIRROR,
+    archive_bootstrap, diff, installed_in_archive, log_tail, read_lock, read_package_list, write_lock, BaseImageError,
+    Difference, Lock, Mode, DEFAULT_MIRROR,
 };
-use crate::oci::{format_pin, parse_pin, write_archive, ArchiveOptions, Digest, ImageDigest, OciError, Pin};
+use crate::oci::{format_pin, parse_pin, Digest, ImageDigest, OciError, Pin};
 use crate::output::write_atomically;
-use crate::rootfs::{InputFormat, Rootfs};
 
 /// The image's name in its pin and in registries.
 pub const IMAGE_NAME: &str = "icos-build-root";
@@ -295,13 +294,7 @@ fn build_image(spec: &BuildRootSpec, packages: &[String], archive: &Path) -> Res
         });
     }
     let canonical = spec.work_dir.join(format!("{IMAGE_NAME}.rootfs.tar"));
-    let rootfs = Rootfs::read(&tar, InputFormat::Tar)?;
-    rootfs.write_tar_file(&rootfs.whole(), Some(spec.source_date_epoch), &canonical, None)?;
-    drop(rootfs);
-    fs::remove_file(&tar).map_err(write_error(&tar))?;
-    let options = ArchiveOptions { created: spec.source_date_epoch, ..ArchiveOptions::new(IMAGE_NAME) };
-    let image = write_archive(&canonical, archive, &options)?;
-    fs::remove_file(&canonical).map_err(write_error(&canonical))?;
+    let image = archive_bootstrap(&tar, &canonical, archive, IMAGE_NAME, spec.source_date_epoch)?;
     fs::remove_file(&log_path).map_err(write_error(&log_path))?;
     Ok(image)
 }
@@ -309,13 +302,6 @@ fn build_image(spec: &BuildRootSpec, packages: &[String], archive: &Path) -> Res
 fn write_error(path: &Path) -> impl FnOnce(io::Error) -> BuildRootError {
     let path = path.to_owned();
     move |source| BuildRootError::Write { path, source }
-}
-
-/// The last lines of the log file `path`, for an error message.
-fn log_tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 #[cfg(test)]

@@ -2,9 +2,20 @@
 //! by their digest, and the upgrade agent checks the SHA-256 of an update image in the same pass
 //! that verifies (and later writes) its members.
 
+use std::fmt::Write as _;
 use std::io::{self, Read};
 
 use sha2::{Digest as _, Sha256};
+
+/// Lowercase hexadecimal, for digests, raw path bytes, xattr values and UUIDs.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
 
 /// Reads through to `inner`, hashing and counting what passes.
 pub struct HashingReader<R> {

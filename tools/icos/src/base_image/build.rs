@@ -212,8 +212,27 @@ fn remove(path: &Path) -> Result<(), BaseImageError> {
     fs::remove_file(path).map_err(write_error(path))
 }
 
+/// mmdebstrap's tar `tar`, canonicalised through the file `canonical`, as the single-layer OCI
+/// archive `archive` of image `name`; both tars are removed.
+pub(crate) fn archive_bootstrap(
+    tar: &Path,
+    canonical: &Path,
+    archive: &Path,
+    name: &str,
+    source_date_epoch: u64,
+) -> Result<ImageDigest, BaseImageError> {
+    let rootfs = Rootfs::read(tar, InputFormat::Tar)?;
+    rootfs.write_tar_file(&rootfs.whole(), Some(source_date_epoch), canonical, None)?;
+    drop(rootfs);
+    remove(tar)?;
+    let options = ArchiveOptions { created: source_date_epoch, ..ArchiveOptions::new(name) };
+    let image = write_archive(canonical, archive, &options)?;
+    remove(canonical)?;
+    Ok(image)
+}
+
 /// The last lines of the log file `path`, for an error message.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
@@ -249,14 +268,7 @@ fn bootstrap_image(spec: &BaseImageSpec, name: &str, archive: &Path) -> Result<(
             log: log_tail(&log_path),
         });
     }
-    let canonical = spec.work_file(".bootstrap.rootfs.tar");
-    let rootfs = Rootfs::read(&tar, InputFormat::Tar)?;
-    rootfs.write_tar_file(&rootfs.whole(), Some(spec.source_date_epoch), &canonical, None)?;
-    drop(rootfs);
-    remove(&tar)?;
-    let options = ArchiveOptions { created: spec.source_date_epoch, ..ArchiveOptions::new(name) };
-    write_archive(&canonical, archive, &options)?;
-    remove(&canonical)?;
+    archive_bootstrap(&tar, &spec.work_file(".bootstrap.rootfs.tar"), archive, name, spec.source_date_epoch)?;
     remove(&log_path)
 }
 

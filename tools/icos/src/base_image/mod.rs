@@ -28,6 +28,7 @@ use crate::oci::OciError;
 use crate::output::OutputError;
 use crate::rootfs::RootfsError;
 
+pub(crate) use build::{archive_bootstrap, log_tail};
 pub use build::{
     build, read_pin, write_lock_and_pin, BaseImageSpec, BuiltImage, Mode, DEFAULT_MIRROR, DEFAULT_SOURCE_DATE_EPOCH,
     DEFAULT_SUITE,

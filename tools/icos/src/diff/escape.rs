@@ -8,6 +8,7 @@
 //! string when the bytes are UTF-8, and the escaped form plus the bytes as a number array when not
 //! (see [`super::report`]).
 
+pub use crate::hashing::hex;
 use std::fmt::Write as _;
 
 use crate::calendar::format_date_time;
@@ -61,15 +62,6 @@ pub fn preview(bytes: &[u8], max: usize) -> String {
     }
     let cut: String = escaped.chars().take(max).collect();
     format!("\"{}\"… ({} bytes)", cut.replace('"', "\\\""), bytes.len())
-}
-
-/// Lowercase hexadecimal.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(text, "{byte:02x}");
-    }
-    text
 }
 
 /// The first bytes of a digest in hex, enough to tell two apart in a message.

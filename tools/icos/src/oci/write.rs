@@ -151,6 +151,18 @@ pub(crate) fn header(name: &str, size: u64, directory: bool) -> [u8; BLOCK] {
 }
 
 /// The zeros that fill a member of `size` bytes up to a whole block.
+/// Writes the small members of an archive after its blobs (`members`: name and content), then
+/// the end-of-archive blocks, and flushes: the end of every archive icos writes.
+pub(crate) fn finish_archive(out: &mut impl Write, members: &[(String, &[u8])]) -> std::io::Result<()> {
+    for (name, content) in members {
+        out.write_all(&header(name, content.len() as u64, false))?;
+        out.write_all(content)?;
+        out.write_all(padding(content.len() as u64))?;
+    }
+    out.write_all(&[0u8; 2 * BLOCK])?;
+    out.flush()
+}
+
 pub(crate) fn padding(size: u64) -> &'static [u8] {
     &[0u8; BLOCK][..(BLOCK - (size % BLOCK as u64) as usize) % BLOCK]
 }
@@ -236,13 +248,7 @@ pub fn write_archive(rootfs_tar: &Path, output: &Path, options: &ArchiveOptions)
             ("index.json".to_owned(), &index[..]),
             ("oci-layout".to_owned(), OCI_LAYOUT),
         ];
-        for (name, content) in members {
-            out.write_all(&header(&name, content.len() as u64, false)).map_err(write_error)?;
-            out.write_all(content).map_err(write_error)?;
-            out.write_all(padding(content.len() as u64)).map_err(write_error)?;
-        }
-        out.write_all(&[0u8; 2 * BLOCK]).map_err(write_error)?;
-        out.flush().map_err(write_error)?;
+        finish_archive(&mut out, &members).map_err(write_error)?;
         Ok(image)
     })
 }

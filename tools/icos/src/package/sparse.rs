@@ -212,8 +212,8 @@ pub fn copy_extents_at(
     Ok(())
 }
 
-/// Where the file system says a file has data (`SEEK_DATA`/`SEEK_HOLE`). std does not expose
-/// these `lseek` modes and the `libc` crate is not a dependency, so `lseek` is declared here.
+/// Where the file system says a file has data (`SEEK_DATA`/`SEEK_HOLE`, which std does not
+/// expose: `libc::lseek`).
 mod allocation {
     use std::fs::File;
     use std::io;
@@ -224,22 +224,15 @@ mod allocation {
     pub fn data_regions(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
         use std::os::unix::io::AsRawFd;
 
-        // Linux's values (include/uapi/linux/fs.h and asm-generic/errno-base.h).
-        const SEEK_DATA: i32 = 3;
-        const SEEK_HOLE: i32 = 4;
-        const ENXIO: i32 = 6;
-        const EINVAL: i32 = 22;
-        extern "C" {
-            // off_t is 64 bits on 64-bit Linux.
-            fn lseek(fd: i32, offset: i64, whence: i32) -> i64;
-        }
+        use libc::{lseek, EINVAL, ENXIO, SEEK_DATA, SEEK_HOLE};
+
         // Ok(None): no data at or after `offset` (ENXIO).
-        let seek = |offset: u64, whence: i32| -> io::Result<Option<u64>> {
+        let seek = |offset: u64, whence: libc::c_int| -> io::Result<Option<u64>> {
             let offset = i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
             // SAFETY: lseek only reads its integer arguments; the descriptor is owned by `file`,
             // which outlives the call. Moving the file offset is harmless: callers seek before
             // every read.
-            let result = unsafe { lseek(file.as_raw_fd(), offset, whence) };
+            let result = unsafe { lseek(file.as_raw_fd(), offset as libc::off_t, whence) };
             if result >= 0 {
                 return Ok(Some(result as u64));
             }

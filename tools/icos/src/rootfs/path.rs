@@ -2,7 +2,7 @@
 //! UTF-8. Inside the model a path is relative, without `.` or empty components and without a
 //! trailing slash; the root is the empty path.
 
-use std::fmt::Write as _;
+pub(crate) use crate::hashing::hex;
 
 /// Why a name from an archive or the command line is not a path inside the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,16 +51,6 @@ pub(crate) fn quote(name: &[u8]) -> String {
         Ok(text) => format!("{text:?}"),
         Err(_) => format!("\"{}\"", name.escape_ascii()),
     }
-}
-
-/// Lowercase hexadecimal, for digests, raw path bytes and xattr values in manifests.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(text, "{byte:02x}");
-    }
-    text
 }
 
 #[cfg(test)]

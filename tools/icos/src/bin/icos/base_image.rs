@@ -3,7 +3,7 @@
 
 use std::error::Error;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -105,19 +105,7 @@ pub fn run(command: BaseImageCommand) -> Result<ExitCode, Box<dyn Error>> {
 }
 
 fn run_build(args: BuildArgs) -> Result<ExitCode, Box<dyn Error>> {
-    fs::create_dir_all(&args.store)
-        .map_err(|error| format!("cannot create the store {}: {error}", args.store.display()))?;
-    let temporary;
-    let work_dir = match args.work_dir {
-        Some(dir) => dir,
-        None => {
-            temporary = tempfile::Builder::new()
-                .prefix(".icos-base-image-")
-                .tempdir_in(&args.store)
-                .map_err(|error| format!("cannot create a work directory in {}: {error}", args.store.display()))?;
-            temporary.path().to_owned()
-        }
-    };
+    let (work_dir, _temporary) = work_dir(&args.store, args.work_dir, ".icos-base-image-")?;
     let spec = BaseImageSpec {
         os: args.os,
         context: args.context,
@@ -151,4 +139,22 @@ fn run_build(args: BuildArgs) -> Result<ExitCode, Box<dyn Error>> {
         }
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// The work directory of an image build: `given`, or a temporary directory in the store (created
+/// with it), removed when the returned guard drops.
+pub fn work_dir(
+    store: &Path,
+    given: Option<PathBuf>,
+    prefix: &str,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), Box<dyn Error>> {
+    fs::create_dir_all(store).map_err(|error| format!("cannot create the store {}: {error}", store.display()))?;
+    if let Some(dir) = given {
+        return Ok((dir, None));
+    }
+    let temporary = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(store)
+        .map_err(|error| format!("cannot create a work directory in {}: {error}", store.display()))?;
+    Ok((temporary.path().to_owned(), Some(temporary)))
 }

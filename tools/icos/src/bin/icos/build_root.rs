@@ -59,19 +59,7 @@ pub fn run(command: BuildRootCommand) -> Result<ExitCode, Box<dyn Error>> {
 }
 
 fn run_build(args: BuildArgs) -> Result<ExitCode, Box<dyn Error>> {
-    fs::create_dir_all(&args.store)
-        .map_err(|error| format!("cannot create the store {}: {error}", args.store.display()))?;
-    let temporary;
-    let work_dir = match args.work_dir {
-        Some(dir) => dir,
-        None => {
-            temporary = tempfile::Builder::new()
-                .prefix(".icos-build-root-")
-                .tempdir_in(&args.store)
-                .map_err(|error| format!("cannot create a work directory in {}: {error}", args.store.display()))?;
-            temporary.path().to_owned()
-        }
-    };
+    let (work_dir, _temporary) = super::base_image::work_dir(&args.store, args.work_dir, ".icos-build-root-")?;
     let pin_path = args.dir.join("build-root.pin");
     let spec = BuildRootSpec {
         packages: args.dir.join("packages.txt"),

@@ -1,6 +1,7 @@
 //! The superblock: the geometry the reader needs, the features it checks, and every field
 //! rendered for people (for explaining why two superblocks differ).
 
+use crate::hashing::hex;
 use sha2::{Digest, Sha256};
 
 use super::bytes::{u16_at, u32_at, u64_at, u8_at};
@@ -440,10 +441,6 @@ impl Field {
             }
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn format_uuid(bytes: &[u8]) -> String {

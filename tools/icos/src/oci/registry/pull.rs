@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use super::client::{read_small, Body};
 use super::{scope, Registry, RegistryError, DOCKER_LIST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE};
 use crate::oci::layout::{Descriptor, Index, Manifest, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, REF_NAME_ANNOTATION};
-use crate::oci::write::{header, padding, BLOCK, OCI_LAYOUT};
+use crate::oci::write::{finish_archive, header, padding, OCI_LAYOUT};
 use crate::oci::{Digest, ImageDigest, OciError, Pin, Store};
 
 /// What a pull may get: single images, and the indexes that it then refuses by name.
@@ -147,13 +147,7 @@ impl Registry {
             ("index.json".to_owned(), &index[..]),
             ("oci-layout".to_owned(), OCI_LAYOUT),
         ];
-        for (name, content) in members {
-            out.write_all(&header(&name, content.len() as u64, false)).map_err(write_error)?;
-            out.write_all(content).map_err(write_error)?;
-            out.write_all(padding(content.len() as u64)).map_err(write_error)?;
-        }
-        out.write_all(&[0u8; 2 * BLOCK]).map_err(write_error)?;
-        out.flush().map_err(write_error)?;
+        finish_archive(&mut out, &members).map_err(write_error)?;
         drop(out);
         let stored = store.put(&archive)?;
         debug_assert_eq!(stored, image);
