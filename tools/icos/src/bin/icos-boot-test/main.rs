@@ -29,8 +29,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(1800);
 const NO_LOGIN_WATCH: Duration = Duration::from_secs(20);
 
 /// QEMU 11.1's multi-threaded TCG sometimes aborts on this assertion (an interrupt raised without
-/// the big QEMU lock): three of five HostOS VMs in one full test run, none of the two run right
-/// after, nor of those of earlier runs. The emulator crashed, not the image, so the scenario runs
+/// the big QEMU lock): three of the four HostOS VM tests in one full test run, neither of the two
+/// run again right after, none of earlier runs. The emulator crashed, not the image, so the scenario runs
 /// again from a fresh copy of the disk, at most QEMU_ATTEMPTS times in all; any other failure
 /// fails at once.
 const QEMU_TCG_ABORT: &str = "cpu_interrupt: assertion failed: (bql_locked())";
