@@ -82,9 +82,10 @@ pinned_image(
     archive = "image.oci.tar",
     digest = "{digest}",
     pin = "{pin}",
+    reference = "{name}@{digest}",
     visibility = ["//visibility:public"],
 )
-""".format(digest = digest, pin = str(rctx.attr.pin)))
+""".format(digest = digest, name = name, pin = str(rctx.attr.pin)))
 
 pinned_base_image = repository_rule(
     implementation = _pinned_base_image_impl,

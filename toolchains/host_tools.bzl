@@ -3,6 +3,8 @@
 A repository rule looks each program up (PATH, then the sbin directories) and asks it for its
 version. The versions become part of every action that runs the program, so upgrading e2fsprogs,
 podman or GRUB in the build root changes the action keys instead of silently changing outputs.
+It also reads what build records name besides the programs: the build root's digest (which
+ci/container/container-run.sh writes to BUILD_ROOT_FILE) and the kernel release.
 """
 
 # Program name -> arguments that make it print its version.
@@ -13,6 +15,9 @@ HOST_TOOLS = {
     "podman": ["--version"],
     "qemu-system-x86_64": ["--version"],
 }
+
+# Where container-run.sh records the pinned image the build root was unpacked from.
+BUILD_ROOT_FILE = "/etc/icos/build-root"
 
 _SEARCH_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 
@@ -47,6 +52,13 @@ def _host_tools_repository_impl(rctx):
     if missing:
         fail("icos host tools: {} not found. Run Bazel inside the build root: ci/container/container-run.sh bazel ...".format(", ".join(missing)))
 
+    build_root_file = rctx.path(BUILD_ROOT_FILE)
+    rctx.watch(build_root_file)
+    build_root = rctx.read(build_root_file).strip() if build_root_file.exists else "unknown"
+    uname = rctx.execute(["uname", "-r"])
+    if uname.return_code != 0:
+        fail("icos host tools: `uname -r` failed: " + uname.stderr)
+
     rctx.file("BUILD.bazel", """\
 load("@icos//toolchains:host_tools_toolchain.bzl", "host_tools_toolchain")
 
@@ -54,6 +66,8 @@ host_tools_toolchain(
     name = "host_tools",
     paths = {paths},
     versions = {versions},
+    build_root = {build_root},
+    kernel = {kernel},
 )
 
 toolchain(
@@ -61,7 +75,7 @@ toolchain(
     toolchain = ":host_tools",
     toolchain_type = "@icos//toolchains:host_tools_type",
 )
-""".format(paths = repr(paths), versions = repr(versions)))
+""".format(paths = repr(paths), versions = repr(versions), build_root = repr(build_root), kernel = repr(uname.stdout.strip())))
 
 host_tools_repository = repository_rule(
     implementation = _host_tools_repository_impl,

@@ -5,11 +5,13 @@ HostToolsInfo = provider(
     fields = {
         "paths": "dict: program name -> absolute path in the build root",
         "versions": "dict: program name -> first line of its version output",
+        "build_root": "string: the pinned image the build root was unpacked from, <name>@sha256:<digest>, or unknown",
+        "kernel": "string: the kernel release (uname -r)",
     },
 )
 
 def _host_tools_toolchain_impl(ctx):
-    info = HostToolsInfo(paths = ctx.attr.paths, versions = ctx.attr.versions)
+    info = HostToolsInfo(paths = ctx.attr.paths, versions = ctx.attr.versions, build_root = ctx.attr.build_root, kernel = ctx.attr.kernel)
     return [platform_common.ToolchainInfo(host_tools = info)]
 
 host_tools_toolchain = rule(
@@ -18,5 +20,7 @@ host_tools_toolchain = rule(
     attrs = {
         "paths": attr.string_dict(doc = "Program name -> absolute path.", mandatory = True),
         "versions": attr.string_dict(doc = "Program name -> version string.", mandatory = True),
+        "build_root": attr.string(doc = "The build root's pinned image, or unknown.", mandatory = True),
+        "kernel": attr.string(doc = "The kernel release.", mandatory = True),
     },
 )

@@ -24,6 +24,9 @@
 #   ICOS_REGISTRY        the OCI registry pinned images are pulled from (default: none)
 #   ICOS_DEBIAN_MIRROR   the Debian archive to rebuild the root from (default: the host's apt source)
 #   ICOS_ROOTS_DIR       where unpacked roots live (default $ICOS_CACHE_DIR/roots)
+#   ICOS_BUILD_ROOT      another pinned root to use, icos-build-root@sha256:<digest> (repro-check
+#                        sets it to the one a build record names); taken from the store or the
+#                        registry only, since this checkout's lock describes its own pin
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -113,18 +116,23 @@ host_icos() {
   printf '%s\n' "$cache_dir/tools/host-target/release/icos"
 }
 
-# Puts the pinned build root into the store: pulled from $ICOS_REGISTRY, else rebuilt from the lock
-# while the Debian archive still serves its versions.
+# Puts the pinned build root REFERENCE (name@sha256:digest) into the store: pulled from
+# $ICOS_REGISTRY, else rebuilt from the lock while the Debian archive still serves its versions.
 obtain_image() {
-  local icos=$1 digest=$2 tried=()
+  local icos=$1 reference=$2 tried=()
+  local digest=${reference#*@}
   if [[ -n ${ICOS_REGISTRY:-} ]]; then
     log "pulling the build root $digest from $ICOS_REGISTRY"
-    if "$icos" oci pull --store "$store" --pin "$pin_file"; then
+    if "$icos" oci pull --store "$store" "$reference"; then
       return
     fi
     tried+=("it could not be pulled from $ICOS_REGISTRY (see above)")
   else
     tried+=("no registry is configured (ICOS_REGISTRY)")
+  fi
+  if [[ $reference != "$(<"$pin_file")" ]]; then
+    tried+=("it is not this checkout's pin, so packages.lock does not describe it (rebuild it in a checkout of the commit that pinned it)")
+    die "the build root $reference (ICOS_BUILD_ROOT) is not in the store $store; $(IFS=';'; echo "${tried[*]}")"
   fi
   if ! command -v mmdebstrap >/dev/null; then
     log "installing mmdebstrap on the host"
@@ -144,7 +152,10 @@ obtain_image() {
 # proxy's) in its trust stores, Java's included, and the offline Bazel settings with this cache
 # directory. Its definition is part of the root's directory key.
 configure_root() {
-  local partial=$1
+  local partial=$1 reference=$2
+  # What build records name as the build root (toolchains/host_tools.bzl reads it).
+  mkdir -p "$partial/etc/icos"
+  printf '%s\n' "$reference" >"$partial/etc/icos/build-root"
   if [[ -d $host_ca_dir ]]; then
     mkdir -p "$partial$host_ca_dir"
     cp -a "$host_ca_dir/." "$partial$host_ca_dir/"
@@ -172,11 +183,13 @@ configure_root() {
     "${rc_lines[@]}" >"$partial/etc/bazel.bazelrc"
 }
 
-# Unpacks the pinned image DIGEST into ROOT (through ROOT.partial) and configures it.
+# Unpacks the pinned image REFERENCE (name@sha256:digest) into ROOT (through ROOT.partial) and
+# configures it.
 make_root() {
-  local digest=$1 root=$2 icos
+  local reference=$1 root=$2 icos
+  local digest=${reference#*@}
   icos=$(host_icos)
-  [[ -f $store/sha256/${digest#sha256:}.oci.tar ]] || obtain_image "$icos" "$digest"
+  [[ -f $store/sha256/${digest#sha256:}.oci.tar ]] || obtain_image "$icos" "$reference"
   rm -rf "$root.partial" "$root"
   mkdir -p "$root.partial"
   log "unpacking the build root $digest"
@@ -186,7 +199,7 @@ make_root() {
     | tar -C "$root.partial" --numeric-owner --xattrs --xattrs-include='*' -xpf -
   local status=("${PIPESTATUS[@]}")
   [[ ${status[0]} -eq 0 && ${status[1]} -eq 0 ]] || die "unpacking the build root $digest failed"
-  configure_root "$root.partial"
+  configure_root "$root.partial" "$reference"
   mv "$root.partial" "$root"
 }
 
@@ -206,9 +219,11 @@ main() {
   esac
   [[ $(id -u) -eq 0 ]] || die "must run as root (it unpacks a Debian root and mounts into it); try: sudo $0 $*"
   mkdir -p "$roots_dir"
-  local digest key root
-  digest=$(sed -n 's/^icos-build-root@//p' "$pin_file")
-  [[ $digest == sha256:* ]] || die "$pin_file: expected one line icos-build-root@sha256:<digest>"
+  local reference digest key root
+  reference=${ICOS_BUILD_ROOT:-$(<"$pin_file")}
+  [[ $reference =~ ^icos-build-root@sha256:[0-9a-f]{64}$ ]] \
+    || die "${ICOS_BUILD_ROOT:+ICOS_BUILD_ROOT: }${ICOS_BUILD_ROOT:-$pin_file}: expected icos-build-root@sha256:<64 hex digits>"
+  digest=${reference#*@}
   key=$(root_key "$digest")
   root="$roots_dir/$key"
 
@@ -222,11 +237,12 @@ main() {
     if [[ ! -e $root.ready ]]; then
       local started=$SECONDS
       log "making the build root $root from the pinned image $digest"
-      make_root "$digest" "$root"
+      make_root "$reference" "$root"
       touch "$root.ready"
+      # Roots of an older pin go; a root asked for with ICOS_BUILD_ROOT leaves the others alone.
       local old
       for old in "$roots_dir"/*.ready; do
-        [[ $old == "$root.ready" ]] && continue
+        [[ $old == "$root.ready" || -n ${ICOS_BUILD_ROOT:-} ]] && continue
         log "removing the outdated build root ${old%.ready}"
         rm -f "$old" && rm -rf "${old%.ready}"
       done

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Checks the published files of one OS variant with independent tools:
-#   image_test.sh ICOS SHA256SUMS DISK_IMG UPDATE_IMG BUILD_TYPE MALICIOUS_BEHAVIOR
+#   image_test.sh ICOS SHA256SUMS DISK_IMG UPDATE_IMG BUILD_RECORD BASE_PIN BUILD_TYPE MALICIOUS_BEHAVIOR
 # SHA256SUMS verifies, the disk's GPT verifies, both filesystems of the upgrade image are clean, and
 # they hold what the variant promises (kernel, boot_args, version, the injected icos tool, the
-# build type, the root account's state).
+# build type, the root account's state); the build record names the build root this runs in, the
+# pinned base image and a commit.
 set -euo pipefail
-icos=$1 sums=$2 disk_archive=$3 update_archive=$4 build_type=$5 malicious=$6
+icos=$1 sums=$2 disk_archive=$3 update_archive=$4 record=$5 base_pin=$6 build_type=$7 malicious=$8
 PATH=$PATH:/usr/sbin:/sbin
 work=${TEST_TMPDIR:-$(mktemp -d)}
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -14,6 +15,15 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 mkdir -p "$work/published"
 cp "$sums" "$disk_archive" "$update_archive" "$work/published/"
 "$icos" sha256sums check "$work/published/SHA256SUMS"
+
+# The build record: what built these files.
+commit=$("$icos" build-record get commit "$record")
+[[ $commit =~ ^[0-9a-f]{40}$ ]] || fail "build record: commit $commit"
+[[ $("$icos" build-record get build-root "$record") == "$(cat /etc/icos/build-root)" ]] \
+  || fail "build record: the build root is not this one ($(cat /etc/icos/build-root))"
+[[ $("$icos" build-record get base-images "$record") == "$(grep -v '^#' "$base_pin")" ]] \
+  || fail "build record: the base image is not the pinned one ($base_pin)"
+[[ "icos $("$icos" build-record get icos "$record")" == "$("$icos" --version)" ]] || fail "build record: icos version"
 
 # GNU tar restores the sparse members, holes included: an independent reader of the packages.
 tar --zstd -xf "$disk_archive" -C "$work"

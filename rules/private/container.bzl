@@ -1,6 +1,6 @@
 """Container builds: pinned base images and the root filesystems of Dockerfiles built on them."""
 
-load(":providers.bzl", "ContainerImageInfo", "RootfsTreeInfo")
+load(":providers.bzl", "ContainerImageInfo", "PinnedInputsInfo", "RootfsTreeInfo")
 load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "ICOS_ATTRS", "host_tool", "output_name", "run_icos")
 
 # Loaded only through //rules:defs.bzl.
@@ -24,6 +24,7 @@ def _pinned_image_impl(ctx):
     return [
         DefaultInfo(files = depset([archive])),
         ContainerImageInfo(archive = archive),
+        PinnedInputsInfo(base_images = depset([ctx.attr.reference])),
         OutputGroupInfo(_validation = depset([verified])),
     ]
 
@@ -33,6 +34,7 @@ pinned_image = rule(
     attrs = dict({
         "archive": attr.label(allow_single_file = [".oci.tar"], mandatory = True, doc = "The OCI archive."),
         "digest": attr.string(mandatory = True, doc = "The manifest digest the pin names, sha256:<hex>."),
+        "reference": attr.string(mandatory = True, doc = "What the pin names, <name>@sha256:<hex>, for build records."),
         "pin": attr.string(mandatory = True, doc = "The pin file, for messages."),
     }, **ICOS_ATTRS),
 )
@@ -75,6 +77,8 @@ def _container_rootfs_impl(ctx):
     return [
         DefaultInfo(files = depset([tar])),
         RootfsTreeInfo(tar = tar, manifest = manifest),
+        # A base built here rather than pinned has no pinned inputs to record.
+        ctx.attr.base[PinnedInputsInfo] if PinnedInputsInfo in ctx.attr.base else PinnedInputsInfo(base_images = depset()),
     ]
 
 container_rootfs = rule(

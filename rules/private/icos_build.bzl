@@ -4,6 +4,7 @@ variants (icos_build), from its Dockerfile to SHA256SUMS."""
 load(":container.bzl", "container_rootfs")
 load(":images.bzl", "disk_image", "ext4_image", "file_tree", "package", "placed_file", "rootfs_split", "sha256sums", "upgrade_image", "vfat_image")
 load(":layout.bzl", "os_layout")
+load(":record.bzl", "build_record")
 load(":version.bzl", "version_txt")
 load(":vm.bzl", "local_vm")
 
@@ -150,7 +151,8 @@ def icos_build(
     version.txt, rootfs-tree.tar (canonical container rootfs, unless `rootfs` is given),
     partition-<role>.tzst for each role of slot A (the ext4 filesystems, packaged: the disk image and
     the upgrade image are made from these, so no cache stores a raw filesystem's holes),
-    partition-grub.tzst, disk-img.tar.zst, update-img.tar.zst, SHA256SUMS, NAME (a filegroup of the
+    partition-grub.tzst, disk-img.tar.zst, update-img.tar.zst, SHA256SUMS, build-record.json (what
+    built the image: commit, build root, base images, host tool versions), NAME (a filegroup of the
     published files) and launch-local-vm (`bazel run` boots disk-img.tar.zst in QEMU). Everything
     but NAME and launch-local-vm is `manual`; with `test --build_tests_only` (.bazelrc), `bazel test
     //...` builds images only where a test needs them.
@@ -251,7 +253,14 @@ def icos_build(
     )
     published = [":{}disk-img.tar.zst".format(prefix), ":{}update-img.tar.zst".format(prefix)]
     sha256sums(name = prefix + "SHA256SUMS", srcs = published, tags = manual, visibility = visibility)
+    build_record(
+        name = prefix + "build-record.json",
+        image = "{}/{}".format(os.name, name),
+        rootfs = rootfs,
+        tags = manual,
+        visibility = visibility,
+    )
     # Not manual: `bazel build //ic-os/<os>/envs/<variant>/...` builds the published files and the
     # launcher.
     local_vm(name = prefix + "launch-local-vm", disk_image = published[0], visibility = visibility)
-    native.filegroup(name = name, srcs = published + [":{}SHA256SUMS".format(prefix)], visibility = visibility)
+    native.filegroup(name = name, srcs = published + [":{}SHA256SUMS".format(prefix), ":{}build-record.json".format(prefix)], visibility = visibility)

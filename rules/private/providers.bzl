@@ -8,6 +8,11 @@ ContainerImageInfo = provider(
     fields = {"archive": "File: the OCI archive (podman save --format oci-archive)"},
 )
 
+PinnedInputsInfo = provider(
+    doc = "The pinned images an artifact is built from, for its build record.",
+    fields = {"base_images": "depset of string: <name>@sha256:<digest> of each pinned base image"},
+)
+
 RootfsTreeInfo = provider(
     doc = "A canonical root filesystem tar and its manifest.",
     fields = {

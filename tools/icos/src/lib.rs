@@ -4,6 +4,7 @@
 //! drive programs, machines and VMs and are not.
 
 pub mod base_image;
+pub mod build_record;
 pub mod build_root;
 pub mod calendar;
 pub mod container;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use crate::build_record::{self, BuildRecord, BuildRecordError};
 use crate::sha256sums::{check_sha256sums_in, sha256_file, CheckStatus, Sha256SumsError};
 
 pub use git::{GitError, Repository};
@@ -82,6 +83,88 @@ pub struct ReproCheckOptions {
     pub build_args: Vec<String>,
     /// `--max-differences` of the diff reports.
     pub max_differences: usize,
+    /// The build records of the published images (what built them), in the order of `images`;
+    /// `None` for an image published without one.
+    pub records: Vec<Option<BuildRecord>>,
+}
+
+/// Where container-run.sh records the pinned image the running build root was unpacked from.
+pub const BUILD_ROOT_FILE: &str = "/etc/icos/build-root";
+
+/// The build root this process runs in, as build records name it (`unknown` outside one).
+pub fn current_build_root() -> String {
+    fs::read_to_string(BUILD_ROOT_FILE).map(|text| text.trim().to_owned()).unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// The build records published with the images: `record` when given (one image only), else
+/// build-record.json next to the SHA256SUMS or in each image's published directory, where present.
+pub fn find_records(
+    expected: &Expected,
+    images: &[ImageRef],
+    record: Option<&Path>,
+) -> Result<Vec<Option<BuildRecord>>, ReproError> {
+    if let Some(path) = record {
+        if images.len() != 1 {
+            return Err(ReproError::RecordForSeveralImages { count: images.len() });
+        }
+        return Ok(vec![Some(BuildRecord::read(path)?)]);
+    }
+    images
+        .iter()
+        .map(|image| {
+            let path = match expected {
+                Expected::Sha256Sums(sums) => sums.parent().unwrap_or(Path::new(".")).join(build_record::FILE_NAME),
+                Expected::Published(dir) => published_dir(dir, image, images.len()).join(build_record::FILE_NAME),
+            };
+            path.exists().then(|| BuildRecord::read(&path)).transpose().map_err(ReproError::from)
+        })
+        .collect()
+}
+
+/// The published files of `image` in `dir`: the directory itself for one image, else its
+/// `<os>/<variant>/` subdirectory.
+fn published_dir(dir: &Path, image: &ImageRef, image_count: usize) -> PathBuf {
+    if image_count == 1 {
+        dir.to_owned()
+    } else {
+        dir.join(&image.os).join(&image.variant)
+    }
+}
+
+/// Checks the records against the check about to run: one commit, the image each names, and the
+/// build root this runs in (ci/tools/repro-check enters the recorded one).
+pub fn check_records(
+    records: &[Option<BuildRecord>],
+    images: &[ImageRef],
+    commit: &str,
+    build_root: &str,
+) -> Result<(), ReproError> {
+    for (image, record) in images.iter().zip(records) {
+        let Some(record) = record else { continue };
+        if record.image != image.to_string() {
+            return Err(ReproError::RecordOfAnotherImage { image: image.to_string(), recorded: record.image.clone() });
+        }
+        if record.commit != "unknown" && record.commit != commit {
+            return Err(ReproError::RecordOfAnotherCommit {
+                image: image.to_string(),
+                recorded: record.commit.clone(),
+                commit: commit.to_owned(),
+            });
+        }
+        if record.build_root != build_root {
+            return Err(ReproError::OtherBuildRoot {
+                recorded: record.build_root.clone(),
+                here: build_root.to_owned(),
+            });
+        }
+        if record.tree != "clean" {
+            eprintln!(
+                "repro-check: warning: {image} was built from a tree that was {} (not commit {} as it is); a difference may come from that",
+                record.tree, record.commit
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +187,16 @@ pub enum ReproError {
     Diff(#[from] crate::diff::DiffError),
     #[error("{path} is not empty and not a work dir of repro-check; give an empty or new directory as --work-dir")]
     ForeignWorkDir { path: PathBuf },
+    #[error(transparent)]
+    Record(#[from] BuildRecordError),
+    #[error("--record names the record of one image, but {count} images were asked for; give a directory of published files with a build-record.json per image instead")]
+    RecordForSeveralImages { count: usize },
+    #[error("the build record given for {image} is the record of {recorded}")]
+    RecordOfAnotherImage { image: String, recorded: String },
+    #[error("the build record of {image} is of commit {recorded}, but commit {commit} was asked for")]
+    RecordOfAnotherCommit { image: String, recorded: String, commit: String },
+    #[error("the build record names the build root {recorded}, but this runs in {here}; run ci/tools/repro-check, which enters the recorded one")]
+    OtherBuildRoot { recorded: String, here: String },
 }
 
 /// The outcome of a check: every published file reproduced, or not.
@@ -177,6 +270,7 @@ pub fn repro_check(options: &ReproCheckOptions) -> Result<Verdict, ReproError> {
 
     progress.step("comparing with the published files");
     let verdict = compare(options, &source)?;
+    compare_records(options, &source, verdict)?;
 
     progress.step(if options.keep {
         "keeping the clone and output base"
@@ -220,10 +314,10 @@ fn compare(options: &ReproCheckOptions, source: &Path) -> Result<Verdict, ReproE
         }
         Expected::Published(dir) => {
             for image in &options.images {
-                let published =
-                    if options.images.len() == 1 { dir.clone() } else { dir.join(&image.os).join(&image.variant) };
+                let published = published_dir(dir, image, options.images.len());
                 let files = published_files(&published)?;
-                for relative in files {
+                // The record is compared input by input (compare_records), not byte for byte.
+                for relative in files.into_iter().filter(|file| file != Path::new(build_record::FILE_NAME)) {
                     let expected = published.join(&relative);
                     let rebuilt = rebuilt_dir(source, image).join(&relative);
                     let name = relative.display();
@@ -247,6 +341,31 @@ fn compare(options: &ReproCheckOptions, source: &Path) -> Result<Verdict, ReproE
         }
     }
     Ok(verdict)
+}
+
+/// Compares each published record with the rebuild's and prints which recorded inputs differ on
+/// this machine: the first place to look when a file differs.
+fn compare_records(options: &ReproCheckOptions, source: &Path, verdict: Verdict) -> Result<(), ReproError> {
+    for (image, record) in options.images.iter().zip(&options.records) {
+        let Some(record) = record else {
+            println!("no build record was published for {image}: the inputs that built it are unknown");
+            continue;
+        };
+        let rebuilt = BuildRecord::read(&rebuilt_dir(source, image).join(build_record::FILE_NAME))?;
+        let differences = record.differences(&rebuilt);
+        if differences.is_empty() {
+            println!("recorded inputs ({image}): every one is the same here");
+            if verdict == Verdict::Differs {
+                println!("  so what differs comes from something the record does not hold");
+            }
+            continue;
+        }
+        println!("recorded inputs ({image}) that differ here:");
+        for difference in differences {
+            println!("  {difference}");
+        }
+    }
+    Ok(())
 }
 
 /// Every regular file under `dir`, relative to it, sorted.
@@ -386,6 +505,65 @@ mod tests {
         assert_eq!(files, [PathBuf::from("_trees/root.tar"), "a file".into(), "b".into()]);
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(published_files(empty.path()), Err(ReproError::NothingPublished { .. })));
+    }
+
+    fn record(image: &str) -> BuildRecord {
+        BuildRecord {
+            format: build_record::FORMAT.into(),
+            image: image.into(),
+            commit: "a".repeat(40),
+            tree: "clean".into(),
+            build_root: format!("icos-build-root@sha256:{}", "b".repeat(64)),
+            base_images: vec![],
+            host_tools: Default::default(),
+            kernel: "6.1".into(),
+            icos: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn finds_the_records_published_with_the_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = [ImageRef::parse("guestos/dev").unwrap(), ImageRef::parse("hostos/dev").unwrap()];
+        fs::create_dir_all(dir.path().join("guestos/dev")).unwrap();
+        fs::create_dir_all(dir.path().join("hostos/dev")).unwrap();
+        record("guestos/dev").write(&dir.path().join("guestos/dev").join(build_record::FILE_NAME)).unwrap();
+        let found = find_records(&Expected::Published(dir.path().into()), &images, None).unwrap();
+        assert_eq!(found, [Some(record("guestos/dev")), None]);
+
+        let sums = dir.path().join("guestos/dev/SHA256SUMS");
+        let found = find_records(&Expected::Sha256Sums(sums.clone()), &images[..1], None).unwrap();
+        assert_eq!(found, [Some(record("guestos/dev"))]);
+        let given = dir.path().join("guestos/dev").join(build_record::FILE_NAME);
+        assert!(matches!(
+            find_records(&Expected::Sha256Sums(sums), &images, Some(&given)),
+            Err(ReproError::RecordForSeveralImages { count: 2 })
+        ));
+        fs::write(dir.path().join("hostos/dev").join(build_record::FILE_NAME), b"{}").unwrap();
+        let error = find_records(&Expected::Published(dir.path().into()), &images, None).unwrap_err().to_string();
+        assert!(error.contains("hostos/dev/build-record.json"), "{error}");
+    }
+
+    #[test]
+    fn refuses_records_of_another_image_commit_or_build_root() {
+        let images = [ImageRef::parse("guestos/dev").unwrap()];
+        let good = record("guestos/dev");
+        let (commit, root) = (good.commit.clone(), good.build_root.clone());
+        check_records(&[Some(good.clone()), None], &images, &commit, &root).unwrap();
+        check_records(&[None], &images, &commit, "unknown").unwrap();
+        let mut unknown = good.clone();
+        unknown.commit = "unknown".into();
+        check_records(&[Some(unknown)], &images, &"c".repeat(40), &root).unwrap();
+        assert!(matches!(
+            check_records(&[Some(record("hostos/dev"))], &images, &commit, &root),
+            Err(ReproError::RecordOfAnotherImage { .. })
+        ));
+        assert!(matches!(
+            check_records(&[Some(good.clone())], &images, &"c".repeat(40), &root),
+            Err(ReproError::RecordOfAnotherCommit { .. })
+        ));
+        let error = check_records(&[Some(good)], &images, &commit, "unknown").unwrap_err().to_string();
+        assert!(error.contains("ci/tools/repro-check") && error.contains(&root), "{error}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Exit status: 0 on success, 1 when a check finds a difference, 2 on an error.
 
 mod base_image;
+mod build_record;
 mod build_root;
 mod container;
 mod diff;
@@ -70,6 +71,10 @@ enum Command {
     /// summarise a re-pin.
     #[command(subcommand)]
     BaseImage(base_image::BaseImageCommand),
+    /// Build records: what built a published image (commit, build root, base images, host tool
+    /// versions, icos version), next to its SHA256SUMS.
+    #[command(subcommand)]
+    BuildRecord(build_record::BuildRecordCommand),
     #[command(subcommand)]
     BuildRoot(build_root::BuildRootCommand),
     /// Reproducible single-layer OCI archives, their digests, and a store of them by digest.
@@ -112,6 +117,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Rootfs(command) => rootfs::run(command),
         Command::Container(command) => container::run(command),
         Command::BaseImage(command) => base_image::run(command),
+        Command::BuildRecord(command) => build_record::run(command),
         Command::BuildRoot(command) => build_root::run(command),
         Command::Oci(command) => oci::run(command),
         Command::Grubenv(command) => grubenv::run(command),

@@ -1,13 +1,16 @@
 //! repro-check: rebuild a commit's OS images from a clean clone and compare them with published
-//! hashes or files. Exit status: 0 when every published file is reproduced, 1 when one differs,
-//! 2 on an error.
+//! hashes or files, with the inputs their build records name. Exit status: 0 when every published
+//! file is reproduced, 1 when one differs, 2 on an error.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser};
 
-use icos::repro::{repro_check, Expected, ImageRef, Repository, ReproCheckOptions, Verdict};
+use icos::repro::{
+    check_records, current_build_root, find_records, repro_check, Expected, ImageRef, Repository, ReproCheckOptions,
+    Verdict,
+};
 
 #[derive(Parser)]
 #[command(
@@ -17,9 +20,16 @@ use icos::repro::{repro_check, Expected, ImageRef, Repository, ReproCheckOptions
     group(ArgGroup::new("expected").required(true).args(["sha256sums", "published"]))
 )]
 struct Args {
-    /// The commit to rebuild (any revision git understands).
-    #[arg(long, default_value = "HEAD")]
-    commit: String,
+    /// The commit to rebuild (any revision git understands) [default: the build record's commit,
+    /// else HEAD].
+    #[arg(long)]
+    commit: Option<String>,
+    /// The build record of the published image (what built it) [default: build-record.json next
+    /// to the SHA256SUMS, or in the published directory of each image]. Its build root must be
+    /// the one this runs in (ci/tools/repro-check enters it), its commit is the default --commit,
+    /// and the recorded inputs that differ here are listed.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// The published SHA256SUMS of the image: hashes only.
     #[arg(long, value_name = "FILE")]
     sha256sums: Option<PathBuf>,
@@ -71,7 +81,16 @@ fn run(args: Args) -> Result<Verdict, Box<dyn std::error::Error>> {
         .or_else(|| std::env::var_os("BUILD_WORKSPACE_DIRECTORY").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("."));
     let repository = Repository::containing(&start)?;
-    let commit = repository.resolve(&args.commit)?;
+    let expected = match (args.sha256sums, args.published) {
+        (Some(sums), _) => Expected::Sha256Sums(from_caller(sums)),
+        (None, Some(dir)) => Expected::Published(from_caller(dir)),
+        (None, None) => unreachable!("clap requires one of --sha256sums and --published"),
+    };
+    let records = find_records(&expected, &args.images, args.record.map(from_caller).as_deref())?;
+    let recorded_commit =
+        records.iter().flatten().map(|record| record.commit.clone()).find(|commit| commit != "unknown");
+    let commit = repository.resolve(args.commit.or(recorded_commit).as_deref().unwrap_or("HEAD"))?;
+    check_records(&records, &args.images, &commit, &current_build_root())?;
     if args.allow_dirty {
         if let Err(dirty) = repository.check_clean(&commit) {
             eprintln!("repro-check: warning (--allow-dirty): {dirty}");
@@ -79,11 +98,6 @@ fn run(args: Args) -> Result<Verdict, Box<dyn std::error::Error>> {
     } else {
         repository.check_clean(&commit)?;
     }
-    let expected = match (args.sha256sums, args.published) {
-        (Some(sums), _) => Expected::Sha256Sums(from_caller(sums)),
-        (None, Some(dir)) => Expected::Published(from_caller(dir)),
-        (None, None) => unreachable!("clap requires one of --sha256sums and --published"),
-    };
     let work_dir = args
         .work_dir
         .map(from_caller)
@@ -99,6 +113,7 @@ fn run(args: Args) -> Result<Verdict, Box<dyn std::error::Error>> {
         bazel: args.bazel,
         build_args: args.build_args,
         max_differences: args.max_differences,
+        records,
     };
     Ok(repro_check(&options)?)
 }
