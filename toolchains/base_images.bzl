@@ -6,9 +6,9 @@ variants = ["dev", "prod"])`. Every OS's base image is built from the shared
 pinned image is named by a pin file, `ic-os/<os>/context/docker-base.<variant>`, holding
 `<name>@sha256:<manifest digest>`. The archive lives in a content-addressed OCI store
 (`$ICOS_OCI_STORE`, default `$ICOS_CACHE_DIR/oci-store`, written by `icos base-image build`). A
-repository links it in when the store has it; when it does not, the repository rule builds it first
-(`icos base-image build --check-pin`, the only step that reaches the Debian archive) and the result
-must be the pinned image. Image actions never use the network: they take the archive as an input
+repository links it in when the store has it; when it does not, the repository rule pulls it from
+the registry `$ICOS_REGISTRY` by digest, else builds it (`icos base-image build --check-pin`, the
+only step that reaches the Debian archive) and the result must be the pinned image. Image actions never use the network: they take the archive as an input
 and check its digest (`pinned_image`).
 """
 
@@ -23,6 +23,9 @@ def _parse_pin(text, path):
 
 def _icos_for_repository_rules(rctx, workspace, cache_dir):
     """The icos binary, built with cargo from this workspace: repository rules run before Bazel builds anything."""
+    given = rctx.os.environ.get("ICOS_HOST_ICOS")
+    if given:
+        return given
     target_dir = cache_dir + "/tools/icos-target"
     result = rctx.execute(
         ["cargo", "build", "--release", "--quiet", "--manifest-path", workspace + "/tools/Cargo.toml", "-p", "icos", "--bin", "icos"],
@@ -41,6 +44,13 @@ def _pinned_base_image_impl(rctx):
     cache_dir = rctx.os.environ.get("ICOS_CACHE_DIR", "/var/cache/icos")
     store = rctx.os.environ.get("ICOS_OCI_STORE", cache_dir + "/oci-store")
     archive = rctx.path("{}/sha256/{}.oci.tar".format(store, digest.removeprefix("sha256:")))
+    registry = rctx.os.environ.get("ICOS_REGISTRY")
+    if not archive.exists and registry:
+        icos = _icos_for_repository_rules(rctx, workspace, cache_dir)
+        rctx.report_progress("{} is not in {}: pulling it from {}".format(digest, store, registry))
+        pulled = rctx.execute([icos, "oci", "pull", "--store", store, "--pin", str(pin)], timeout = 3600, quiet = False)
+        if pulled.return_code != 0:
+            print("icos base images: {}@{} could not be pulled from {}; rebuilding it:\n{}".format(name, digest, registry, pulled.stderr))
     if not archive.exists:
         icos = _icos_for_repository_rules(rctx, workspace, cache_dir)
         rctx.report_progress("{} is not in {}: building it from {}".format(digest, store, rctx.attr.dockerfile))
@@ -96,7 +106,7 @@ pinned_base_image = repository_rule(
         "os": attr.string(mandatory = True, doc = "The OS name, such as guestos."),
         "variant": attr.string(mandatory = True, values = ["dev", "prod"], doc = "The base image variant."),
     },
-    environ = ["ICOS_CACHE_DIR", "ICOS_OCI_STORE", "ICOS_DEBIAN_MIRROR"],
+    environ = ["ICOS_CACHE_DIR", "ICOS_OCI_STORE", "ICOS_DEBIAN_MIRROR", "ICOS_REGISTRY", "ICOS_HOST_ICOS"],
 )
 
 def _hub_impl(rctx):

@@ -27,6 +27,8 @@
 #   ICOS_BUILD_ROOT      another pinned root to use, icos-build-root@sha256:<digest> (repro-check
 #                        sets it to the one a build record names); taken from the store or the
 #                        registry only, since this checkout's lock describes its own pin
+#   ICOS_BAZEL_DEPS      another Bazel dependencies image than ci/container/bazel-deps.pin names
+#   ICOS_HOST_ICOS       an icos binary to use on the host instead of building one with cargo
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -108,6 +110,11 @@ run_in_root() {
 # The host's icos, built with the host's cargo: it fetches, checks and unpacks the pinned build
 # root (and rebuilds it from the lock), before there is a build root to run anything in.
 host_icos() {
+  if [[ -n ${ICOS_HOST_ICOS:-} ]]; then
+    [[ -x $ICOS_HOST_ICOS ]] || die "ICOS_HOST_ICOS=$ICOS_HOST_ICOS is not an executable"
+    printf '%s\n' "$ICOS_HOST_ICOS"
+    return
+  fi
   command -v cargo >/dev/null \
     || die "the host needs cargo (rustup) to build icos, which fetches, checks and unpacks the pinned build root"
   CARGO_TARGET_DIR="$cache_dir/tools/host-target" cargo build --release --locked --quiet \
@@ -203,6 +210,47 @@ make_root() {
   mv "$root.partial" "$root"
 }
 
+# Unpacks the Bazel dependencies image (ci/container/bazel-deps.pin, or $ICOS_BAZEL_DEPS) into the
+# cache directory, once: Bazel's repository cache and the cargo home then hold every download the
+# workspace needs, so a build fetches nothing from the network. From the store, else the registry;
+# with neither, Bazel downloads as it always does.
+install_bazel_deps() {
+  local reference=${ICOS_BAZEL_DEPS:-}
+  if [[ -z $reference && -f $script_dir/bazel-deps.pin ]]; then
+    reference=$(<"$script_dir/bazel-deps.pin")
+  fi
+  [[ -n $reference ]] || return 0
+  [[ $reference =~ ^icos-bazel-deps@sha256:[0-9a-f]{64}$ ]] \
+    || die "${ICOS_BAZEL_DEPS:+ICOS_BAZEL_DEPS: }${ICOS_BAZEL_DEPS:-$script_dir/bazel-deps.pin}: expected icos-bazel-deps@sha256:<64 hex digits>"
+  local digest=${reference#*@} dir=$cache_dir/bazel-deps
+  local marker=$dir/${digest#sha256:}.installed
+  [[ -e $marker ]] && return 0
+  mkdir -p "$dir"
+  local lock_fd
+  exec {lock_fd}>"$dir/.lock"
+  flock -x "$lock_fd"
+  if [[ ! -e $marker ]]; then
+    local icos
+    icos=$(host_icos)
+    if [[ ! -f $store/sha256/${digest#sha256:}.oci.tar ]]; then
+      if [[ -z ${ICOS_REGISTRY:-} ]]; then
+        flock -u "$lock_fd"
+        return 0
+      fi
+      log "pulling the Bazel dependencies $digest from $ICOS_REGISTRY"
+      "$icos" oci pull --store "$store" "$reference" >/dev/null \
+        || die "the Bazel dependencies $reference could not be pulled from $ICOS_REGISTRY (see above)"
+    fi
+    log "unpacking the Bazel dependencies $digest into $cache_dir"
+    # Files there already are the same files (named by their hashes), or a newer index entry.
+    "$icos" oci layer --store "$store" "$digest" | tar -C "$cache_dir" --skip-old-files -xf -
+    local status=("${PIPESTATUS[@]}")
+    [[ ${status[0]} -eq 0 && ${status[1]} -eq 0 ]] || die "unpacking the Bazel dependencies $digest failed"
+    touch "$marker"
+  fi
+  flock -u "$lock_fd"
+}
+
 root_key() {
   {
     printf '%s\n' "$1" "$cache_dir"
@@ -250,6 +298,8 @@ main() {
     fi
     flock -s "$lock_fd"
   fi
+
+  install_bazel_deps
 
   local workdir=$PWD
   [[ $workdir == "$workspace" || $workdir == "$workspace"/* ]] || workdir=$workspace
