@@ -6,11 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::io_error::PathIoError;
 use crate::output::{write_atomically, OutputError};
 
 /// The `format` of the records this version writes and reads.
@@ -58,10 +59,8 @@ const TREE_KEY: &str = "STABLE_ICOS_TREE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildRecordError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error("{path} is not a build record: {source}")]
@@ -82,8 +81,7 @@ impl SourceState {
     /// Reads the commit and tree state from a workspace status file (`KEY VALUE` lines, such as
     /// Bazel's stable-status.txt).
     pub fn from_workspace_status(path: &Path) -> Result<Self, BuildRecordError> {
-        let text =
-            fs::read_to_string(path).map_err(|source| BuildRecordError::Read { path: path.to_owned(), source })?;
+        let text = fs::read_to_string(path).map_err(PathIoError::with("read", path))?;
         let value = |key: &'static str| {
             text.lines()
                 .find_map(|line| line.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ')))
@@ -96,9 +94,7 @@ impl SourceState {
     /// Writes the two keys alone, in the workspace status format [`Self::from_workspace_status`] reads.
     pub fn write(&self, path: &Path) -> Result<(), BuildRecordError> {
         let text = format!("{COMMIT_KEY} {}\n{TREE_KEY} {}\n", self.commit, self.tree);
-        write_atomically(path, |file| {
-            file.write_all(text.as_bytes()).map_err(|source| BuildRecordError::Write { path: path.to_owned(), source })
-        })
+        write_atomically(path, |file| Ok(file.write_all(text.as_bytes()).map_err(PathIoError::with("write", path))?))
     }
 }
 
@@ -119,7 +115,7 @@ pub fn check_pinned_reference(value: &str) -> Result<(), BuildRecordError> {
 impl BuildRecord {
     /// Reads and checks a record.
     pub fn read(path: &Path) -> Result<Self, BuildRecordError> {
-        let bytes = fs::read(path).map_err(|source| BuildRecordError::Read { path: path.to_owned(), source })?;
+        let bytes = fs::read(path).map_err(PathIoError::with("read", path))?;
         let record: Self = serde_json::from_slice(&bytes)
             .map_err(|source| BuildRecordError::Parse { path: path.to_owned(), source })?;
         if record.format != FORMAT {
@@ -154,9 +150,7 @@ impl BuildRecord {
         sorted.base_images.dedup();
         let mut text = serde_json::to_vec_pretty(&sorted).expect("a record always serializes");
         text.push(b'\n');
-        write_atomically(path, |file| {
-            file.write_all(&text).map_err(|source| BuildRecordError::Write { path: path.to_owned(), source })
-        })
+        write_atomically(path, |file| Ok(file.write_all(&text).map_err(PathIoError::with("write", path))?))
     }
 
     /// The recorded inputs that differ between `self` (what a published image was built with)
@@ -282,7 +276,7 @@ mod tests {
             let error = BuildRecord::read(&path).unwrap_err().to_string();
             assert!(error.contains(field) && error.contains(value), "{error}");
         }
-        assert!(matches!(BuildRecord::read(&dir.path().join("missing")), Err(BuildRecordError::Read { .. })));
+        assert!(matches!(BuildRecord::read(&dir.path().join("missing")), Err(BuildRecordError::Io(_))));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod gpt_disk;
 pub mod grubenv;
 pub mod hashing;
 pub mod image_source;
+pub mod io_error;
 pub mod layout;
 pub mod lvm;
 pub mod oci;

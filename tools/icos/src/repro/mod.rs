@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::build_record::{self, BuildRecord, BuildRecordError};
+use crate::io_error::PathIoError;
 use crate::sha256sums::{check_sha256sums_in, sha256_file, CheckStatus, Sha256SumsError};
 
 pub use git::{GitError, Repository};
@@ -173,8 +174,8 @@ pub enum ReproError {
     Git(#[from] GitError),
     #[error(transparent)]
     Sha256Sums(#[from] Sha256SumsError),
-    #[error("cannot {action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error("cannot run {program}: {source}")]
     Spawn { program: String, source: io::Error },
     #[error("`{command}` failed ({status}); its output is above")]
@@ -229,14 +230,10 @@ pub fn repro_check(options: &ReproCheckOptions) -> Result<Verdict, ReproError> {
     let source = options.work_dir.join("src");
     let output_base = options.work_dir.join("output-base");
     remove_work_dir(&options.work_dir, &options.bazel)?;
-    fs::create_dir_all(&options.work_dir).map_err(|source| ReproError::Io {
-        action: "create",
-        path: options.work_dir.clone(),
-        source,
-    })?;
+    fs::create_dir_all(&options.work_dir).map_err(PathIoError::with("create", &options.work_dir))?;
     let marker = options.work_dir.join(WORK_DIR_MARKER);
     fs::write(&marker, b"a repro-check work dir: removed by the next check that uses it\n")
-        .map_err(|source| ReproError::Io { action: "write", path: marker, source })?;
+        .map_err(PathIoError::with("write", &marker))?;
 
     progress.step(&format!("cloning {} at {} into {}", options.repository, options.commit, source.display()));
     git::clone_at(&options.repository, &options.commit, &source)?;
@@ -371,14 +368,14 @@ fn compare_records(options: &ReproCheckOptions, source: &Path, verdict: Verdict)
 /// Every regular file under `dir`, relative to it, sorted.
 fn published_files(dir: &Path) -> Result<Vec<PathBuf>, ReproError> {
     fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), ReproError> {
-        let read_error = |source| ReproError::Io { action: "read", path: dir.to_owned(), source };
-        let mut entries = fs::read_dir(dir).map_err(read_error)?.collect::<Result<Vec<_>, _>>().map_err(read_error)?;
+        let mut entries = fs::read_dir(dir)
+            .map_err(PathIoError::with("read", dir))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PathIoError::with("read", dir))?;
         entries.sort_by_key(|entry| entry.file_name());
         for entry in entries {
             let path = entry.path();
-            let file_type = fs::metadata(&path)
-                .map_err(|source| ReproError::Io { action: "read", path: path.clone(), source })?
-                .file_type();
+            let file_type = fs::metadata(&path).map_err(PathIoError::with("read", &path))?.file_type();
             if file_type.is_dir() {
                 walk(root, &path, files)?;
             } else if file_type.is_file() {
@@ -427,7 +424,7 @@ const WORK_DIR_MARKER: &str = ".icos-repro-check";
 fn remove_work_dir(work_dir: &Path, bazel: &Path) -> Result<(), ReproError> {
     match fs::read_dir(work_dir) {
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(ReproError::Io { action: "read", path: work_dir.to_owned(), source }),
+        Err(source) => return Err(PathIoError { action: "read", path: work_dir.to_owned(), source }.into()),
         Ok(mut entries) => {
             if entries.next().is_some() && !work_dir.join(WORK_DIR_MARKER).exists() {
                 return Err(ReproError::ForeignWorkDir { path: work_dir.to_owned() });
@@ -450,7 +447,7 @@ fn remove_work_dir(work_dir: &Path, bazel: &Path) -> Result<(), ReproError> {
     match fs::remove_dir_all(work_dir) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(ReproError::Io { action: "remove", path: work_dir.to_owned(), source }),
+        Err(source) => Err(PathIoError { action: "remove", path: work_dir.to_owned(), source }.into()),
     }
 }
 
@@ -460,22 +457,17 @@ fn make_writable(dir: &Path) -> Result<(), ReproError> {
     let metadata = match fs::symlink_metadata(dir) {
         Ok(metadata) => metadata,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(ReproError::Io { action: "read", path: dir.to_owned(), source }),
+        Err(source) => return Err(PathIoError { action: "read", path: dir.to_owned(), source }.into()),
     };
     if !metadata.is_dir() {
         return Ok(());
     }
     let mut permissions = metadata.permissions();
     permissions.set_mode(permissions.mode() | 0o700);
-    fs::set_permissions(dir, permissions).map_err(|source| ReproError::Io {
-        action: "make writable",
-        path: dir.to_owned(),
-        source,
-    })?;
-    let entries =
-        fs::read_dir(dir).map_err(|source| ReproError::Io { action: "read", path: dir.to_owned(), source })?;
+    fs::set_permissions(dir, permissions).map_err(PathIoError::with("make writable", dir))?;
+    let entries = fs::read_dir(dir).map_err(PathIoError::with("read", dir))?;
     for entry in entries {
-        let entry = entry.map_err(|source| ReproError::Io { action: "read", path: dir.to_owned(), source })?;
+        let entry = entry.map_err(PathIoError::with("read", dir))?;
         make_writable(&entry.path())?;
     }
     Ok(())
