@@ -123,6 +123,13 @@ host_icos() {
   printf '%s\n' "$cache_dir/tools/host-target/release/icos"
 }
 
+# Joins the reasons why a way of getting the build root did not work into one sentence.
+join_reasons() {
+  local joined
+  joined=$(printf '%s; ' "$@")
+  printf '%s\n' "${joined%; }"
+}
+
 # Puts the pinned build root REFERENCE (name@sha256:digest) into the store: pulled from
 # $ICOS_REGISTRY, else rebuilt from the lock while the Debian archive still serves its versions.
 obtain_image() {
@@ -139,7 +146,7 @@ obtain_image() {
   fi
   if [[ $reference != "$(<"$pin_file")" ]]; then
     tried+=("it is not this checkout's pin, so packages.lock does not describe it (rebuild it in a checkout of the commit that pinned it)")
-    die "the build root $reference (ICOS_BUILD_ROOT) is not in the store $store; $(IFS=';'; echo "${tried[*]}")"
+    die "the build root $reference (ICOS_BUILD_ROOT) is not in the store $store; $(join_reasons "${tried[@]}")"
   fi
   if ! command -v mmdebstrap >/dev/null; then
     log "installing mmdebstrap on the host"
@@ -152,7 +159,7 @@ obtain_image() {
     return
   fi
   tried+=("rebuilding it from the lock with $mirror failed (see above)")
-  die "the pinned build root $digest is not in the store $store; $(IFS=';'; echo "${tried[*]}")"
+  die "the pinned build root $digest is not in the store $store; $(join_reasons "${tried[@]}")"
 }
 
 # Makes the unpacked build root in PARTIAL fit this machine: the host's CA certificates (a TLS
