@@ -197,6 +197,15 @@ configure_root() {
     "${rc_lines[@]}" >"$partial/etc/bazel.bazelrc"
 }
 
+# Unpacks the one layer of image DIGEST of the store into DIR, with more tar options; fails when
+# either side of the pipe does. icos checks the image against its digest before it writes it.
+unpack_layer() {
+  local icos=$1 digest=$2 dir=$3; shift 3
+  "$icos" oci layer --store "$store" "$digest" | tar -C "$dir" "$@" -xf -
+  local status=("${PIPESTATUS[@]}")
+  [[ ${status[0]} -eq 0 && ${status[1]} -eq 0 ]]
+}
+
 # Unpacks the pinned image REFERENCE (name@sha256:digest) into ROOT (through ROOT.partial) and
 # configures it.
 make_root() {
@@ -207,12 +216,9 @@ make_root() {
   rm -rf "$root.partial" "$root"
   mkdir -p "$root.partial"
   log "unpacking the build root $digest"
-  # icos checks the image against its digest before it writes the layer; GNU tar makes the device
-  # nodes, owners and extended attributes as they are.
-  "$icos" oci layer --store "$store" "$digest" \
-    | tar -C "$root.partial" --numeric-owner --xattrs --xattrs-include='*' -xpf -
-  local status=("${PIPESTATUS[@]}")
-  [[ ${status[0]} -eq 0 && ${status[1]} -eq 0 ]] || die "unpacking the build root $digest failed"
+  # GNU tar makes the device nodes, owners and extended attributes as they are.
+  unpack_layer "$icos" "$digest" "$root.partial" --numeric-owner --xattrs --xattrs-include='*' -p \
+    || die "unpacking the build root $digest failed"
   configure_root "$root.partial" "$reference"
   mv "$root.partial" "$root"
 }
@@ -250,9 +256,8 @@ install_bazel_deps() {
     fi
     log "unpacking the Bazel dependencies $digest into $cache_dir"
     # Files there already are the same files (named by their hashes), or a newer index entry.
-    "$icos" oci layer --store "$store" "$digest" | tar -C "$cache_dir" --skip-old-files -xf -
-    local status=("${PIPESTATUS[@]}")
-    [[ ${status[0]} -eq 0 && ${status[1]} -eq 0 ]] || die "unpacking the Bazel dependencies $digest failed"
+    unpack_layer "$icos" "$digest" "$cache_dir" --skip-old-files \
+      || die "unpacking the Bazel dependencies $digest failed"
     touch "$marker"
   fi
   flock -u "$lock_fd"

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 
-use icos::build_record::{check_pinned_reference, BuildRecord, SourceState, FORMAT, ICOS_VERSION};
+use icos::build_record::{BuildRecord, SourceState, FORMAT, ICOS_VERSION};
+use icos::oci::Pin;
 
 #[derive(Subcommand)]
 pub enum BuildRecordCommand {
@@ -35,9 +36,9 @@ pub enum BuildRecordCommand {
         build_root: String,
         /// A pinned base image under the image, <name>@sha256:<digest>; repeat for several.
         #[arg(long = "base-image", value_name = "REFERENCE")]
-        base_images: Vec<String>,
+        base_images: Vec<Pin>,
         /// A host program and its version, NAME=VERSION; repeat for several.
-        #[arg(long = "host-tool", value_name = "NAME=VERSION", value_parser = parse_host_tool)]
+        #[arg(long = "host-tool", value_name = "NAME=VERSION", value_parser = super::container::parse_pair)]
         host_tools: Vec<(String, String)>,
         /// The kernel release of the machine.
         #[arg(long)]
@@ -57,12 +58,6 @@ pub enum Field {
     Icos,
 }
 
-fn parse_host_tool(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(name, version)| (name.to_owned(), version.to_owned()))
-        .ok_or_else(|| format!("{text:?} is not NAME=VERSION"))
-}
-
 pub fn run(command: BuildRecordCommand) -> Result<ExitCode, Box<dyn Error>> {
     match command {
         BuildRecordCommand::Source { workspace_status, output } => {
@@ -70,10 +65,7 @@ pub fn run(command: BuildRecordCommand) -> Result<ExitCode, Box<dyn Error>> {
         }
         BuildRecordCommand::Write { output, image, source, build_root, base_images, host_tools, kernel } => {
             if build_root != "unknown" {
-                check_pinned_reference(&build_root)?;
-            }
-            for base_image in &base_images {
-                check_pinned_reference(base_image)?;
+                build_root.parse::<Pin>().map_err(|problem| format!("--build-root: {problem}"))?;
             }
             let state = SourceState::from_workspace_status(&source)?;
             let record = BuildRecord {
@@ -82,7 +74,7 @@ pub fn run(command: BuildRecordCommand) -> Result<ExitCode, Box<dyn Error>> {
                 commit: state.commit,
                 tree: state.tree,
                 build_root,
-                base_images,
+                base_images: base_images.iter().map(Pin::to_string).collect(),
                 host_tools: host_tools.into_iter().collect(),
                 kernel,
                 icos: ICOS_VERSION.to_owned(),
