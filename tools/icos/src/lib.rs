@@ -30,4 +30,5 @@ pub mod seed;
 pub mod sha256sums;
 pub mod size;
 pub mod upgrade;
+pub mod verity;
 pub mod vm;

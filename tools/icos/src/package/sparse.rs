@@ -212,6 +212,8 @@ pub fn copy_extents_at(
     Ok(())
 }
 
+pub use allocation::data_regions;
+
 /// Where the file system says a file has data (`SEEK_DATA`/`SEEK_HOLE`, which std does not
 /// expose: `libc::lseek`).
 mod allocation {

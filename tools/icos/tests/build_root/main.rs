@@ -11,3 +11,4 @@ mod pipeline;
 mod registry;
 mod repart;
 mod rootfs;
+mod verity;

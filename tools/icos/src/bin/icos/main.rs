@@ -14,6 +14,7 @@ mod lvm;
 mod oci;
 mod package;
 mod rootfs;
+mod verity;
 mod vm;
 
 use std::path::PathBuf;
@@ -86,6 +87,9 @@ enum Command {
     /// Boot disk images in QEMU (OVMF, KVM when it works, TCG otherwise).
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// dm-verity hash trees, byte for byte as veritysetup writes them.
+    #[command(subcommand)]
+    Verity(verity::VerityCommand),
 }
 
 #[derive(Subcommand)]
@@ -122,6 +126,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Oci(command) => oci::run(command),
         Command::Grubenv(command) => grubenv::run(command),
         Command::Vm(command) => vm::run(command),
+        Command::Verity(command) => verity::run(command),
         Command::Package(args) => package::run(args),
         Command::Unpack(args) => package::run_unpack(args),
         Command::Sha256sums(Sha256SumsCommand::Write { output, files }) => {
