@@ -29,6 +29,7 @@ pub mod rootfs;
 pub mod seed;
 pub mod sha256sums;
 pub mod size;
+pub mod snp;
 pub mod upgrade;
 pub mod verity;
 pub mod vm;

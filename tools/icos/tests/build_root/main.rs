@@ -11,4 +11,5 @@ mod pipeline;
 mod registry;
 mod repart;
 mod rootfs;
+mod snp;
 mod verity;

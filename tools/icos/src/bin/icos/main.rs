@@ -11,6 +11,7 @@ mod fs;
 mod grubenv;
 mod layout;
 mod lvm;
+mod measure;
 mod oci;
 mod package;
 mod rootfs;
@@ -87,6 +88,9 @@ enum Command {
     /// Boot disk images in QEMU (OVMF, KVM when it works, TCG otherwise).
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// Launch measurements of confidential VMs (AMD SEV-SNP).
+    #[command(subcommand)]
+    Measure(measure::MeasureCommand),
     /// dm-verity hash trees, byte for byte as veritysetup writes them.
     #[command(subcommand)]
     Verity(verity::VerityCommand),
@@ -127,6 +131,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Grubenv(command) => grubenv::run(command),
         Command::Vm(command) => vm::run(command),
         Command::Verity(command) => verity::run(command),
+        Command::Measure(command) => measure::run(command),
         Command::Package(args) => package::run(args),
         Command::Unpack(args) => package::run_unpack(args),
         Command::Sha256sums(Sha256SumsCommand::Write { output, files }) => {
