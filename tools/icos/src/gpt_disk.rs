@@ -3,7 +3,7 @@
 //! The output is a protective MBR, the primary and backup GPT headers with 128-entry partition
 //! arrays (written by the `gpt` crate, which computes both CRC32s), and each partition image at
 //! its offset. Nothing else is written: only the data extents of the images (their sparse maps,
-//! see [`crate::package::sparse`]) are copied and the file is extended with `set_len`, so the
+//! see [`crate::sparse`]) are copied and the file is extended with `set_len`, so the
 //! image stays sparse. Every identifier comes from the
 //! table, `--disk-guid` or the build seed, so the bytes are a function of the inputs only.
 

@@ -7,8 +7,8 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::package::sparse::{self, CopyError};
 use crate::package::{self, PackageError};
+use crate::sparse::{self, CopyError};
 
 /// An image named for the partition or volume it fills: the command-line form `NAME=PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,6 +30,7 @@ pub mod seed;
 pub mod sha256sums;
 pub mod size;
 pub mod snp;
+pub mod sparse;
 pub mod upgrade;
 pub mod verity;
 pub mod vm;

@@ -25,8 +25,8 @@ use uuid::Uuid;
 
 use crate::io_error::PathIoError;
 use crate::output::{write_atomically, OutputError};
-use crate::package::sparse;
 use crate::seed::Seed;
+use crate::sparse;
 
 /// The size of the superblock at the start of the hash area.
 pub const SUPERBLOCK_SIZE: u64 = 512;

@@ -1,7 +1,7 @@
 //! Artifacts as byte ranges of files, compared without reading their holes.
 //!
 //! A [`Blob`] is a window of a file (a whole file, a partition of a disk image, a tar member
-//! extracted to a temporary file) with the file's sparse map ([`crate::package::sparse::scan`]),
+//! extracted to a temporary file) with the file's sparse map ([`crate::sparse::scan`]),
 //! so that two multi-GiB images that are mostly zeros are compared by reading their data blocks
 //! only: where both sides are zero by the maps, they are equal without being read.
 
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::report::Side;
-use crate::package::sparse::{self, SparseMap, BLOCK_SIZE};
+use crate::sparse::{self, SparseMap, BLOCK_SIZE};
 
 /// How much is read at a time.
 const CHUNK: u64 = 1 << 20;

@@ -101,7 +101,7 @@ pub fn decompress_blob(context: &Context, blob: &Blob, kind: Kind) -> Result<Blo
 /// The first [`HEAD`] decompressed bytes (fewer if the content is shorter).
 fn read_head(stream: &mut impl Read, blob: &Blob, kind: Kind) -> Result<Vec<u8>, DiffError> {
     let mut head = vec![0u8; HEAD];
-    let count = crate::package::sparse::read_full(stream, &mut head)
+    let count = crate::sparse::read_full(stream, &mut head)
         .map_err(|error| DiffError::corrupt(&blob.origin, stream_kind(kind), error))?;
     head.truncate(count);
     Ok(head)

@@ -2,7 +2,7 @@
 //! `update-img.tar.zst` (`boot.img`, `root.img`, `var.img`, `VERSION.TXT`) and the `.tzst` files that carry one
 //! partition image (`partition.img`) between build steps.
 //!
-//! The tar is in GNU format. A member with holes (all-zero 4 KiB blocks, see [`sparse`]) is stored
+//! The tar is in GNU format. A member with holes (all-zero 4 KiB blocks, see [`crate::sparse`]) is stored
 //! as an old-GNU sparse file (type `S`, sparse format 0.0, extension headers after the first four
 //! map entries), which GNU tar (plain `-x`), bsdtar and the `tar` crate restore as a sparse file of
 //! the right size; a member without holes is a regular file. Every header has the same fixed
@@ -10,8 +10,6 @@
 //! member names, their order and their content. It is compressed by multithreaded zstd at a pinned
 //! level; zstd's multithreaded output does not depend on the number of workers (>= 1), only on the
 //! level and the library version, which Cargo.lock pins (zstd-sys builds its bundled libzstd).
-
-pub mod sparse;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -21,7 +19,7 @@ use std::path::{Path, PathBuf};
 use tar::{EntryType, GnuExtSparseHeader, Header};
 
 use crate::output::{write_atomically, write_atomically_via_path, OutputError};
-use sparse::{CopyError, Extent, SparseMap};
+use crate::sparse::{self, CopyError, Extent, SparseMap};
 
 /// The default zstd level: level 10 compresses images with few GB of data several times faster
 /// than 19 for a few percent more bytes, and is well within zstd's fast-decompression range.

@@ -17,7 +17,7 @@ use tar::EntryType;
 use super::{version_line, Slot, UpgradeError};
 use crate::hashing::HashingReader;
 use crate::layout;
-use crate::package::sparse::{is_zero, read_full};
+use crate::sparse::{is_zero, read_full};
 
 /// The member holding the version, as rules/private/images.bzl (`upgrade_image`) names it.
 const VERSION_MEMBER: &str = "VERSION.TXT";

@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use crate::grubenv::{GrubEnv, GrubEnvError};
 use crate::layout::{self, Layout, LayoutError, INSTALLED_LAYOUT};
-use crate::package::sparse::CopyError;
+use crate::sparse::CopyError;
 use image::{member_name, UpdateImage};
 use system::System;
 use write::Device;

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use crate::package::sparse::{is_zero, read_full, CopyError, BLOCK_SIZE};
+use crate::sparse::{is_zero, read_full, CopyError, BLOCK_SIZE};
 
 /// How much is read and judged at a time: a whole number of blocks.
 const CHUNK_SIZE: usize = 1 << 20;
