@@ -369,8 +369,89 @@ impl<'a> LevelWriter<'a> {
 /// `hash_path` (replacing it only once it is complete) and returns where the tree lies and its
 /// root hash. Holes of the data file are not read: an all-zero block's digest is computed once.
 pub fn format(data_path: &Path, hash_path: &Path, params: &Params) -> Result<Tree, VerityError> {
-    params.check()?;
     let data = File::open(data_path).map_err(PathIoError::with("open", data_path))?;
+    let computed = compute(&data, data_path, params)?;
+    write_atomically(hash_path, |file| -> Result<(), VerityError> {
+        // Zero up to the end of the tree, as holes: the gaps before the superblock, between it and
+        // the tree, and after a partial last level.
+        file.set_len(computed.tree.hash_file_size).map_err(PathIoError::with("write", hash_path))?;
+        computed.write(file, hash_path, params)
+    })?;
+    Ok(computed.tree)
+}
+
+/// Appends the superblock and hash tree of `image` to the image itself, right after its data (the
+/// hash offset is the data size, which must be whole blocks): one file that `veritysetup open
+/// IMAGE NAME IMAGE ROOT_HASH --hash-offset=SIZE` opens. `params.hash_offset` and
+/// `params.data_blocks` are set from the image; the file grows to the end of the tree.
+pub fn append(image_path: &Path, params: &Params) -> Result<(Tree, Params), VerityError> {
+    let image =
+        File::options().read(true).write(true).open(image_path).map_err(PathIoError::with("open", image_path))?;
+    let size = image.metadata().map_err(PathIoError::with("read the size of", image_path))?.len();
+    let block_size = u64::from(params.data_block_size);
+    if size % block_size != 0 {
+        return Err(VerityError::PartialBlock {
+            path: image_path.to_owned(),
+            size,
+            block_size: params.data_block_size,
+        });
+    }
+    let params = Params { hash_offset: size, data_blocks: Some(size / block_size), superblock: true, ..params.clone() };
+    let computed = compute(&image, image_path, &params)?;
+    image.set_len(computed.tree.hash_file_size).map_err(PathIoError::with("write", image_path))?;
+    computed.write(&image, image_path, &params)?;
+    Ok((computed.tree, params))
+}
+
+/// The most whole data blocks whose hash area, appended right after them (as [`append`] does),
+/// still ends within `total_size` bytes; 0 when not even one block fits.
+pub fn data_blocks_fitting(total_size: u64, params: &Params) -> Result<u64, VerityError> {
+    params.check()?;
+    let block_size = u64::from(params.data_block_size);
+    let fits = |blocks: u64| -> Result<bool, VerityError> {
+        let params = Params { hash_offset: blocks * block_size, superblock: true, ..params.clone() };
+        let end = Layout::new(&params, blocks)?.end_block.checked_mul(u64::from(params.hash_block_size));
+        Ok(end.is_some_and(|end| end <= total_size))
+    };
+    // The hash area grows with the data, so the blocks that fit are a prefix of 1, 2, ...
+    let (mut fitting, mut too_many) = (0, total_size / block_size + 1);
+    while too_many - fitting > 1 {
+        let middle = fitting + (too_many - fitting) / 2;
+        if fits(middle)? {
+            fitting = middle;
+        } else {
+            too_many = middle;
+        }
+    }
+    Ok(fitting)
+}
+
+/// A tree computed in memory, to be written.
+struct Computed {
+    tree: Tree,
+    layout: Layout,
+    data_blocks: u64,
+    /// The hash blocks of each level, from level 0.
+    levels: Vec<Vec<u8>>,
+}
+
+impl Computed {
+    fn write(&self, file: &File, path: &Path, params: &Params) -> Result<(), VerityError> {
+        let write_error = || PathIoError::with("write", path);
+        if params.superblock {
+            file.write_all_at(&superblock(params, self.data_blocks), params.hash_offset).map_err(write_error())?;
+        }
+        let hash_block_size = u64::from(params.hash_block_size);
+        for (blocks, &(start, _)) in self.levels.iter().zip(&self.layout.levels) {
+            file.write_all_at(blocks, start * hash_block_size).map_err(write_error())?;
+        }
+        Ok(())
+    }
+}
+
+/// Hashes the data blocks `params` asks for and builds every level of the tree.
+fn compute(data: &File, data_path: &Path, params: &Params) -> Result<Computed, VerityError> {
+    params.check()?;
     let size = data.metadata().map_err(PathIoError::with("read the size of", data_path))?.len();
     let block_size = u64::from(params.data_block_size);
     let available = size / block_size;
@@ -402,7 +483,7 @@ pub fn format(data_path: &Path, hash_path: &Path, params: &Params) -> Result<Tre
     // Level 0 (or, for a single data block, the root) from the data.
     let first_level_blocks = layout.levels.first().map_or(1, |&(_, size)| size);
     let mut level = LevelWriter::new(&hasher, params, &layout, first_level_blocks);
-    hash_data(&data, data_path, data_blocks, params.data_block_size as usize, &mut level)?;
+    hash_data(data, data_path, data_blocks, params.data_block_size as usize, &mut level)?;
     let mut levels = Vec::with_capacity(layout.levels.len());
     let root_hash = if layout.levels.is_empty() {
         level.blocks[..params.algorithm.digest_size()].to_vec()
@@ -421,29 +502,14 @@ pub fn format(data_path: &Path, hash_path: &Path, params: &Params) -> Result<Tre
         levels.push(below);
         root
     };
-
-    let hash_block_size = u64::from(params.hash_block_size);
-    let hash_file_size = layout.end_block * hash_block_size;
-    write_atomically(hash_path, |file| -> Result<(), VerityError> {
-        let write_error = || PathIoError::with("write", hash_path);
-        // Zero up to the end of the tree, as holes: the gaps before the superblock, between it and
-        // the tree, and after a partial last level.
-        file.set_len(hash_file_size).map_err(write_error())?;
-        if params.superblock {
-            file.write_all_at(&superblock(params, data_blocks), params.hash_offset).map_err(write_error())?;
-        }
-        for (blocks, &(start, _)) in levels.iter().zip(&layout.levels) {
-            file.write_all_at(blocks, start * hash_block_size).map_err(write_error())?;
-        }
-        Ok(())
-    })?;
-    Ok(Tree {
+    let tree = Tree {
         data_blocks,
         hash_start_block: layout.first_block,
         hash_blocks: layout.end_block - layout.first_block,
-        hash_file_size,
+        hash_file_size: layout.end_block * u64::from(params.hash_block_size),
         root_hash,
-    })
+    };
+    Ok(Computed { tree, layout, data_blocks, levels })
 }
 
 /// Feeds the first `count` blocks of `data` to `level`, reading only the regions the file system
@@ -689,6 +755,40 @@ mod tests {
         let other = Params::from_seed(&seed, "other");
         assert_ne!(root.salt, other.salt);
         assert_ne!(root.uuid, other.uuid);
+    }
+
+    #[test]
+    fn appended_tree_equals_a_separate_hash_file_at_that_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300 * 4096u32).map(|index| (index * 7 + 3) as u8).collect();
+        let image = dir.path().join("image");
+        fs::write(&image, &data).unwrap();
+        let params = Params::new(salt_0_to_31(), vector_uuid());
+        let (tree, used) = append(&image, &params).unwrap();
+        assert_eq!((used.hash_offset, used.data_blocks), (300 * 4096, Some(300)));
+        let separate = Params { hash_offset: 300 * 4096, data_blocks: Some(300), ..params.clone() };
+        let expected = format(&dir.path().join("image"), &dir.path().join("hash"), &separate);
+        // `image` now holds its tree too; the data part is unchanged, so the trees agree.
+        let expected = expected.unwrap();
+        assert_eq!(tree, expected);
+        let appended = fs::read(&image).unwrap();
+        assert_eq!(&appended[..data.len()], &data[..]);
+        assert_eq!(&appended[data.len()..], &fs::read(dir.path().join("hash")).unwrap()[data.len()..]);
+    }
+
+    #[test]
+    fn the_fitting_data_leaves_room_for_exactly_its_tree() {
+        let params = Params::new(salt_0_to_31(), vector_uuid());
+        for total in [8192u64, 1 << 20, 10 << 30, (10 << 30) + 12345] {
+            let blocks = data_blocks_fitting(total, &params).unwrap();
+            let end = |blocks: u64| {
+                let placed = Params { hash_offset: blocks * 4096, ..params.clone() };
+                Layout::new(&placed, blocks).unwrap().end_block * 4096
+            };
+            assert!(end(blocks) <= total, "{blocks} blocks overflow {total}");
+            assert!(end(blocks + 1) > total, "{} blocks would fit {total} too", blocks + 1);
+        }
+        assert_eq!(data_blocks_fitting(4096, &params).unwrap(), 0);
     }
 
     #[test]
