@@ -11,7 +11,10 @@ GUESTOS = icos_os(
     slots = ab_slots(),
     # Every identifier beyond partitions.csv (the disk GUID) derives from this seed.
     seed = "3f0b8c2e-6d41-4a97-b5e8-1c9d2a7f4e60",
-    kernel_args = "rw console=ttyS0,115200",
+    # The root is verified (dm-verity) and read-only; panic=0: a failure in the initramfs halts
+    # instead of opening a shell.
+    verity_root = True,
+    kernel_args = "ro panic=0 console=ttyS0,115200",
     context_dir = "ic-os/guestos/rootfs",
     srcs = ["//ic-os/guestos:rootfs_srcs"],
     # Built from //ic-os/components/base-image:Dockerfile.base and context/packages.* by `icos base-image build`, pinned by

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks the published files of one OS variant with independent tools:
 #   image_test.sh ICOS SHA256SUMS DISK_IMG UPDATE_IMG BUILD_RECORD BASE_PIN BUILD_TYPE MALICIOUS_BEHAVIOR
-# SHA256SUMS verifies, the disk's GPT verifies, both filesystems of the upgrade image are clean, and
-# they hold what the variant promises (kernel, boot_args, version, the injected icos tool, the
+# SHA256SUMS verifies, the disk's GPT verifies, both filesystems of the upgrade image are clean, the
+# root is a verity root that veritysetup verifies with the root hash of boot_args, and the
+# filesystems hold what the variant promises (kernel, boot_args, version, the injected icos tool, the
 # build type, the root account's state); the build record names the build root this runs in, the
 # pinned base image and a commit.
 set -euo pipefail
@@ -48,7 +49,25 @@ done
 [[ "$(debugfs_cat boot /version.txt)" == "$(cat "$work/VERSION.TXT")" ]] || fail "version.txt differs from VERSION.TXT"
 boot_args=$(debugfs_cat boot /boot_args)
 a_root_uuid=$(sfdisk --dump "$work/disk.img" | awk '/name="A_root"/ { sub(/.*uuid=/, ""); sub(/,.*/, ""); print tolower($0) }')
-[[ $boot_args == *"BOOT_ARGS_A=\"root=PARTUUID=$a_root_uuid "* ]] || fail "boot_args does not boot A_root ($a_root_uuid): $boot_args"
+# A verity root: the initramfs opens A_root with dm-verity, its hash tree after the filesystem,
+# and the kernel mounts the verified device.
+verity_args="BOOT_ARGS_A=\"root=/dev/mapper/vroot icos.verity_data=PARTUUID=$a_root_uuid:"
+[[ $boot_args == *"$verity_args"* ]] || fail "boot_args does not boot A_root ($a_root_uuid) verified: $boot_args"
+hash_offset=${boot_args#*"$verity_args"}
+hash_offset=${hash_offset%% *}
+root_hash=${boot_args#*"$verity_args$hash_offset icos.verity_root_hash="}
+root_hash=${root_hash%% *}
+[[ $hash_offset =~ ^[0-9]+$ && $root_hash =~ ^[0-9a-f]{64}$ ]] || fail "boot_args: hash offset $hash_offset, root hash $root_hash"
+# veritysetup, cryptsetup's own reader, accepts the published root with the published root hash,
+# and rejects a copy with one byte changed (the ext4 volume name, which e2fsck does not mind).
+veritysetup verify "$work/root.img" "$work/root.img" "$root_hash" --hash-offset="$hash_offset" \
+  || fail "veritysetup verify rejects root.img with the root hash of boot_args"
+cp --sparse=always "$work/root.img" "$work/root-changed.img"
+printf 'X' | dd of="$work/root-changed.img" bs=1 seek=$((1024 + 0x78)) conv=notrunc status=none
+if veritysetup verify "$work/root-changed.img" "$work/root-changed.img" "$root_hash" --hash-offset="$hash_offset" 2>/dev/null; then
+  fail "veritysetup verify accepts root.img with a changed byte"
+fi
+rm "$work/root-changed.img"
 layout=$(debugfs_cat root /opt/icos/share/layout.json)
 [[ $layout == *'"name": "B_root"'* ]] || fail "root lacks the layout the upgrade agent reads: $layout"
 debugfs_stat root /opt/icos/bin/icos-agent | grep -q 'Mode:  0755' || fail "root lacks /opt/icos/bin/icos-agent (0755)"

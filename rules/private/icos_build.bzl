@@ -2,7 +2,7 @@
 variants (icos_build), from its Dockerfile to SHA256SUMS."""
 
 load(":container.bzl", "container_rootfs")
-load(":images.bzl", "disk_image", "ext4_image", "file_tree", "package", "placed_file", "rootfs_split", "sha256sums", "upgrade_image", "vfat_image")
+load(":images.bzl", "disk_image", "ext4_image", "file_tree", "package", "placed_file", "rootfs_split", "sha256sums", "upgrade_image", "vfat_image", "verity_boot_args")
 load(":layout.bzl", "os_layout")
 load(":record.bzl", "build_record")
 load(":version.bzl", "version_txt")
@@ -43,7 +43,8 @@ def icos_os(
         root_files = [],
         esp_partition = "esp",
         grub_partition = "grub",
-        disk_size = "50G"):
+        disk_size = "50G",
+        verity_root = False):
     """An OS described as data: what icos_os_targets and icos_build make its images from.
 
     Args:
@@ -65,6 +66,11 @@ def icos_os(
         esp_partition: the EFI system partition.
         grub_partition: the GRUB partition (partition 2).
         disk_size: the size of the disk image.
+        verity_root: the root filesystem of every variant is a verity root: its dm-verity hash tree
+            follows it in its partition, the initramfs opens it with veritysetup (the OS's rootfs
+            context holds the initramfs-tools hook and script, and its base image veritysetup), and
+            the kernel mounts it read-only through dm-verity with the root hash on its command line.
+            Writable state lives on var and the other partitions.
 
     Returns:
         struct: the OS.
@@ -94,6 +100,7 @@ def icos_os(
         esp_partition = esp_partition,
         grub_partition = grub_partition,
         disk_size = disk_size,
+        verity_root = verity_root,
         layout = package + ":layout",
         esp = package + ":esp",
         grub = package + ":grub",
@@ -122,6 +129,7 @@ def icos_os_targets(os, visibility = ["//visibility:public"]):
         seed = os.seed,
         grub_partition = os.grub_partition,
         kernel_args = os.kernel_args,
+        verity_root = os.verity_root,
         grub_cfg_template = "//ic-os/bootloader:grub.cfg.in",
         visibility = visibility,
     )
@@ -199,8 +207,14 @@ def icos_build(
         native.filegroup(name = "{}_{}_split".format(prefix, part), srcs = [":{}_trees".format(prefix)], output_group = part, tags = manual)
     placed_file(name = prefix + "_version_boot", src = ":{}version.txt".format(prefix), path = "/version.txt", tags = manual)
     placed_file(name = prefix + "_version_root", src = ":{}version.txt".format(prefix), path = "/opt/icos/share/version.txt", tags = manual)
+    boot_args_file = os.boot_args_file
+    if os.verity_root:
+        # The command lines carry this variant's root hash, known once its root filesystem is made.
+        verity_boot_args(name = prefix + "_boot_args", layout = os.layout, root = ":{}partition-root.tzst".format(prefix), tags = manual)
+        placed_file(name = prefix + "_boot_args_file", src = ":{}_boot_args".format(prefix), path = "/boot_args", tags = manual)
+        boot_args_file = ":{}_boot_args_file".format(prefix)
     trees = {
-        "boot": (":{}_version_boot".format(prefix), os.boot_args_file),
+        "boot": (":{}_version_boot".format(prefix), boot_args_file),
         "root": (":{}_version_root".format(prefix), os.layout_file) + tuple(os.root_files) + tuple(root_files),
         "var": (),
     }
@@ -220,6 +234,7 @@ def icos_build(
             layout = os.layout,
             target = slot_a[role],
             label = role,
+            verity_seed = os.seed if os.verity_root and role == "root" else "",
             tags = manual,
             # partition-var.tzst is not published: var is in the disk and the upgrade image.
             visibility = visibility if role != "var" else None,

@@ -115,16 +115,27 @@ def _ext4_image_impl(ctx):
     image = ctx.actions.declare_file(output_name(ctx.label.name, ".tzst"))
     tree = _tree_of(ctx.attr.src)
     mke2fs = host_tool(ctx, "mke2fs")
+    args = ["ext4", "--input", tree.path, "--package", image.path, "--label", ctx.attr.label or ctx.attr.target, "--mke2fs", mke2fs.path] + _layout_args(ctx)
+    outputs = [image]
+    root_hash = None
+    if ctx.attr.verity_seed:
+        root_hash = ctx.actions.declare_file(ctx.label.name.removesuffix(".tzst") + ".roothash")
+        args += ["--verity-seed", ctx.attr.verity_seed, "--verity-root-hash", root_hash.path]
+        outputs.append(root_hash)
     run_icos(
         ctx,
-        arguments = ["ext4", "--input", tree.path, "--package", image.path, "--label", ctx.attr.label or ctx.attr.target, "--mke2fs", mke2fs.path] + _layout_args(ctx),
+        arguments = args,
         inputs = [tree, ctx.attr.layout[OsLayoutInfo].layout_json],
-        outputs = [image],
+        outputs = outputs,
         env = mke2fs.env,
         mnemonic = "Ext4Image",
         progress_message = "Making the ext4 filesystem %{label}",
     )
-    return [DefaultInfo(files = depset([image])), PartitionImageInfo(image = image, partition = ctx.attr.target, packaged = True)]
+    return [
+        DefaultInfo(files = depset([image])),
+        PartitionImageInfo(image = image, partition = ctx.attr.target, packaged = True, verity_root_hash = root_hash),
+        OutputGroupInfo(root_hash = depset([root_hash] if root_hash else [])),
+    ]
 
 _IMAGE_ATTRS = dict({
     "src": attr.label(mandatory = True, allow_single_file = [".tar"], doc = "The canonical tree to put in the filesystem."),
@@ -139,9 +150,39 @@ ext4_image = rule(
     implementation = _ext4_image_impl,
     doc = """An ext4 filesystem image of a canonical tree (mke2fs -d) that fills its partition or volume, its
 UUID and directory hash seed derived from the target's UUID, packaged as a partition .tzst (member
-partition.img, sparse) named like the target.""",
-    attrs = _IMAGE_ATTRS,
+partition.img, sparse) named like the target. With `verity_seed`, a verity root: the filesystem
+leaves room for its dm-verity superblock and hash tree, which follow it in the image, and NAME.roothash
+(output group root_hash) holds the root hash.""",
+    attrs = dict(_IMAGE_ATTRS, **{
+        "verity_seed": attr.string(doc = "Make a verity root whose salt and UUID derive from this build seed."),
+    }),
     toolchains = [HOST_TOOLS_TOOLCHAIN],
+)
+
+def _verity_boot_args_impl(ctx):
+    output = ctx.actions.declare_file(ctx.label.name)
+    root_hash = ctx.attr.root[PartitionImageInfo].verity_root_hash
+    if not root_hash:
+        fail("{}: {} is not a verity root (ext4_image with verity_seed)".format(ctx.label, ctx.attr.root.label))
+    template = ctx.attr.layout[OsLayoutInfo].boot_args
+    run_icos(
+        ctx,
+        arguments = ["verity", "boot-args", "--template", template.path, "--root-hash-file", root_hash.path, "--output", output.path],
+        inputs = [template, root_hash],
+        outputs = [output],
+        mnemonic = "VerityBootArgs",
+        progress_message = "Putting the root hash into the kernel command lines %{label}",
+    )
+    return [DefaultInfo(files = depset([output]))]
+
+verity_boot_args = rule(
+    implementation = _verity_boot_args_impl,
+    doc = """The kernel command lines of an OS variant with a verity root: the layout's boot_args (made with
+`verity_root`) with the root hash of the variant's root filesystem filled in.""",
+    attrs = dict({
+        "layout": attr.label(mandatory = True, providers = [OsLayoutInfo], doc = "The OS's layout (os_layout with verity_root)."),
+        "root": attr.label(mandatory = True, providers = [PartitionImageInfo], doc = "The verity root (ext4_image with verity_seed)."),
+    }, **ICOS_ATTRS),
 )
 
 def _vfat_image_impl(ctx):
@@ -155,7 +196,7 @@ def _vfat_image_impl(ctx):
         mnemonic = "VfatImage",
         progress_message = "Making the FAT filesystem %{label}",
     )
-    return [DefaultInfo(files = depset([image])), PartitionImageInfo(image = image, partition = ctx.attr.target, packaged = False)]
+    return [DefaultInfo(files = depset([image])), PartitionImageInfo(image = image, partition = ctx.attr.target, packaged = False, verity_root_hash = None)]
 
 vfat_image = rule(
     implementation = _vfat_image_impl,

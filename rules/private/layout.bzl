@@ -30,6 +30,8 @@ def _os_layout_impl(ctx):
         "--grub-cfg",
         outputs["grub.cfg"].path,
     ]
+    if ctx.attr.verity_root:
+        args.append("--verity-root")
     for slot in sorted(ctx.attr.slots.keys()):
         args += ["--slot", _slot_argument(slot, json.decode(ctx.attr.slots[slot]))]
     inputs = [ctx.file.partitions, ctx.file.grub_cfg_template]
@@ -73,6 +75,8 @@ partition or volume that holds it; see `ab_slots`."""),
         "seed": attr.string(mandatory = True, doc = "The build seed (a UUID): identifiers the tables leave empty derive from it."),
         "grub_partition": attr.string(default = "grub", doc = "The GRUB partition (partition 2), which holds grub.cfg and grubenv."),
         "kernel_args": attr.string(doc = "Kernel arguments of every slot besides root and the mounts, such as `rw console=ttyS0,115200`."),
+        "verity_root": attr.bool(doc = """Each slot's root is a verity root: the initramfs opens it with dm-verity, the kernel mounts
+the verified device, and boot_args hold a placeholder for the root hash (verity_boot_args fills it in)."""),
         "grub_cfg_template": attr.label(allow_single_file = True, mandatory = True, doc = "The GRUB configuration with an @ICOS_LAYOUT@ line."),
     }, **ICOS_ATTRS),
 )

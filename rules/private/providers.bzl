@@ -27,6 +27,7 @@ PartitionImageInfo = provider(
         "image": "File: the raw image, or with `packaged` a .tzst holding it as its one member",
         "partition": "string: the partition name in partitions.csv",
         "packaged": "bool: `image` is a package (.tzst) of the raw image",
+        "verity_root_hash": "File or None: for a verity root, the root hash of its dm-verity tree (hex)",
     },
 )
 

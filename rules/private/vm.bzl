@@ -105,7 +105,7 @@ back to slot A). Under TCG a boot takes about a minute: give these tests size "l
 """,
     test = True,
     attrs = {
-        "scenario": attr.string(mandatory = True, values = ["boot", "no-login", "upgrade", "failed-upgrade"], doc = "What to check."),
+        "scenario": attr.string(mandatory = True, values = ["boot", "no-login", "upgrade", "failed-upgrade", "verity-corrupted"], doc = "What to check."),
         "disk_image": attr.label(mandatory = True, allow_single_file = [".tar.zst"], doc = "The disk-img.tar.zst to boot."),
         "version": attr.label(mandatory = True, allow_single_file = True, doc = "The version.txt of the disk image."),
         "root_password": attr.string(doc = "The root password of the console login (dev images); the upgrade scenarios need it."),

@@ -39,6 +39,40 @@ const MAX_BLOCK_SIZE: u32 = 512 * 1024;
 /// How much data is read at a time (a whole number of blocks of any supported size).
 const READ_SIZE: usize = 4 << 20;
 
+/// The device-mapper name the initramfs gives a verity root: the kernel mounts
+/// `/dev/mapper/vroot`.
+pub const ROOT_DEVICE_NAME: &str = "vroot";
+
+/// What `icos layout --verity-root` writes into each slot's command line where the root hash
+/// goes; `icos verity boot-args` fills it in per variant, once its root filesystem is made.
+pub const ROOT_HASH_PLACEHOLDER: &str = "@ICOS_VERITY_ROOT_HASH@";
+
+/// The parameters of an OS's verity root: veritysetup's defaults, salt and UUID from the build
+/// seed and the role (`root`), so that the images of both slots, and of the upgrade, share one
+/// tree.
+pub fn root_params(seed: &Seed) -> Params {
+    Params::from_seed(seed, "root")
+}
+
+/// Where a verity root's hash area starts in a partition of `size` bytes: the filesystem takes
+/// the most whole blocks that leave room for the superblock and tree after them. The same for
+/// every salt (the tree's shape depends on sizes and digest only).
+pub fn root_hash_offset(size: u64) -> Result<u64, VerityError> {
+    let params = Params::new(Vec::new(), Uuid::nil());
+    Ok(data_blocks_fitting(size, &params)? * u64::from(params.data_block_size))
+}
+
+/// `template` (boot_args from `icos layout --verity-root`) with the root hash filled in.
+pub fn fill_root_hash(template: &str, template_path: &Path, root_hash_hex: &str) -> Result<String, VerityError> {
+    if root_hash_hex.is_empty() || !root_hash_hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err(VerityError::BadRootHash(root_hash_hex.to_owned()));
+    }
+    if !template.contains(ROOT_HASH_PLACEHOLDER) {
+        return Err(VerityError::NoPlaceholder { path: template_path.to_owned() });
+    }
+    Ok(template.replace(ROOT_HASH_PLACEHOLDER, root_hash_hex))
+}
+
 /// The digest of the blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashAlgorithm {
@@ -223,6 +257,10 @@ pub enum VerityError {
     NoData { path: PathBuf },
     #[error("the hash area would end beyond 2^64 bytes")]
     TooLarge,
+    #[error("{0:?} is not a root hash: expected hex digits")]
+    BadRootHash(String),
+    #[error("{path} has no {ROOT_HASH_PLACEHOLDER} to put the root hash in (is it boot_args of `icos layout --verity-root`?)")]
+    NoPlaceholder { path: PathBuf },
 }
 
 /// A hasher of blocks with the salt already absorbed where the format puts it.
@@ -789,6 +827,24 @@ mod tests {
             assert!(end(blocks + 1) > total, "{} blocks would fit {total} too", blocks + 1);
         }
         assert_eq!(data_blocks_fitting(4096, &params).unwrap(), 0);
+    }
+
+    #[test]
+    fn root_hashes_fill_their_placeholder_only() {
+        let path = Path::new("boot_args");
+        let filled =
+            fill_root_hash("A=\"x=@ICOS_VERITY_ROOT_HASH@\"\nB=\"@ICOS_VERITY_ROOT_HASH@\"", path, "ab12").unwrap();
+        assert_eq!(filled, "A=\"x=ab12\"\nB=\"ab12\"");
+        assert!(fill_root_hash("no placeholder", path, "ab12").unwrap_err().to_string().contains("boot_args has no"));
+        assert!(fill_root_hash("@ICOS_VERITY_ROOT_HASH@", path, "ab 12").is_err());
+    }
+
+    #[test]
+    fn the_root_offset_leaves_room_for_the_tree() {
+        // 10 GiB: 2 621 440 blocks in all; the tree of the data takes 1/128 of it, and more.
+        let offset = root_hash_offset(10 << 30).unwrap();
+        assert_eq!(offset % 4096, 0);
+        assert!(offset < 10 << 30 && offset > (10 << 30) - (100 << 20), "{offset}");
     }
 
     #[test]

@@ -73,7 +73,12 @@ impl System {
         let mountinfo = read_text(&mountinfo_path)?;
         let number = root_device_number(&mountinfo)
             .map_err(|problem| UpgradeError::System { path: mountinfo_path.clone(), problem })?;
-        let device_dir = resolve_block_device(root, number)?;
+        let mut device_dir = resolve_block_device(root, number)?;
+        // A verity root (`crate::verity::ROOT_DEVICE_NAME`, opened by the initramfs): the slot's
+        // root is the partition it verifies.
+        if read_dm_name(&device_dir)?.as_deref() == Some(crate::verity::ROOT_DEVICE_NAME) {
+            device_dir = only_slave(root, &device_dir)?;
+        }
         let uevent_path = device_dir.join("uevent");
         let uevent = Uevent::parse(&read_text(&uevent_path)?);
         let devname = uevent
@@ -293,6 +298,24 @@ fn disk_under(root: &Path, dm_dir: &Path) -> Result<Option<PathBuf>, UpgradeErro
         }
     }
     Ok(disk)
+}
+
+/// The sysfs directory of the one device under the device-mapper device whose sysfs directory is
+/// `dm_dir` (a verity root has its data and hash tree on one partition).
+fn only_slave(root: &Path, dm_dir: &Path) -> Result<PathBuf, UpgradeError> {
+    let slaves = dm_dir.join("slaves");
+    let read_error = |source| UpgradeError::Read { path: slaves.clone(), source };
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(&slaves).map_err(read_error)? {
+        entries.push(entry.map_err(read_error)?.path());
+    }
+    match entries.as_slice() {
+        [only] => resolve_inside(root, only),
+        _ => Err(UpgradeError::System {
+            path: slaves.clone(),
+            problem: format!("a verity root is on one partition, not on {} devices", entries.len()),
+        }),
+    }
 }
 
 /// The device-mapper device named `dm_name`: the entry of `<root>/sys/block` whose `dm/name` it
@@ -518,6 +541,24 @@ mod tests {
     /// vda's partitions in [`gpt_layout`], without the var ones.
     const PARTITIONS: [(u32, &str, u64); 4] =
         [(4, "A_boot", 8), (5, "A_root", 16), (7, "B_boot", 8), (8, "B_root", 32)];
+
+    #[test]
+    fn a_verity_root_is_the_slot_of_the_partition_it_verifies() {
+        let layout = gpt_layout();
+        let dir = tempfile::tempdir().unwrap();
+        fake_system(dir.path(), &PARTITIONS, 5, false);
+        fake_dm(dir.path(), 0, "vroot", 14, &[5], false);
+        mount_root(dir.path(), "254:0");
+        let system = System::discover(dir.path(), &layout).unwrap();
+        assert_eq!(system.slot, Slot::A);
+        assert_eq!((system.root.name.as_str(), system.root.kind), ("A_root", DeviceKind::Partition));
+        let other = system.device(&layout.slot("B").unwrap().members["root"]).unwrap();
+        assert_eq!(other.devname, "vda8");
+
+        fs::remove_file(dir.path().join("sys/devices/virtual/block/dm-0/slaves/vda5")).unwrap();
+        let error = System::discover(dir.path(), &layout).unwrap_err().to_string();
+        assert!(error.contains("a verity root is on one partition, not on 0 devices"), "{error}");
+    }
 
     #[test]
     fn discovery_follows_relative_and_absolute_links_inside_the_root() {

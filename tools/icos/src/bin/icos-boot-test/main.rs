@@ -6,7 +6,7 @@
 //! Exit status: 0 when the scenario holds, 1 when it does not, 2 when it cannot run.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -27,6 +27,15 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How long the prod console must stay without a login prompt after the system is up.
 const NO_LOGIN_WATCH: Duration = Duration::from_secs(20);
+/// How long the console of a corrupted verity root must stay without a login prompt after the
+/// dm-verity error (a login would come within this under TCG, were the boot to go on).
+const VERITY_STOP_WATCH: Duration = Duration::from_secs(240);
+/// What the kernel prints when dm-verity finds a block that does not match its hash.
+const VERITY_ERROR: &str = "dm-verity device corrupted";
+/// The partition and byte the verity-corrupted scenario changes: slot A's root, in its ext4
+/// superblock (at 1024) the volume name (at 0x78).
+const CORRUPTED_PARTITION: &str = "A_root";
+const CORRUPTED_OFFSET: u64 = 1024 + 0x78;
 
 /// QEMU 11.1's multi-threaded TCG sometimes aborts on this assertion (an interrupt raised without
 /// the big QEMU lock): three of the four HostOS VM tests in one full test run, neither of the two
@@ -57,6 +66,9 @@ enum Scenario {
     Upgrade,
     /// Install and commit, boot B once without confirming, reset: GRUB falls back to slot A.
     FailedUpgrade,
+    /// One byte of the verity root of slot A changed (its ext4 volume name, which ext4 itself
+    /// ignores): the boot stops with a dm-verity error on the console and never offers a login.
+    VerityCorrupted,
 }
 
 #[derive(Parser)]
@@ -230,6 +242,8 @@ impl Session {
 
 struct Images {
     disk: PathBuf,
+    /// Change one byte of slot A's root before booting (the verity-corrupted scenario).
+    corrupt_root: bool,
     version: String,
     share: Option<PathBuf>,
     update: Option<Update>,
@@ -260,6 +274,9 @@ fn start(images: &Images, flags: VmFlags, work: &Path) -> Result<Session, Failur
     let host = icos::vm::resolve_host(&config)?;
     println!("icos-boot-test: accelerator {}: {}", host.accel, host.accel_reason);
     let disk = icos::vm::prepare_disk_image(&images.disk, work)?;
+    if images.corrupt_root {
+        corrupt_partition(&disk, CORRUPTED_PARTITION, CORRUPTED_OFFSET)?;
+    }
     let vars = icos::vm::copy_vars(&config.ovmf_vars, work)?;
     let argv = icos::vm::qemu_argv(&config, &host, &disk, &vars, SerialMode::Pipe)?;
     let logs = std::env::var_os("TEST_UNDECLARED_OUTPUTS_DIR").map(PathBuf::from).unwrap_or_else(|| work.to_owned());
@@ -311,6 +328,46 @@ fn no_login(session: &mut Session, images: &Images) -> Result<(), Failure> {
         .console
         .absent_for("login:", NO_LOGIN_WATCH)
         .map_err(|error| Failure::Check(format!("the console offers a login: {error}")))
+}
+
+/// Flips the bits of the byte at `offset` of the GPT partition named `partition` of `disk`.
+fn corrupt_partition(disk: &Path, partition: &str, offset: u64) -> Result<(), Failure> {
+    let setup = |error: std::io::Error| Failure::Setup(format!("{}: {error}", disk.display()));
+    let table = gpt::GptConfig::new()
+        .writable(false)
+        .open(disk)
+        .map_err(|error| Failure::Setup(format!("{}: {error}", disk.display())))?;
+    let start = table
+        .partitions()
+        .values()
+        .find(|entry| entry.name == partition)
+        .map(|entry| entry.first_lba * 512)
+        .ok_or_else(|| Failure::Setup(format!("{} has no partition {partition}", disk.display())))?;
+    let file = fs::File::options().read(true).write(true).open(disk).map_err(setup)?;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, start + offset).map_err(setup)?;
+    let changed = [!byte[0]];
+    file.write_all_at(&changed, start + offset).map_err(setup)?;
+    println!(
+        "icos-boot-test: changed the byte at {offset} of {partition} from {:#04x} to {:#04x}",
+        byte[0], changed[0]
+    );
+    Ok(())
+}
+
+/// GRUB boots slot A, whose root no longer matches its root hash: the kernel must stop on the
+/// dm-verity error, and no login may follow.
+fn verity_corrupted(session: &mut Session) -> Result<(), Failure> {
+    session.phase("firmware and GRUB");
+    session.expect("icos: booting slot A (stable)", GRUB_TIMEOUT)?;
+    session.phase("Linux until the dm-verity error");
+    session.expect(VERITY_ERROR, SYSTEM_UP_TIMEOUT)?;
+    session.phase("watching the console for a login");
+    session.console.send("\n\n")?;
+    session
+        .console
+        .absent_for("login:", VERITY_STOP_WATCH)
+        .map_err(|error| Failure::Check(format!("the boot went on past the dm-verity error: {error}")))
 }
 
 /// Boots slot A, installs the update into slot B and commits it; returns the update's version.
@@ -401,8 +458,13 @@ fn run(args: Args) -> Result<(), Failure> {
         },
     };
     fs::create_dir_all(&work)?;
-    let mut images =
-        Images { disk: args.disk_image.clone(), version: read_version(&args.version_file)?, share: None, update: None };
+    let mut images = Images {
+        disk: args.disk_image.clone(),
+        corrupt_root: args.scenario == Scenario::VerityCorrupted,
+        version: read_version(&args.version_file)?,
+        share: None,
+        update: None,
+    };
     if let (Some(update), Some(version_file)) = (&args.update_image, &args.update_version_file) {
         // The VM sees a directory holding only the update image, as a file (9p does not follow
         // the runfiles symlink out of the shared directory).
@@ -426,6 +488,7 @@ fn run(args: Args) -> Result<(), Failure> {
             Scenario::NoLogin => no_login(&mut session, &images),
             Scenario::Upgrade => upgrade(&mut session, &images, needs_password()?),
             Scenario::FailedUpgrade => failed_upgrade(&mut session, &images, needs_password()?),
+            Scenario::VerityCorrupted => verity_corrupted(&mut session),
         };
         session.finish_phase();
         match result {

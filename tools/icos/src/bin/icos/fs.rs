@@ -1,6 +1,7 @@
 //! `icos ext4` and `icos fat`: filesystem images from a canonical rootfs tar.
 
 use std::error::Error;
+use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,6 +45,14 @@ pub struct Ext4Args {
     /// The mke2fs program (e2fsprogs >= 1.47.1); default: mke2fs in PATH, /usr/sbin or /sbin.
     #[arg(long)]
     mke2fs: Option<PathBuf>,
+    /// Make a verity root: the filesystem leaves room at the end of the image for its dm-verity
+    /// superblock and hash tree, which follow it (salt and UUID from this build seed), and the
+    /// root hash goes to --verity-root-hash.
+    #[arg(long, requires = "verity_root_hash")]
+    verity_seed: Option<Seed>,
+    /// Where to write the verity root's root hash (hex, no newline).
+    #[arg(long, requires = "verity_seed")]
+    verity_root_hash: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -165,6 +174,16 @@ pub fn run_ext4(args: Ext4Args) -> Result<ExitCode, Box<dyn Error>> {
         Some(path) => path,
         None => find_mke2fs()?,
     };
+    // A verity root: the filesystem is as large as leaves room for its tree in the partition.
+    let verity = args.verity_seed.as_ref().map(icos::verity::root_params);
+    let image_size = size;
+    let size = match verity {
+        Some(_) => match icos::verity::root_hash_offset(size)? {
+            0 => return Err(format!("{size} bytes leave no room for a verity root's filesystem and hash tree").into()),
+            offset => offset,
+        },
+        None => size,
+    };
     let options = Ext4Options {
         size,
         label: args.label,
@@ -173,10 +192,23 @@ pub fn run_ext4(args: Ext4Args) -> Result<ExitCode, Box<dyn Error>> {
         source_date_epoch,
         mke2fs,
     };
+    let mut root_hash = None;
     args.result.write("partition.img", |image| {
         build_ext4(&args.input, image, &options)?;
+        if let Some(params) = &verity {
+            root_hash = Some(icos::verity::append(image, params)?.0.root_hash_hex());
+            // The image fills its partition, as every filesystem image does; the rest is a hole.
+            fs::OpenOptions::new()
+                .write(true)
+                .open(image)
+                .and_then(|file| file.set_len(image_size))
+                .map_err(|error| format!("cannot extend {} to {image_size} bytes: {error}", image.display()))?;
+        }
         Ok(())
     })?;
+    if let (Some(path), Some(root_hash)) = (&args.verity_root_hash, root_hash) {
+        crate::verity::write_root_hash(path, &root_hash)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -38,6 +38,11 @@ pub struct LayoutArgs {
     /// Kernel arguments of every slot besides root and the mounts, such as "rw console=ttyS0".
     #[arg(long, default_value = "")]
     kernel_args: String,
+    /// Each slot's root is a verity root (`icos ext4 --verity-root-hash`): the initramfs opens it
+    /// with dm-verity and the kernel mounts the verified device. Its root hash is left as a
+    /// placeholder in boot_args, for `icos verity boot-args` to fill in per variant.
+    #[arg(long)]
+    verity_root: bool,
     /// Write the resolved layout (JSON) here.
     #[arg(long)]
     layout_json: Option<PathBuf>,
@@ -82,11 +87,12 @@ pub fn run(args: LayoutArgs) -> Result<ExitCode, Box<dyn Error>> {
         }
         None => None,
     };
+    let boot_args = layout.boot_args(&args.kernel_args, args.verity_root)?;
     if let Some(path) = &args.layout_json {
         write_text(path, &layout.to_json())?;
     }
     if let Some(path) = &args.boot_args {
-        write_text(path, &layout.boot_args(&args.kernel_args))?;
+        write_text(path, &boot_args)?;
     }
     if let (Some(path), Some(text)) = (&args.grub_cfg, &grub_cfg) {
         write_text(path, text)?;

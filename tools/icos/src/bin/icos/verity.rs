@@ -1,12 +1,15 @@
 //! `icos verity`: dm-verity hash trees, as `veritysetup` writes them.
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use uuid::Uuid;
 
+use icos::io_error::PathIoError;
 use icos::output::write_atomically;
 use icos::seed::Seed;
 use icos::verity::{self, HashAlgorithm, HashType, Params, VerityError};
@@ -19,6 +22,19 @@ pub enum VerityCommand {
     /// The salt and UUID come from --seed and --name (reproducible, distinct per device), or are
     /// given with --salt and --uuid; icos never makes them up at random.
     Format(FormatArgs),
+    /// Fill the root hash of a verity root (from `icos ext4 --verity-root-hash`) into boot_args
+    /// made by `icos layout --verity-root`.
+    BootArgs {
+        /// The boot_args with the placeholder.
+        #[arg(long)]
+        template: PathBuf,
+        /// The file holding the root hash.
+        #[arg(long)]
+        root_hash_file: PathBuf,
+        /// The boot_args to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -71,6 +87,14 @@ fn parse_salt(text: &str) -> Result<Salt, String> {
     verity::parse_salt(text).map(Salt)
 }
 
+/// Writes a root hash as veritysetup's --root-hash-file does: hex, no newline.
+pub fn write_root_hash(path: &Path, root_hash: &str) -> Result<(), VerityError> {
+    write_atomically(path, |file| -> Result<(), VerityError> {
+        file.write_all(root_hash.as_bytes()).map_err(PathIoError::with("write", path))?;
+        Ok(())
+    })
+}
+
 pub fn run(command: VerityCommand) -> Result<ExitCode, Box<dyn Error>> {
     match command {
         VerityCommand::Format(args) => {
@@ -87,14 +111,17 @@ pub fn run(command: VerityCommand) -> Result<ExitCode, Box<dyn Error>> {
             params.superblock = !args.no_superblock;
             let tree = verity::format(&args.data, &args.hash, &params)?;
             if let Some(path) = &args.root_hash_file {
-                write_atomically(path, |file| -> Result<(), VerityError> {
-                    use std::io::Write;
-                    file.write_all(tree.root_hash_hex().as_bytes())
-                        .map_err(icos::io_error::PathIoError::with("write", path))?;
-                    Ok(())
-                })?;
+                write_root_hash(path, &tree.root_hash_hex())?;
             }
             println!("{}", tree.root_hash_hex());
+        }
+        VerityCommand::BootArgs { template, root_hash_file, output } => {
+            let read = |path: &Path| fs::read_to_string(path).map_err(PathIoError::with("read", path));
+            let filled = verity::fill_root_hash(&read(&template)?, &template, read(&root_hash_file)?.trim())?;
+            write_atomically(&output, |file| -> Result<(), VerityError> {
+                file.write_all(filled.as_bytes()).map_err(PathIoError::with("write", &output))?;
+                Ok(())
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)
