@@ -8,6 +8,9 @@ set -euo pipefail
 icos=$1 disk_archive=$2
 PATH=$PATH:/usr/sbin:/sbin
 work=${TEST_TMPDIR:-$(mktemp -d)}
+# The unpacked images (gigabytes, mostly holes) go when the test ends: Bazel deletes test sandboxes
+# only while its server idles, and container-run.sh ends the server with the command.
+trap 'find "$work" -mindepth 1 -delete' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 mkdir -p "$work/a" "$work/b"

@@ -7,6 +7,9 @@ set -euo pipefail
 icos=$1 update_archive=$2 expect=$3
 PATH=$PATH:/usr/sbin:/sbin
 work=${TEST_TMPDIR:-$(mktemp -d)}
+# The unpacked images (gigabytes, mostly holes) go when the test ends: Bazel deletes test sandboxes
+# only while its server idles, and container-run.sh ends the server with the command.
+trap 'find "$work" -mindepth 1 -delete' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 tar --zstd -xf "$update_archive" -C "$work" root.img

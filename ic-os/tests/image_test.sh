@@ -10,6 +10,9 @@ set -euo pipefail
 icos=$1 sums=$2 disk_archive=$3 update_archive=$4 record=$5 base_pin=$6 build_type=$7 malicious=$8
 PATH=$PATH:/usr/sbin:/sbin
 work=${TEST_TMPDIR:-$(mktemp -d)}
+# The unpacked images (gigabytes, mostly holes) go when the test ends: Bazel deletes test sandboxes
+# only while its server idles, and container-run.sh ends the server with the command.
+trap 'find "$work" -mindepth 1 -delete' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # SHA256SUMS lists the files by name: check copies next to it.

@@ -450,14 +450,30 @@ fn stored_data_bytes(path: &Path) -> Result<u64, Failure> {
 }
 
 fn run(args: Args) -> Result<(), Failure> {
-    let work = match &args.work_dir {
-        Some(dir) => dir.clone(),
-        None => match std::env::var_os("TEST_TMPDIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => tempfile::Builder::new().prefix("icos-boot-test.").tempdir_in("/var/tmp")?.keep(),
-        },
+    let test_tmpdir = std::env::var_os("TEST_TMPDIR").filter(|_| args.work_dir.is_none()).map(PathBuf::from);
+    let work = match (&args.work_dir, &test_tmpdir) {
+        (Some(dir), _) | (None, Some(dir)) => dir.clone(),
+        (None, None) => tempfile::Builder::new().prefix("icos-boot-test.").tempdir_in("/var/tmp")?.keep(),
     };
     fs::create_dir_all(&work)?;
+    let result = run_in(&args, &work);
+    // Under Bazel the VM's disk (a gigabyte or more of a sparse copy) goes when the test ends: Bazel
+    // deletes test sandboxes only while its server idles, and container-run.sh ends the server
+    // with the command. The serial log is in TEST_UNDECLARED_OUTPUTS_DIR, which stays.
+    if test_tmpdir.is_some() {
+        for entry in fs::read_dir(&work)?.flatten() {
+            let path = entry.path();
+            let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            if let Err(error) = removed {
+                eprintln!("icos-boot-test: cannot remove {}: {error}", path.display());
+            }
+        }
+    }
+    result
+}
+
+fn run_in(args: &Args, work: &Path) -> Result<(), Failure> {
+    let work = work.to_owned();
     let mut images = Images {
         disk: args.disk_image.clone(),
         corrupt_root: args.scenario == Scenario::VerityCorrupted,
