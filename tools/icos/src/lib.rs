@@ -1,7 +1,8 @@
 //! Building blocks of icos disk images. The image writers (`rootfs`, `ext4`, `fat`, `gpt_disk`,
-//! `lvm`, `package`, `grubenv`, `oci::write`) are functions of their inputs only, so that two builds
-//! of the same sources give the same bytes; `container`, `base_image`, `build_root`, `upgrade`, `vm` and `repro`
-//! drive programs, machines and VMs and are not.
+//! `lvm`, `package`, `grubenv`, `oci::write`, `verity`) and the measurements (`snp`) are functions
+//! of their inputs only, so that two builds of the same sources give the same bytes; `container`,
+//! `base_image`, `build_root`, `upgrade`, `vm` and `repro` drive programs, machines and VMs and
+//! are not.
 
 pub mod base_image;
 pub mod build_record;

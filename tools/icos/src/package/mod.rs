@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use tar::{EntryType, GnuExtSparseHeader, Header};
 
+use crate::io_error::PathIoError;
 use crate::output::{write_atomically, write_atomically_via_path, OutputError};
 use crate::sparse::{self, CopyError, Extent, SparseMap};
 
@@ -39,10 +40,8 @@ const EXTENSION_SPARSE_ENTRIES: usize = 21;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error("member name {name:?}: {problem}")]
@@ -93,7 +92,7 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// Whether `path` is a package rather than a raw image. A raw filesystem image starts with a boot
 /// sector or zeros, never with a zstd frame.
 pub fn is_package(path: &Path) -> Result<bool, PackageError> {
-    let read_error = |source| PackageError::Read { path: path.to_owned(), source };
+    let read_error = |source| PackageError::Io(PathIoError { action: "read", path: path.to_owned(), source });
     let mut file = File::open(path).map_err(read_error)?;
     let mut magic = [0u8; 4];
     let count = sparse::read_full(&mut file, &mut magic).map_err(read_error)?;
@@ -139,7 +138,8 @@ fn bad_archive(archive: &Path, problem: String) -> PackageError {
 fn open_archive(
     archive: &Path,
 ) -> Result<tar::Archive<zstd::stream::read::Decoder<'static, io::BufReader<File>>>, PackageError> {
-    let file = File::open(archive).map_err(|source| PackageError::Read { path: archive.to_owned(), source })?;
+    let file = File::open(archive)
+        .map_err(|source| PackageError::Io(PathIoError { action: "read", path: archive.to_owned(), source }))?;
     let decoder = zstd::stream::read::Decoder::new(file).map_err(|error| bad_archive(archive, error.to_string()))?;
     Ok(tar::Archive::new(decoder))
 }
@@ -232,9 +232,9 @@ fn check_members(members: &[Member]) -> Result<(), PackageError> {
 /// Writes the uncompressed tar stream of `members` to `writer`; `output` names it in errors.
 pub fn write_tar<W: Write>(writer: &mut W, members: &[Member], output: &Path) -> Result<(), PackageError> {
     check_members(members)?;
-    let write_error = |source| PackageError::Write { path: output.to_owned(), source };
+    let write_error = |source| PackageError::Io(PathIoError { action: "write", path: output.to_owned(), source });
     for member in members {
-        let read_error = |source| PackageError::Read { path: member.path.clone(), source };
+        let read_error = |source| PackageError::Io(PathIoError { action: "read", path: member.path.clone(), source });
         let copy_error = |error| match error {
             CopyError::Read(source) => read_error(source),
             CopyError::Write(source) => write_error(source),
@@ -323,7 +323,7 @@ fn copy_extents(
     writer: &mut impl Write,
     output: &Path,
 ) -> Result<(), PackageError> {
-    let read_error = |source| PackageError::Read { path: path.to_owned(), source };
+    let read_error = |source| PackageError::Io(PathIoError { action: "read", path: path.to_owned(), source });
     let mut buffer = vec![0u8; 1 << 20];
     for extent in &map.extents {
         file.seek(SeekFrom::Start(extent.offset)).map_err(read_error)?;
@@ -336,7 +336,7 @@ fn copy_extents(
             }
             writer
                 .write_all(&buffer[..count])
-                .map_err(|source| PackageError::Write { path: output.to_owned(), source })?;
+                .map_err(|source| PackageError::Io(PathIoError { action: "write", path: output.to_owned(), source }))?;
             remaining -= count as u64;
         }
     }
@@ -370,10 +370,12 @@ pub fn unpack(archive: &Path, output_dir: &Path) -> Result<Vec<String>, PackageE
             // The tar crate seeks over the holes of a sparse member when it writes the file itself,
             // where reading the member would produce every zero byte of it (50 GB for a disk).
             // It creates the file anew, so the placeholder goes first.
-            fs::remove_file(temporary).map_err(|source| PackageError::Write { path: path.clone(), source })?;
+            fs::remove_file(temporary)
+                .map_err(|source| PackageError::Io(PathIoError { action: "write", path: path.clone(), source }))?;
             entry.unpack(temporary).map_err(|error| bad(format!("member {name:?}: {error}")))?;
-            let written =
-                fs::metadata(temporary).map_err(|source| PackageError::Write { path: path.clone(), source })?.len();
+            let written = fs::metadata(temporary)
+                .map_err(|source| PackageError::Io(PathIoError { action: "write", path: path.clone(), source }))?
+                .len();
             if written != size {
                 return Err(bad(format!("member {name:?} is truncated")));
             }
@@ -526,7 +528,8 @@ mod tests {
         let two = dir.path().join("two.tzst");
         package(&two, &[first.clone(), second], CompressionOptions { level: 3, threads: 1 }).unwrap();
         let error = read_image_member(&two, |_, reader| {
-            io::copy(reader, &mut io::sink()).map_err(|source| PackageError::Read { path: two.clone(), source })
+            io::copy(reader, &mut io::sink())
+                .map_err(|source| PackageError::Io(PathIoError { action: "read", path: two.clone(), source }))
         })
         .unwrap_err()
         .to_string();
