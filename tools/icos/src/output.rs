@@ -47,6 +47,23 @@ where
     Ok(value)
 }
 
+/// Why [`write_file_atomically`] failed: writing the content, or putting the file in place.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteFileError {
+    #[error(transparent)]
+    Io(#[from] crate::io_error::PathIoError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+/// Creates `path` holding `bytes`, as [`write_atomically`] does: whole, or not at all.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteFileError> {
+    write_atomically(path, |file| -> Result<(), WriteFileError> {
+        std::io::Write::write_all(file, bytes).map_err(crate::io_error::PathIoError::with("write", path))?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

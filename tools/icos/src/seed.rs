@@ -79,6 +79,12 @@ impl Seed {
         derive_uuid(self.0, &message)
     }
 
+    /// A UUID keyed with the seed over `message`, derived as systemd-repart derives its UUIDs, for
+    /// identifiers of other kinds (a dm-verity superblock's, say).
+    pub fn derived_uuid(&self, message: &[u8]) -> Uuid {
+        derive_uuid(self.0, message)
+    }
+
     /// The whole HMAC-SHA256 digest keyed with the seed over `message`, for identifiers that are
     /// not UUIDs, such as LVM's (systemd-repart has no counterpart: `crate::lvm` names them).
     pub fn digest(&self, message: &[u8]) -> [u8; 32] {

@@ -30,6 +30,11 @@ pub enum Sha256SumsError {
 
 /// SHA-256 of a file's content as lowercase hex, read as a stream.
 pub fn sha256_file(path: &Path) -> Result<String, Sha256SumsError> {
+    Ok(crate::hashing::hex(&sha256_file_digest(path)?))
+}
+
+/// SHA-256 of a file's content, read as a stream.
+pub fn sha256_file_digest(path: &Path) -> Result<[u8; 32], Sha256SumsError> {
     let read_error = |source| Sha256SumsError::Read { path: path.to_owned(), source };
     let mut file = File::open(path).map_err(read_error)?;
     let mut hasher = Sha256::new();
@@ -41,7 +46,7 @@ pub fn sha256_file(path: &Path) -> Result<String, Sha256SumsError> {
         }
         hasher.update(&buffer[..count]);
     }
-    Ok(format!("{:x}", hasher.finalize()))
+    Ok(hasher.finalize().into())
 }
 
 /// Writes `output` listing `files` by file name, sorted. Returns the (name, digest) pairs written.

@@ -13,8 +13,6 @@
 //! `OVMF.amdsev.fd`; the facts are gathered in `../shared/notes/verity-and-snp.md`.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -22,6 +20,7 @@ use sha2::{Digest, Sha256, Sha384};
 use uuid::{uuid, Uuid};
 
 use crate::io_error::PathIoError;
+use crate::sha256sums::{sha256_file_digest, Sha256SumsError};
 
 /// A launch digest (SHA-384).
 pub type LaunchDigest = [u8; 48];
@@ -79,6 +78,8 @@ pub struct Section {
 pub enum SnpError {
     #[error(transparent)]
     Io(#[from] PathIoError),
+    #[error(transparent)]
+    Hash(#[from] Sha256SumsError),
     #[error("{path} is not an OVMF image for SEV-SNP: {problem}")]
     Ovmf { path: PathBuf, problem: String },
     #[error(
@@ -233,13 +234,6 @@ pub struct KernelHashes {
     pub cmdline: [u8; 32],
 }
 
-fn sha256_file(path: &Path) -> Result<[u8; 32], SnpError> {
-    let mut file = File::open(path).map_err(PathIoError::with("open", path))?;
-    let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher).map_err(PathIoError::with("read", path))?;
-    Ok(hasher.finalize().into())
-}
-
 impl KernelHashes {
     /// The hashes of the kernel file, the initrd file (none: the hash of nothing) and the
     /// command line, hashed with its NUL as QEMU passes it.
@@ -250,9 +244,9 @@ impl KernelHashes {
         let mut with_nul = cmdline.as_bytes().to_vec();
         with_nul.push(0);
         Ok(KernelHashes {
-            kernel: sha256_file(kernel)?,
+            kernel: sha256_file_digest(kernel)?,
             initrd: match initrd {
-                Some(path) => sha256_file(path)?,
+                Some(path) => sha256_file_digest(path)?,
                 None => Sha256::digest([]).into(),
             },
             cmdline: Sha256::digest(&with_nul).into(),

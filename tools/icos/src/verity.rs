@@ -10,9 +10,9 @@
 //! the digests. Everything not written is zero: unlike `veritysetup`, which leaves the bytes of a
 //! pre-existing hash file alone, the output is always a new file.
 //!
-//! The known answers in the tests come from `veritysetup format` 2.6.1 and 2.7
-//! (`../shared/notes/verity-and-snp.md`); `tests/build_root/verity.rs` compares whole hash devices
-//! with the build root's `veritysetup` and has it verify ours.
+//! The known answers in the tests are the vectors of `../shared/notes/verity-and-snp.md`, made with
+//! `veritysetup format`; `tests/build_root/verity.rs` compares whole hash devices with the build
+//! root's `veritysetup` (cryptsetup 2.8.8) and has it verify ours.
 
 use std::fmt;
 use std::fs::File;
@@ -167,10 +167,7 @@ impl Params {
     /// other names (or seeds) other salts.
     pub fn from_seed(seed: &Seed, name: &str) -> Self {
         let salt = seed.digest(format!("verity-salt:{name}").as_bytes()).to_vec();
-        let uuid_bytes = seed.digest(format!("verity-uuid:{name}").as_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&uuid_bytes[..16]);
-        Params::new(salt, uuid::Builder::from_random_bytes(bytes).into_uuid())
+        Params::new(salt, seed.derived_uuid(format!("verity-uuid:{name}").as_bytes()))
     }
 
     fn check(&self) -> Result<(), VerityError> {
@@ -212,22 +209,6 @@ impl Tree {
     pub fn root_hash_hex(&self) -> String {
         crate::hashing::hex(&self.root_hash)
     }
-
-    /// The dm-verity table line of the kernel (`dmsetup create`, `dm-mod.create=`) for the data
-    /// device `data_device` and hash device `hash_device`.
-    pub fn kernel_table(&self, params: &Params, data_device: &str, hash_device: &str) -> String {
-        let salt = if params.salt.is_empty() { "-".to_owned() } else { crate::hashing::hex(&params.salt) };
-        format!(
-            "{} {data_device} {hash_device} {} {} {} {} {} {} {salt}",
-            params.hash_type as u32,
-            params.data_block_size,
-            params.hash_block_size,
-            self.data_blocks,
-            self.hash_start_block,
-            params.algorithm,
-            self.root_hash_hex()
-        )
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +238,8 @@ pub enum VerityError {
     NoData { path: PathBuf },
     #[error("the hash area would end beyond 2^64 bytes")]
     TooLarge,
+    #[error("the hash tree of {path} would end at byte {end}, beyond the {size} bytes it must fit in")]
+    DoesNotFit { path: PathBuf, end: u64, size: u64 },
     #[error("{0:?} is not a root hash: expected hex digits")]
     BadRootHash(String),
     #[error("{path} has no {ROOT_HASH_PLACEHOLDER} to put the root hash in (is it boot_args of `icos layout --verity-root`?)")]
@@ -421,8 +404,9 @@ pub fn format(data_path: &Path, hash_path: &Path, params: &Params) -> Result<Tre
 /// Appends the superblock and hash tree of `image` to the image itself, right after its data (the
 /// hash offset is the data size, which must be whole blocks): one file that `veritysetup open
 /// IMAGE NAME IMAGE ROOT_HASH --hash-offset=SIZE` opens. `params.hash_offset` and
-/// `params.data_blocks` are set from the image; the file grows to the end of the tree.
-pub fn append(image_path: &Path, params: &Params) -> Result<(Tree, Params), VerityError> {
+/// `params.data_blocks` are set from the image; the file then ends at `file_size` (a partition's
+/// size: the tree must end within it), the rest a hole.
+pub fn append(image_path: &Path, params: &Params, file_size: u64) -> Result<(Tree, Params), VerityError> {
     let image =
         File::options().read(true).write(true).open(image_path).map_err(PathIoError::with("open", image_path))?;
     let size = image.metadata().map_err(PathIoError::with("read the size of", image_path))?.len();
@@ -436,7 +420,14 @@ pub fn append(image_path: &Path, params: &Params) -> Result<(Tree, Params), Veri
     }
     let params = Params { hash_offset: size, data_blocks: Some(size / block_size), superblock: true, ..params.clone() };
     let computed = compute(&image, image_path, &params)?;
-    image.set_len(computed.tree.hash_file_size).map_err(PathIoError::with("write", image_path))?;
+    if computed.tree.hash_file_size > file_size {
+        return Err(VerityError::DoesNotFit {
+            path: image_path.to_owned(),
+            end: computed.tree.hash_file_size,
+            size: file_size,
+        });
+    }
+    image.set_len(file_size).map_err(PathIoError::with("write", image_path))?;
     computed.write(&image, image_path, &params)?;
     Ok((computed.tree, params))
 }
@@ -468,7 +459,6 @@ pub fn data_blocks_fitting(total_size: u64, params: &Params) -> Result<u64, Veri
 struct Computed {
     tree: Tree,
     layout: Layout,
-    data_blocks: u64,
     /// The hash blocks of each level, from level 0.
     levels: Vec<Vec<u8>>,
 }
@@ -477,7 +467,7 @@ impl Computed {
     fn write(&self, file: &File, path: &Path, params: &Params) -> Result<(), VerityError> {
         let write_error = || PathIoError::with("write", path);
         if params.superblock {
-            file.write_all_at(&superblock(params, self.data_blocks), params.hash_offset).map_err(write_error())?;
+            file.write_all_at(&superblock(params, self.tree.data_blocks), params.hash_offset).map_err(write_error())?;
         }
         let hash_block_size = u64::from(params.hash_block_size);
         for (blocks, &(start, _)) in self.levels.iter().zip(&self.layout.levels) {
@@ -547,7 +537,7 @@ fn compute(data: &File, data_path: &Path, params: &Params) -> Result<Computed, V
         hash_file_size: layout.end_block * u64::from(params.hash_block_size),
         root_hash,
     };
-    Ok(Computed { tree, layout, data_blocks, levels })
+    Ok(Computed { tree, layout, levels })
 }
 
 /// Feeds the first `count` blocks of `data` to `level`, reading only the regions the file system
@@ -802,7 +792,7 @@ mod tests {
         let image = dir.path().join("image");
         fs::write(&image, &data).unwrap();
         let params = Params::new(salt_0_to_31(), vector_uuid());
-        let (tree, used) = append(&image, &params).unwrap();
+        let (tree, used) = append(&image, &params, 320 * 4096).unwrap();
         assert_eq!((used.hash_offset, used.data_blocks), (300 * 4096, Some(300)));
         let separate = Params { hash_offset: 300 * 4096, data_blocks: Some(300), ..params.clone() };
         let expected = format(&dir.path().join("image"), &dir.path().join("hash"), &separate);
@@ -810,8 +800,15 @@ mod tests {
         let expected = expected.unwrap();
         assert_eq!(tree, expected);
         let appended = fs::read(&image).unwrap();
+        let hash = fs::read(dir.path().join("hash")).unwrap();
+        assert_eq!(appended.len(), 320 * 4096);
         assert_eq!(&appended[..data.len()], &data[..]);
-        assert_eq!(&appended[data.len()..], &fs::read(dir.path().join("hash")).unwrap()[data.len()..]);
+        assert_eq!(&appended[data.len()..hash.len()], &hash[data.len()..]);
+        assert!(appended[hash.len()..].iter().all(|&byte| byte == 0));
+        // A tree that does not fit in the size given is refused.
+        fs::write(&image, &data).unwrap();
+        let error = append(&image, &params, 304 * 4096).unwrap_err();
+        assert!(error.to_string().contains("would end at byte 1249280"), "{error}");
     }
 
     #[test]
@@ -845,15 +842,5 @@ mod tests {
         let offset = root_hash_offset(10 << 30).unwrap();
         assert_eq!(offset % 4096, 0);
         assert!(offset < 10 << 30 && offset > (10 << 30) - (100 << 20), "{offset}");
-    }
-
-    #[test]
-    fn kernel_table_has_the_dm_verity_fields() {
-        let params = Params::new(vec![0xab; 2], vector_uuid());
-        let (tree, _) = format_bytes(&vec![0; 8192], &params);
-        assert_eq!(
-            tree.kernel_table(&params, "/dev/vda5", "/dev/vda5"),
-            format!("1 /dev/vda5 /dev/vda5 4096 4096 2 1 sha256 {} abab", tree.root_hash_hex())
-        );
     }
 }

@@ -1,7 +1,6 @@
 //! `icos ext4` and `icos fat`: filesystem images from a canonical rootfs tar.
 
 use std::error::Error;
-use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -196,18 +195,14 @@ pub fn run_ext4(args: Ext4Args) -> Result<ExitCode, Box<dyn Error>> {
     args.result.write("partition.img", |image| {
         build_ext4(&args.input, image, &options)?;
         if let Some(params) = &verity {
-            root_hash = Some(icos::verity::append(image, params)?.0.root_hash_hex());
-            // The image fills its partition, as every filesystem image does; the rest is a hole.
-            fs::OpenOptions::new()
-                .write(true)
-                .open(image)
-                .and_then(|file| file.set_len(image_size))
-                .map_err(|error| format!("cannot extend {} to {image_size} bytes: {error}", image.display()))?;
+            // The image fills its partition, as every filesystem image does: the tree, then a hole.
+            root_hash = Some(icos::verity::append(image, params, image_size)?.0.root_hash_hex());
         }
         Ok(())
     })?;
     if let (Some(path), Some(root_hash)) = (&args.verity_root_hash, root_hash) {
-        crate::verity::write_root_hash(path, &root_hash)?;
+        // As veritysetup's --root-hash-file: hex, no newline.
+        icos::output::write_file_atomically(path, root_hash.as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }

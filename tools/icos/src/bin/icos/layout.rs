@@ -2,14 +2,13 @@
 
 use std::error::Error;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
 use icos::layout::{resolve, LayoutError, SlotSpec};
-use icos::output::write_atomically;
+use icos::output::write_file_atomically;
 
 use crate::lvm::VolumeGroupArgs;
 use icos::partitions::read_partitions_csv;
@@ -62,14 +61,6 @@ fn parse_slot(text: &str) -> Result<SlotSpec, LayoutError> {
     SlotSpec::parse(text)
 }
 
-fn write_text(path: &Path, text: &str) -> Result<(), Box<dyn Error>> {
-    let write = |file: &mut fs::File| -> Result<(), Box<dyn Error>> {
-        file.write_all(text.as_bytes()).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-        Ok(())
-    };
-    write_atomically(path, write)
-}
-
 pub fn run(args: LayoutArgs) -> Result<ExitCode, Box<dyn Error>> {
     let partitions = read_partitions_csv(&args.partitions)?;
     let lvm = match (args.lvm.given(), &args.lvm_partition) {
@@ -89,13 +80,13 @@ pub fn run(args: LayoutArgs) -> Result<ExitCode, Box<dyn Error>> {
     };
     let boot_args = layout.boot_args(&args.kernel_args, args.verity_root)?;
     if let Some(path) = &args.layout_json {
-        write_text(path, &layout.to_json())?;
+        write_file_atomically(path, layout.to_json().as_bytes())?;
     }
     if let Some(path) = &args.boot_args {
-        write_text(path, &boot_args)?;
+        write_file_atomically(path, boot_args.as_bytes())?;
     }
     if let (Some(path), Some(text)) = (&args.grub_cfg, &grub_cfg) {
-        write_text(path, text)?;
+        write_file_atomically(path, text.as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,6 @@
 
 use std::error::Error;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,9 +9,9 @@ use clap::{Args, Subcommand};
 use uuid::Uuid;
 
 use icos::io_error::PathIoError;
-use icos::output::write_atomically;
+use icos::output::write_file_atomically;
 use icos::seed::Seed;
-use icos::verity::{self, HashAlgorithm, HashType, Params, VerityError};
+use icos::verity::{self, HashAlgorithm, HashType, Params};
 
 #[derive(Subcommand)]
 pub enum VerityCommand {
@@ -87,14 +86,6 @@ fn parse_salt(text: &str) -> Result<Salt, String> {
     verity::parse_salt(text).map(Salt)
 }
 
-/// Writes a root hash as veritysetup's --root-hash-file does: hex, no newline.
-pub fn write_root_hash(path: &Path, root_hash: &str) -> Result<(), VerityError> {
-    write_atomically(path, |file| -> Result<(), VerityError> {
-        file.write_all(root_hash.as_bytes()).map_err(PathIoError::with("write", path))?;
-        Ok(())
-    })
-}
-
 pub fn run(command: VerityCommand) -> Result<ExitCode, Box<dyn Error>> {
     match command {
         VerityCommand::Format(args) => {
@@ -111,17 +102,15 @@ pub fn run(command: VerityCommand) -> Result<ExitCode, Box<dyn Error>> {
             params.superblock = !args.no_superblock;
             let tree = verity::format(&args.data, &args.hash, &params)?;
             if let Some(path) = &args.root_hash_file {
-                write_root_hash(path, &tree.root_hash_hex())?;
+                // As veritysetup's --root-hash-file: hex, no newline.
+                write_file_atomically(path, tree.root_hash_hex().as_bytes())?;
             }
             println!("{}", tree.root_hash_hex());
         }
         VerityCommand::BootArgs { template, root_hash_file, output } => {
             let read = |path: &Path| fs::read_to_string(path).map_err(PathIoError::with("read", path));
             let filled = verity::fill_root_hash(&read(&template)?, &template, read(&root_hash_file)?.trim())?;
-            write_atomically(&output, |file| -> Result<(), VerityError> {
-                file.write_all(filled.as_bytes()).map_err(PathIoError::with("write", &output))?;
-                Ok(())
-            })?;
+            write_file_atomically(&output, filled.as_bytes())?;
         }
     }
     Ok(ExitCode::SUCCESS)
