@@ -16,6 +16,12 @@ HOST_TOOLS = {
     "qemu-system-x86_64": ["--version"],
 }
 
+# The AmdSev OVMF that -sev variants are measured with and that their hosts start them with, and
+# the Debian package that ships it. The repository links it, so that Bazel hashes it as an input of
+# every action that reads it.
+SEV_FIRMWARE = "/usr/share/ovmf/OVMF.amdsev.fd"
+SEV_FIRMWARE_PACKAGE = "ovmf"
+
 # Where container-run.sh records the pinned image the build root was unpacked from.
 BUILD_ROOT_FILE = "/etc/icos/build-root"
 
@@ -52,6 +58,15 @@ def _host_tools_repository_impl(rctx):
     if missing:
         fail("icos host tools: {} not found. Run Bazel inside the build root: ci/container/container-run.sh bazel ...".format(", ".join(missing)))
 
+    firmware = rctx.path(SEV_FIRMWARE)
+    if not firmware.exists:
+        fail("icos host tools: {} not found (Debian package {}). Run Bazel inside the build root: ci/container/container-run.sh bazel ...".format(SEV_FIRMWARE, SEV_FIRMWARE_PACKAGE))
+    rctx.watch(firmware)
+    rctx.symlink(firmware, firmware.basename)
+    package = rctx.execute(["dpkg-query", "--show", "--showformat=${Package} ${Version}", SEV_FIRMWARE_PACKAGE])
+    if package.return_code != 0:
+        fail("icos host tools: `dpkg-query --show {}` failed: {}".format(SEV_FIRMWARE_PACKAGE, package.stderr))
+
     build_root_file = rctx.path(BUILD_ROOT_FILE)
     rctx.watch(build_root_file)
     build_root = rctx.read(build_root_file).strip() if build_root_file.exists else "unknown"
@@ -62,12 +77,16 @@ def _host_tools_repository_impl(rctx):
     rctx.file("BUILD.bazel", """\
 load("@icos//toolchains:host_tools_toolchain.bzl", "host_tools_toolchain")
 
+exports_files([{sev_firmware}])
+
 host_tools_toolchain(
     name = "host_tools",
     paths = {paths},
     versions = {versions},
     build_root = {build_root},
     kernel = {kernel},
+    sev_firmware = {sev_firmware},
+    sev_firmware_source = {sev_firmware_source},
 )
 
 toolchain(
@@ -75,11 +94,18 @@ toolchain(
     toolchain = ":host_tools",
     toolchain_type = "@icos//toolchains:host_tools_type",
 )
-""".format(paths = repr(paths), versions = repr(versions), build_root = repr(build_root), kernel = repr(uname.stdout.strip())))
+""".format(
+        paths = repr(paths),
+        versions = repr(versions),
+        build_root = repr(build_root),
+        kernel = repr(uname.stdout.strip()),
+        sev_firmware = repr(firmware.basename),
+        sev_firmware_source = repr(package.stdout.strip()),
+    ))
 
 host_tools_repository = repository_rule(
     implementation = _host_tools_repository_impl,
-    doc = "Finds the host programs of HOST_TOOLS and records their paths and versions.",
+    doc = "Finds the host programs of HOST_TOOLS and records their paths and versions, and links SEV_FIRMWARE.",
     local = True,
     configure = True,
 )

@@ -15,6 +15,10 @@ GUESTOS = icos_os(
     # instead of opening a shell.
     verity_root = True,
     kernel_args = "ro panic=0 console=ttyS0,115200",
+    # The SEV-SNP launches measured for its -sev variants and prod: QEMU's EPYC-v4 model (the
+    # vCPU signature in each VMSA), 2 vCPUs (launch-local-vm) and 1 (HostOS's GuestOS VM), each with
+    # SNPActive alone (0x1) and with DebugSwap (0x21), which KVM on Linux 6.6+ hosts turns on.
+    sev_configs = ["2:EPYC-v4:0x1", "1:EPYC-v4:0x1", "2:EPYC-v4:0x21", "1:EPYC-v4:0x21"],
     context_dir = "ic-os/guestos/rootfs",
     srcs = ["//ic-os/guestos:rootfs_srcs"],
     # Built from //ic-os/components/base-image:Dockerfile.base and context/packages.* by `icos base-image build`, pinned by

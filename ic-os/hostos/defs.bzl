@@ -42,4 +42,8 @@ HOSTOS = icos_os(
 # The settings of the GuestOS VM (guestos.service): a variant's `root_files`.
 GUESTOS_VM_ENV = "//ic-os/hostos/guestos-vm:env_file"
 
-GUESTOS_VM_SEV_ENV = "//ic-os/hostos/guestos-vm:sev_env_file"
+# The SEV-SNP GuestOS VM: its settings and the launch files they name.
+GUESTOS_VM_SEV_FILES = ["//ic-os/hostos/guestos-vm:sev_env_file"] + [
+    "//ic-os/hostos/guestos-vm:guestos_sev_{}_file".format(group)
+    for group in ["kernel", "initrd", "cmdline_A", "measurements", "firmware"]
+]

@@ -5,6 +5,7 @@ load(":container.bzl", "container_rootfs")
 load(":images.bzl", "disk_image", "ext4_image", "file_tree", "package", "placed_file", "rootfs_split", "sha256sums", "upgrade_image", "vfat_image", "verity_boot_args")
 load(":layout.bzl", "os_layout")
 load(":record.bzl", "build_record")
+load(":sev.bzl", "sev_launch_files")
 load(":version.bzl", "version_txt")
 load(":vm.bzl", "local_vm")
 
@@ -44,7 +45,8 @@ def icos_os(
         esp_partition = "esp",
         grub_partition = "grub",
         disk_size = "50G",
-        verity_root = False):
+        verity_root = False,
+        sev_configs = []):
     """An OS described as data: what icos_os_targets and icos_build make its images from.
 
     Args:
@@ -71,6 +73,9 @@ def icos_os(
             context holds the initramfs-tools hook and script, and its base image veritysetup), and
             the kernel mounts it read-only through dm-verity with the root hash on its command line.
             Writable state lives on var and the other partitions.
+        sev_configs: the vCPU configurations its SEV-SNP launches are measured for,
+            VCPUS:VCPU_TYPE:GUEST_FEATURES (such as 2:EPYC-v4:0x1); the first is the one launchers
+            start. Variants with sev_guest or launch_measurements need them.
 
     Returns:
         struct: the OS.
@@ -101,6 +106,7 @@ def icos_os(
         grub_partition = grub_partition,
         disk_size = disk_size,
         verity_root = verity_root,
+        sev_configs = sev_configs,
         layout = package + ":layout",
         esp = package + ":esp",
         grub = package + ":grub",
@@ -152,6 +158,8 @@ def icos_build(
         extra_images = {},
         version = "//ic-os:version",
         subdir = "",
+        launch_measurements = False,
+        sev_guest = False,
         visibility = ["//visibility:public"]):
     """Creates the targets of one variant of `os` in the calling package.
 
@@ -179,6 +187,9 @@ def icos_build(
             guestos volume in a test image.
         version: the version (a version_flag or derived_version) written to version.txt.
         subdir: a directory the targets' names start with.
+        launch_measurements: publish the launch files and SEV-SNP measurements of this variant.
+        sev_guest: a -sev variant: launch_measurements, and launch-local-vm starts slot A as an
+            SEV-SNP guest by direct kernel boot (`-- --no-sev` without SEV).
         visibility: visibility of the published targets.
     """
     prefix = subdir + "/" if subdir else ""
@@ -267,6 +278,19 @@ def icos_build(
         visibility = visibility,
     )
     published = [":{}disk-img.tar.zst".format(prefix), ":{}update-img.tar.zst".format(prefix)]
+    sev_launch = None
+    if launch_measurements or sev_guest:
+        if not os.sev_configs:
+            fail("icos_build {}: {} has no sev_configs to measure".format(name, os.name))
+        sev_launch = ":{}sev-launch".format(prefix)
+        sev_launch_files(
+            name = prefix + "sev-launch",
+            boot_partition = images["boot"],
+            slots = sorted(os.slots.keys()),
+            configs = os.sev_configs,
+            tags = manual,
+            visibility = visibility,
+        )
     sha256sums(name = prefix + "SHA256SUMS", srcs = published, tags = manual, visibility = visibility)
     build_record(
         name = prefix + "build-record.json",
@@ -277,5 +301,14 @@ def icos_build(
     )
     # Not manual: `bazel build //ic-os/<os>/envs/<variant>/...` builds the published files and the
     # launcher.
-    local_vm(name = prefix + "launch-local-vm", disk_image = published[0], visibility = visibility)
-    native.filegroup(name = name, srcs = published + [":{}SHA256SUMS".format(prefix), ":{}build-record.json".format(prefix)], visibility = visibility)
+    local_vm(
+        name = prefix + "launch-local-vm",
+        disk_image = published[0],
+        sev_launch = sev_launch if sev_guest else None,
+        visibility = visibility,
+    )
+    native.filegroup(
+        name = name,
+        srcs = published + [":{}SHA256SUMS".format(prefix), ":{}build-record.json".format(prefix)] + ([sev_launch] if sev_launch else []),
+        visibility = visibility,
+    )

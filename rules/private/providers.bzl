@@ -53,3 +53,16 @@ PlacedFileInfo = provider(
         "gid": "int: the owner's numeric group id",
     },
 )
+
+SevLaunchInfo = provider(
+    doc = "What a host starts a variant with as an SEV-SNP guest by direct kernel boot, and its measurements.",
+    fields = {
+        "kernel": "File: vmlinuz, from the boot partition",
+        "initrd": "File: initrd.img, from the boot partition",
+        "cmdlines": "dict: slot -> File holding the slot's kernel command line (no newline)",
+        "measurements": "File: launch-measurements.json",
+        "firmware": "File: the AmdSev OVMF the measurements were computed with",
+        "vcpus": "int: the vCPU count of the first measured configuration, which launchers start",
+        "vcpu_type": "string: its QEMU vCPU model",
+    },
+)

@@ -6,6 +6,7 @@ toolchain: its path is the default of ICOS_QEMU_BIN, and its version is in the e
 run, so that a QEMU upgrade re-runs the boot tests instead of serving cached results.
 """
 
+load(":providers.bzl", "SevLaunchInfo")
 load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "host_tool")
 
 # Loaded only through //rules:defs.bzl.
@@ -38,11 +39,44 @@ def _write_script(ctx, program, arguments, qemu):
     )
     return script
 
+def _sev_arguments(launch):
+    """The VM flags that start slot A of a -sev variant as the SEV-SNP guest its measurements
+    describe: the measured firmware, kernel, initrd and command line, vCPU count and model.
+
+    Returns:
+        (arguments, files): the flags and the files they name.
+    """
+    cmdline = launch.cmdlines["A"]
+    arguments = [
+        "--sev",
+        "sev-snp",
+        "--sev-firmware",
+        launch.firmware.short_path,
+        "--sev-kernel-hashes",
+        "--kernel",
+        launch.kernel.short_path,
+        "--initrd",
+        launch.initrd.short_path,
+        "--append-file",
+        cmdline.short_path,
+        "--cpus",
+        str(launch.vcpus),
+        "--cpu",
+        launch.vcpu_type,
+    ]
+    return arguments, [launch.firmware, launch.kernel, launch.initrd, cmdline]
+
 def _local_vm_impl(ctx):
     qemu = host_tool(ctx, _QEMU)
     disk = ctx.file.disk_image
-    script = _write_script(ctx, ctx.executable._icos, ["vm", "run", "--disk-image", disk.short_path], qemu)
-    runfiles = ctx.runfiles(files = [disk]).merge(ctx.attr._icos[DefaultInfo].default_runfiles)
+    arguments = ["vm", "run", "--disk-image", disk.short_path]
+    files = [disk]
+    if ctx.attr.sev_launch:
+        sev_arguments, sev_files = _sev_arguments(ctx.attr.sev_launch[SevLaunchInfo])
+        arguments += sev_arguments
+        files += sev_files
+    script = _write_script(ctx, ctx.executable._icos, arguments, qemu)
+    runfiles = ctx.runfiles(files = files).merge(ctx.attr._icos[DefaultInfo].default_runfiles)
     return [
         DefaultInfo(executable = script, runfiles = runfiles),
         RunEnvironmentInfo(environment = qemu.env),
@@ -55,6 +89,11 @@ local_vm = rule(
 The disk image is unpacked into a sparse working copy (the build output is never written), OVMF_VARS
 is copied privately, and `icos vm run` prints the QEMU command line before starting it. Arguments
 after `--` and the ICOS_QEMU_* environment variables configure the VM (see the README).
+
+With sev_launch (a -sev variant), slot A starts as an SEV-SNP guest by direct kernel boot, as its
+launch measurements describe it: `icos vm run` prints the SNP command line and refuses to start on
+a host without SEV-SNP, saying why; `-- --no-sev` boots the same kernel, initrd and command line
+without SEV.
 """,
     executable = True,
     attrs = {
@@ -63,6 +102,7 @@ after `--` and the ICOS_QEMU_* environment variables configure the VM (see the R
             allow_single_file = [".tar.zst", ".img"],
             doc = "The disk image: a disk-img.tar.zst package or a raw disk.",
         ),
+        "sev_launch": attr.label(providers = [SevLaunchInfo], doc = "The launch files of a -sev variant (sev_launch_files)."),
         "_icos": attr.label(default = "//tools/icos", executable = True, cfg = "target"),
     },
     toolchains = [HOST_TOOLS_TOOLCHAIN],
@@ -82,6 +122,11 @@ def _boot_test_impl(ctx):
         fail("{}: checks run after the login of the boot scenario: they need scenario boot and root_password".format(ctx.label))
     for command, expected in ctx.attr.checks.items():
         arguments.append("--check={}::{}".format(expected, command))
+    if ctx.attr.sev_launch:
+        # The launcher's SEV-SNP guest, without SEV: CI has no SEV-SNP hardware.
+        sev_arguments, sev_files = _sev_arguments(ctx.attr.sev_launch[SevLaunchInfo])
+        arguments += sev_arguments + ["--no-sev"]
+        inputs += sev_files
     if ctx.attr.update_image:
         arguments += ["--update-image", ctx.file.update_image.short_path]
         arguments += ["--update-version-file", ctx.file.update_version.short_path]
@@ -111,6 +156,8 @@ back to slot A). Under TCG a boot takes about a minute: give these tests size "l
         "root_password": attr.string(doc = "The root password of the console login (dev images); the upgrade scenarios need it."),
         "update_image": attr.label(allow_single_file = [".tar.zst"], doc = "The update-img.tar.zst the upgrade scenarios install."),
         "update_version": attr.label(allow_single_file = True, doc = "The version.txt of update_image."),
+        "sev_launch": attr.label(providers = [SevLaunchInfo], doc = """The launch files of a -sev variant: boot slot A by direct kernel boot as its launcher does,
+with `--no-sev` (its kernel, initrd and command line, without SEV-SNP), instead of through GRUB."""),
         "checks": attr.string_dict(doc = """Shell command -> what its output must contain: run at the root prompt after the login of the
 `boot` scenario, in order; each must exit 0 (a command may wait, up to 30 minutes)."""),
         "_boot_test": attr.label(default = "//tools/icos:icos-boot-test", executable = True, cfg = "target"),

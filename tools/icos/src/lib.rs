@@ -1,6 +1,6 @@
 //! Building blocks of icos disk images. The image writers (`rootfs`, `ext4`, `fat`, `gpt_disk`,
-//! `lvm`, `package`, `grubenv`, `oci::write`, `verity`) and the measurements (`snp`) are functions
-//! of their inputs only, so that two builds of the same sources give the same bytes; `container`,
+//! `lvm`, `package`, `grubenv`, `oci::write`, `verity`) and the measurements (`snp`, and
+//! `sev_launch`, which writes a `-sev` variant's launch files) are functions of their inputs only, so that two builds of the same sources give the same bytes; `container`,
 //! `base_image`, `build_root`, `upgrade`, `vm` and `repro` drive programs, machines and VMs and
 //! are not.
 
@@ -28,6 +28,7 @@ pub mod partitions;
 pub mod repro;
 pub mod rootfs;
 pub mod seed;
+pub mod sev_launch;
 pub mod sha256sums;
 pub mod size;
 pub mod snp;

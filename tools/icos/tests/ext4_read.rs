@@ -1133,3 +1133,57 @@ fn ext4_read_random_damage_never_panics_or_hangs() {
     // Some damage is harmless (a timestamp), some is caught as corruption.
     assert!(outcomes.contains_key("ok") && outcomes.contains_key("Corrupt"), "{outcomes:?}");
 }
+
+#[test]
+fn ext4_read_file_follows_links_and_matches_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    fs::create_dir_all(source.join("boot/nested")).unwrap();
+    let kernel = pseudo_random(11, (3 << 20) + 17);
+    fs::write(source.join("boot/vmlinuz-6.1.0"), &kernel).unwrap();
+    fs::write(source.join("boot/nested/initrd.img-6.1.0"), pseudo_random(12, 70_000)).unwrap();
+    let mut sparse = File::create(source.join("sparse")).unwrap();
+    sparse.seek(SeekFrom::Start(5 << 20)).unwrap();
+    sparse.write_all(b"end").unwrap();
+    drop(sparse);
+    // Links as Debian's kernel packages make them, and harder ones.
+    symlink("boot/vmlinuz-6.1.0", source.join("vmlinuz")).unwrap();
+    symlink("/boot/nested/../nested/initrd.img-6.1.0", source.join("initrd.img")).unwrap();
+    symlink("boot/nested", source.join("dirlink")).unwrap();
+    symlink("../../vmlinuz", source.join("boot/nested/up")).unwrap();
+    symlink("loop", source.join("loop")).unwrap();
+    symlink("/nowhere", source.join("dangling")).unwrap();
+    let image = dir.path().join("fs.img");
+    File::create(&image).unwrap().set_len(32 << 20).unwrap();
+    run(tool_command("mke2fs").args(["-q", "-F", "-t", "ext4", "-d"]).arg(&source).arg(&image));
+
+    let mut filesystem = open(&image);
+    let mut read = |path: &[u8]| {
+        let mut content = Vec::new();
+        filesystem.read_file(path, &mut |bytes| content.extend_from_slice(bytes)).map(|()| content)
+    };
+    assert_eq!(read(b"/vmlinuz").unwrap(), kernel);
+    assert_eq!(read(b"/boot/nested/up").unwrap(), kernel);
+    let initrd = fs::read(source.join("boot/nested/initrd.img-6.1.0")).unwrap();
+    assert_eq!(read(b"/initrd.img").unwrap(), initrd);
+    assert_eq!(read(b"/dirlink/initrd.img-6.1.0").unwrap(), initrd);
+    assert_eq!(read(b"//boot/./nested/../vmlinuz-6.1.0").unwrap(), kernel);
+    assert_eq!(read(b"/sparse").unwrap(), fs::read(source.join("sparse")).unwrap());
+    // The same bytes as debugfs dumps.
+    let dumped = dir.path().join("dumped");
+    debugfs(&image, &[format!("dump /boot/vmlinuz-6.1.0 {}", dumped.display()).into_bytes()], false);
+    assert_eq!(fs::read(&dumped).unwrap(), kernel);
+
+    for (path, message) in [
+        (&b"/loop"[..], "more than 40 symbolic links"),
+        (b"/dangling", "/ has no entry nowhere"),
+        (b"/boot/missing", "/boot has no entry missing"),
+        (b"/boot", "/boot is not a regular file"),
+        (b"/vmlinuz/x", "/boot/vmlinuz-6.1.0 is not a directory"),
+        (b"vmlinuz", "not absolute"),
+    ] {
+        let error = read(path).unwrap_err();
+        assert!(matches!(error, Ext4ReadError::NotAFile { .. }), "{error}");
+        assert!(error.to_string().contains(message), "{}: {error}", String::from_utf8_lossy(path));
+    }
+}

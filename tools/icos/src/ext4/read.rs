@@ -2,7 +2,8 @@
 //!
 //! It reads what `icos diff` needs and nothing more: every path reachable from the root with
 //! its inode's metadata, extended attributes and a SHA-256 of its content, the superblock's
-//! fields, and what each block holds. It writes nothing, replays no journal and verifies no
+//! fields, and what each block holds; and, for the launch files of `-sev` variants, the content
+//! of one regular file by path. It writes nothing, replays no journal and verifies no
 //! checksum (two images that differ only in a checksum still differ in the checksum's bytes).
 //!
 //! The image is untrusted input: every block number, offset and length read from it is checked
@@ -149,6 +150,9 @@ pub enum Ext4ReadError {
     /// Corruption outside any inode: group descriptors, bitmaps.
     #[error("corrupt ext4 filesystem: {problem}")]
     CorruptMetadata { problem: String },
+    /// [`Ext4Filesystem::read_file`] found no regular file at the path.
+    #[error("{path}: {problem}")]
+    NotAFile { path: String, problem: String },
 }
 
 /// An error found by a part of the reader that does not know which inode it is working for;
@@ -208,6 +212,8 @@ static ZEROS: [u8; 65536] = [0; 65536];
 /// Longest symbolic link target read (Linux allows 4095 bytes; this leaves room for others
 /// without letting a corrupt size allocate gigabytes).
 const MAX_SYMLINK_TARGET: u64 = 65536;
+/// How many symbolic links [`Ext4Filesystem::read_file`] follows, as Linux (MAXSYMLINKS).
+const MAX_SYMLINK_HOPS: u32 = 40;
 /// Fast symbolic links keep their target in the 60 bytes of i_block.
 const FAST_SYMLINK_MAX: u64 = 59;
 
@@ -348,6 +354,69 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
             Ok(())
         })?;
         Ok(entries)
+    }
+
+    /// Feeds the content of the regular file at absolute `path` to `sink`, following symbolic
+    /// links the way the kernel resolves them inside this filesystem (relative targets from the
+    /// link's directory, absolute ones from this filesystem's root, `..` stopping at the root,
+    /// at most [`MAX_SYMLINK_HOPS`] links), as a boot loader reading `/vmlinuz` does.
+    pub fn read_file(&mut self, path: &[u8], sink: &mut dyn FnMut(&[u8])) -> Result<(), Ext4ReadError> {
+        self.disk.budget = self.disk.budget_limit();
+        let not_a_file = |problem: String| Ext4ReadError::NotAFile { path: printable(path), problem };
+        if path.first() != Some(&b'/') {
+            return Err(not_a_file("the path is not absolute".into()));
+        }
+        // Components still to resolve, the next one last; the inodes and paths from the root to
+        // where the resolution stands.
+        let mut pending: Vec<Vec<u8>> = components(path).rev().collect();
+        let mut stack: Vec<(u32, Vec<u8>)> = vec![(ROOT_INODE, b"/".to_vec())];
+        let mut hops = 0;
+        while let Some(name) = pending.pop() {
+            let (current, resolved) = stack.last().cloned().expect("the stack always holds the root");
+            let inode = self.read_inode(current, &resolved)?;
+            if !inode.is_directory() {
+                return Err(not_a_file(format!("{} is not a directory", printable(&resolved))));
+            }
+            if name == b".." {
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+                continue;
+            }
+            let subject = Subject { inode: current, path: &resolved };
+            let children = self.read_directory(&subject, &inode)?;
+            let Ok(found) = children.binary_search_by(|(child, _)| child.as_slice().cmp(&name)) else {
+                return Err(not_a_file(format!("{} has no entry {}", printable(&resolved), printable(&name))));
+            };
+            let child = children[found].1;
+            let mut child_path = resolved.clone();
+            if child_path != b"/" {
+                child_path.push(b'/');
+            }
+            child_path.extend_from_slice(&name);
+            let child_inode = self.read_inode(child, &child_path)?;
+            if child_inode.file_type() == S_IFLNK {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err(not_a_file(format!("more than {MAX_SYMLINK_HOPS} symbolic links to follow")));
+                }
+                let target = self.symlink_target(&Subject { inode: child, path: &child_path }, &child_inode)?;
+                if target.first() == Some(&b'/') {
+                    stack.truncate(1);
+                }
+                pending.extend(components(&target).rev());
+                continue;
+            }
+            stack.push((child, child_path));
+        }
+        let (current, resolved) = stack.pop().expect("the stack always holds the root");
+        let inode = self.read_inode(current, &resolved)?;
+        if inode.file_type() != S_IFREG {
+            return Err(not_a_file(format!("{} is not a regular file (mode {:#o})", printable(&resolved), inode.mode)));
+        }
+        let subject = Subject { inode: current, path: &resolved };
+        let map = self.block_map(&subject, &inode)?;
+        self.read_content(&subject, &map, inode.size, sink)
     }
 
     fn geometry(&self) -> Geometry {
@@ -664,6 +733,11 @@ impl<R: Read + Seek> Ext4Filesystem<R> {
         }
         Ok(())
     }
+}
+
+/// The names of `path` between slashes, `.` and empty ones left out.
+fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = Vec<u8>> + '_ {
+    path.split(|&byte| byte == b'/').filter(|name| !name.is_empty() && *name != b".").map(<[u8]>::to_vec)
 }
 
 /// Feeds `count` zero bytes to `sink`.

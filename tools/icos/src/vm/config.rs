@@ -1,5 +1,5 @@
-//! What a VM is made of: QEMU, memory, CPUs, firmware, accelerator, network, vsock, shares and
-//! confidential computing. Every setting that comes from a user is parsed here, with an error that
+//! What a VM is made of: QEMU, memory, CPUs, firmware, accelerator, network, vsock, shares, a
+//! kernel booted directly and confidential computing. Every setting that comes from a user is parsed here, with an error that
 //! says what was expected, so that a typo fails before QEMU starts.
 
 use std::fmt;
@@ -46,6 +46,8 @@ pub struct VmConfig {
     pub shares: Vec<Share>,
     /// Appended to QEMU's arguments last, so they can add devices or override earlier options.
     pub extra_args: Vec<String>,
+    /// A kernel that the firmware boots instead of the disk's boot loader, with or without SEV.
+    pub direct_boot: Option<DirectBoot>,
     pub sev: Option<Sev>,
 }
 
@@ -63,6 +65,7 @@ impl Default for VmConfig {
             vsock: VsockSetting::Auto,
             shares: Vec::new(),
             extra_args: Vec::new(),
+            direct_boot: None,
             sev: None,
         }
     }
@@ -259,6 +262,18 @@ impl FromStr for Share {
     }
 }
 
+/// A kernel, initrd and command line that QEMU hands to the firmware (`-kernel`, `-initrd`,
+/// `-append`), which boots them instead of the disk's boot loader. SEV can measure all three
+/// ([`Sev::kernel_hashes`]); without SEV, OVMF boots them the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectBoot {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line, exactly as QEMU gets it: an SEV-SNP launch measurement hashes
+    /// these bytes, so nothing may be added or trimmed on the way.
+    pub append: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SevKind {
     /// SEV (with SEV-ES when the policy asks for it).
@@ -279,8 +294,18 @@ impl FromStr for SevKind {
     }
 }
 
+/// The name AMD gives the technology, for messages (the flag values are lower case).
+impl fmt::Display for SevKind {
+    fn fmt(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str(match self {
+            SevKind::Sev => "SEV",
+            SevKind::SevSnp => "SEV-SNP",
+        })
+    }
+}
+
 /// An AMD SEV or SEV-SNP guest: firmware is a single measured `-bios` image, and a kernel booted
-/// directly can be measured with it (`kernel-hashes=on`).
+/// directly ([`VmConfig::direct_boot`]) can be measured with it (`kernel-hashes=on`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sev {
     pub kind: SevKind,
@@ -288,15 +313,13 @@ pub struct Sev {
     pub firmware: PathBuf,
     pub cbitpos: u32,
     pub reduced_phys_bits: u32,
-    /// Adds the hashes of kernel, initrd and command line to the launch measurement.
+    /// Adds the hashes of kernel, initrd and command line to the launch measurement; needs a
+    /// direct boot.
     pub kernel_hashes: bool,
-    pub kernel: Option<PathBuf>,
-    pub initrd: Option<PathBuf>,
-    pub append: Option<String>,
 }
 
 impl Sev {
-    /// A `kind` guest with the default firmware and CPU parameters, booting from the disk.
+    /// A `kind` guest with the default firmware and CPU parameters.
     pub fn new(kind: SevKind) -> Sev {
         Sev {
             kind,
@@ -304,9 +327,6 @@ impl Sev {
             cbitpos: DEFAULT_CBITPOS,
             reduced_phys_bits: DEFAULT_REDUCED_PHYS_BITS,
             kernel_hashes: false,
-            kernel: None,
-            initrd: None,
-            append: None,
         }
     }
 }
@@ -381,6 +401,8 @@ mod tests {
         }
         assert!(Share::new(&"x".repeat(32), "/tmp").is_err());
         assert_eq!("sev-snp".parse::<SevKind>().unwrap(), SevKind::SevSnp);
+        assert_eq!("sev".parse::<SevKind>().unwrap().to_string(), "SEV");
+        assert_eq!(SevKind::SevSnp.to_string(), "SEV-SNP");
         assert!("snp".parse::<SevKind>().is_err());
         assert_eq!("tcg".parse::<AccelSetting>().unwrap(), AccelSetting::Tcg);
         assert!("hvf".parse::<AccelSetting>().unwrap_err().to_string().contains("auto, kvm or tcg"));

@@ -52,11 +52,17 @@ pub struct HostChoices {
 
 /// Decides the accelerator (running the KVM probe for `auto`, which takes [`PROBE_TIME`] when KVM
 /// works) and the vsock device, and checks that the shared directories exist.
+///
+/// An SEV guest gets KVM without a probe: SEV runs under KVM only, and the probe, which runs the
+/// normal OVMF, says nothing about SEV; whether the host can run the guest is
+/// [`check_sev_host`](super::sev_host::check_sev_host)'s question.
 pub fn resolve_host(config: &VmConfig) -> Result<HostChoices, VmError> {
-    let (accel, accel_reason) = match config.accel {
-        AccelSetting::Kvm => (Accel::Kvm, "asked for".to_owned()),
-        AccelSetting::Tcg => (Accel::Tcg, "asked for".to_owned()),
-        AccelSetting::Auto => match probe_kvm(config) {
+    let (accel, accel_reason) = match (config.accel, config.sev.is_some()) {
+        (AccelSetting::Tcg, true) => return Err(VmError::SevNeedsKvm),
+        (_, true) => (Accel::Kvm, "SEV needs KVM".to_owned()),
+        (AccelSetting::Kvm, false) => (Accel::Kvm, "asked for".to_owned()),
+        (AccelSetting::Tcg, false) => (Accel::Tcg, "asked for".to_owned()),
+        (AccelSetting::Auto, false) => match probe_kvm(config) {
             Ok(()) => (Accel::Kvm, format!("KVM ran OVMF for {PROBE_TIME:?} without errors")),
             Err(why) => (Accel::Tcg, format!("KVM does not work here: {why}")),
         },
@@ -129,7 +135,7 @@ fn probe_kvm(config: &VmConfig) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::config::Share;
+    use crate::vm::config::{Sev, SevKind, Share};
 
     fn tcg_config() -> VmConfig {
         VmConfig { accel: AccelSetting::Tcg, vsock: VsockSetting::Off, ..VmConfig::default() }
@@ -141,6 +147,23 @@ mod tests {
         assert_eq!(choices, HostChoices { accel: Accel::Tcg, accel_reason: "asked for".into(), vsock_cid: None });
         let kvm = VmConfig { accel: AccelSetting::Kvm, ..tcg_config() };
         assert_eq!(resolve_host(&kvm).unwrap().accel, Accel::Kvm);
+    }
+
+    #[test]
+    fn sev_takes_kvm_without_probing() {
+        // The QEMU that the probe would start does not exist: a probe would fall back to TCG.
+        let sev = VmConfig {
+            accel: AccelSetting::Auto,
+            qemu: "/nonexistent/qemu-system-x86_64".into(),
+            sev: Some(Sev::new(SevKind::SevSnp)),
+            ..tcg_config()
+        };
+        let choices = resolve_host(&sev).unwrap();
+        assert_eq!(choices, HostChoices { accel: Accel::Kvm, accel_reason: "SEV needs KVM".into(), vsock_cid: None });
+        let kvm = VmConfig { accel: AccelSetting::Kvm, ..sev.clone() };
+        assert_eq!(resolve_host(&kvm).unwrap().accel_reason, "SEV needs KVM");
+        let tcg = VmConfig { accel: AccelSetting::Tcg, ..sev };
+        assert!(matches!(resolve_host(&tcg), Err(VmError::SevNeedsKvm)));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`flags`]: the same on a command line and in `ICOS_QEMU_*` variables ([`VmFlags`]);
 //! - [`host`]: the choices that depend on the machine: KVM or TCG (KVM is probed, since a
 //!   `/dev/kvm` that opens does not mean that KVM runs a guest), and vsock;
+//! - [`sev_host`]: whether the host can run an SEV or SEV-SNP guest, and what it lacks if not;
 //! - [`qemu`]: the QEMU argument vector, a pure function of the two;
 //! - [`shell`]: extra arguments split like a shell would, and the command line quoted for one;
 //! - [`image`]: the private copies QEMU writes to (disk image, UEFI variables), so that a build
@@ -18,18 +19,22 @@ pub mod flags;
 pub mod host;
 pub mod image;
 pub mod qemu;
+pub mod sev_host;
 pub mod shell;
 
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use config::{parse_memory, AccelSetting, PortForward, Protocol, Sev, SevKind, Share, VmConfig, VsockSetting};
+pub use config::{
+    parse_memory, AccelSetting, DirectBoot, PortForward, Protocol, Sev, SevKind, Share, VmConfig, VsockSetting,
+};
 pub use console::VmConsole;
 pub use flags::VmFlags;
 pub use host::{resolve_host, Accel, HostChoices};
 pub use image::{copy_sparse, copy_vars, prepare_disk_image};
 pub use qemu::{qemu_argv, SerialMode};
+pub use sev_host::{check_sev_host, SevHostProblem};
 pub use shell::{command_line, split_args};
 
 use crate::output::OutputError;
@@ -58,6 +63,10 @@ pub enum VmError {
     NonUtf8Path { path: PathBuf },
     #[error("SEV needs KVM, but the accelerator is TCG")]
     SevNeedsKvm,
+    #[error("this host cannot run an {kind} guest: {reason}; --no-sev boots the same kernel, initrd and command line without SEV")]
+    NoSevHost { kind: SevKind, reason: SevHostProblem },
+    #[error("{path}: the kernel command line {problem}")]
+    BadAppendFile { path: PathBuf, problem: &'static str },
     #[error("vsock CID {cid} was asked for, but this host has no /dev/vhost-vsock")]
     NoVsock { cid: u32 },
     #[error("share {tag:?}: {path} is not a directory")]

@@ -22,9 +22,9 @@ pub enum SerialMode<'a> {
 }
 
 /// The full argument vector, QEMU binary first, for booting `disk` (a raw image that QEMU writes
-/// to, with discards punching holes) with UEFI variables in `vars` (a private copy; not used with
-/// SEV, whose firmware is stateless). The guest sees the disk as /dev/vda and one virtio network
-/// card on QEMU's user-mode network.
+/// to, with discards punching holes), or the direct-boot kernel with `disk` attached, with UEFI
+/// variables in `vars` (a private copy; not used with SEV, whose firmware is stateless). The guest
+/// sees the disk as /dev/vda and one virtio network card on QEMU's user-mode network.
 pub fn qemu_argv(
     config: &VmConfig,
     host: &HostChoices,
@@ -78,19 +78,20 @@ pub fn qemu_argv(
                 format!("{object},id=sev0,cbitpos={},reduced-phys-bits={}{hashes}", sev.cbitpos, sev.reduced_phys_bits),
             );
             push("-bios", utf8(&sev.firmware)?.to_owned());
-            if let Some(kernel) = &sev.kernel {
-                push("-kernel", utf8(kernel)?.to_owned());
-            }
-            if let Some(initrd) = &sev.initrd {
-                push("-initrd", utf8(initrd)?.to_owned());
-            }
-            if let Some(append) = &sev.append {
-                push("-append", append.clone());
-            }
         }
         None => {
             push("-drive", format!("if=pflash,format=raw,readonly=on,file={}", path_value(&config.ovmf_code)?));
             push("-drive", format!("if=pflash,format=raw,file={}", path_value(vars)?));
+        }
+    }
+    // QEMU hands these to either firmware over fw_cfg; the disk stays attached for the root.
+    if let Some(boot) = &config.direct_boot {
+        push("-kernel", utf8(&boot.kernel)?.to_owned());
+        if let Some(initrd) = &boot.initrd {
+            push("-initrd", utf8(initrd)?.to_owned());
+        }
+        if let Some(append) = &boot.append {
+            push("-append", append.clone());
         }
     }
     push("-drive", format!("if=none,id=disk0,format=raw,file={},discard=unmap,detect-zeroes=unmap", path_value(disk)?));
@@ -170,10 +171,10 @@ fn check(config: &VmConfig) -> Result<(), VmError> {
             return bad(format!("the share tag {:?} is used twice", share.tag));
         }
     }
-    if let Some(sev) = &config.sev {
-        if sev.kernel.is_none() && (sev.kernel_hashes || sev.initrd.is_some() || sev.append.is_some()) {
-            return bad("kernel hashes, an initrd and a kernel command line need a direct-boot kernel".into());
-        }
+    // QEMU would start and measure only the firmware: a guest whose attestation lacks the kernel
+    // that was asked for.
+    if config.sev.as_ref().is_some_and(|sev| sev.kernel_hashes) && config.direct_boot.is_none() {
+        return bad("SEV kernel hashes need a kernel booted directly (--kernel)".into());
     }
     Ok(())
 }
@@ -190,7 +191,7 @@ fn path_value(path: &Path) -> Result<String, VmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::config::{PortForward, Sev, Share};
+    use crate::vm::config::{DirectBoot, PortForward, Sev, Share};
     use crate::vm::shell::split_args;
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
@@ -330,15 +331,17 @@ mod tests {
         );
     }
 
-    fn sev(kind: SevKind) -> VmConfig {
-        let sev = Sev {
-            kernel_hashes: true,
-            kernel: Some("/boot/vmlinuz".into()),
+    fn direct_boot() -> DirectBoot {
+        DirectBoot {
+            kernel: "/boot/vmlinuz".into(),
             initrd: Some("/boot/initrd.img".into()),
             append: Some("console=ttyS0 root=/dev/vda5".into()),
-            ..Sev::new(kind)
-        };
-        VmConfig { sev: Some(sev), ..VmConfig::default() }
+        }
+    }
+
+    fn sev(kind: SevKind) -> VmConfig {
+        let sev = Sev { kernel_hashes: true, ..Sev::new(kind) };
+        VmConfig { sev: Some(sev), direct_boot: Some(direct_boot()), ..VmConfig::default() }
     }
 
     // The SEV vectors follow QEMU's documentation of AMD memory encryption
@@ -458,12 +461,9 @@ mod tests {
     fn sev_is_refused_without_kvm_or_without_a_kernel_to_measure() {
         let error = build(&sev(SevKind::SevSnp), &host(Accel::Tcg), SerialMode::Pipe).unwrap_err();
         assert!(matches!(error, VmError::SevNeedsKvm), "{error}");
-        let mut config = sev(SevKind::Sev);
-        if let Some(sev) = &mut config.sev {
-            sev.kernel = None;
-        }
+        let config = VmConfig { direct_boot: None, ..sev(SevKind::Sev) };
         let error = build(&config, &host(Accel::Kvm), SerialMode::Pipe).unwrap_err().to_string();
-        assert!(error.contains("need a direct-boot kernel"), "{error}");
+        assert_eq!(error, "invalid VM configuration: SEV kernel hashes need a kernel booted directly (--kernel)");
         let plain = VmConfig { sev: Some(Sev::new(SevKind::Sev)), ..VmConfig::default() };
         let argv = build(&plain, &host(Accel::Kvm), SerialMode::Pipe).unwrap();
         assert_eq!(
@@ -471,6 +471,41 @@ mod tests {
             ["-object", "sev-guest,id=sev0,cbitpos=51,reduced-phys-bits=1", "-bios", "/usr/share/ovmf/OVMF.amdsev.fd"]
         );
         assert!(!argv.iter().any(|arg| arg.contains("pflash") || arg == "-kernel"));
+    }
+
+    /// Without SEV, OVMF from the pflash pair boots the kernel QEMU gives it (QEMU's fw_cfg and
+    /// OVMF's QemuKernelLoaderFsDxe), under whatever accelerator; the disk stays attached.
+    #[test]
+    fn direct_boot_without_sev() {
+        let config = VmConfig { direct_boot: Some(direct_boot()), ..VmConfig::default() };
+        let argv = build(&config, &host(Accel::Tcg), SerialMode::Pipe).unwrap();
+        assert_eq!(tail_from(&argv, "-accel")[..2], ["-accel", "tcg"]);
+        assert_eq!(
+            tail_from(&argv, "-drive")[..12],
+            [
+                "-drive",
+                "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "-drive",
+                "if=pflash,format=raw,file=/w/vars.fd",
+                "-kernel",
+                "/boot/vmlinuz",
+                "-initrd",
+                "/boot/initrd.img",
+                "-append",
+                "console=ttyS0 root=/dev/vda5",
+                "-drive",
+                "if=none,id=disk0,format=raw,file=/w/disk.img,discard=unmap,detect-zeroes=unmap",
+            ]
+        );
+        assert!(!argv.iter().any(|arg| arg.contains("sev") || arg == "-bios" || arg.contains("iommu_platform")));
+        // A kernel alone, and a command line with a final newline, which stays.
+        let bare = DirectBoot { initrd: None, append: Some("console=ttyS0\n".into()), ..direct_boot() };
+        let config = VmConfig { direct_boot: Some(bare), ..VmConfig::default() };
+        let argv = build(&config, &host(Accel::Kvm), SerialMode::Pipe).unwrap();
+        assert_eq!(
+            tail_from(&argv, "-kernel")[..5],
+            ["-kernel", "/boot/vmlinuz", "-append", "console=ttyS0\n", "-drive"]
+        );
     }
 
     #[test]

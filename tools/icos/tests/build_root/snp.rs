@@ -1,7 +1,8 @@
 //! `icos measure snp` against virtee's `sev-snp-measure` 0.0.13 (PyPI), run from its wheel by the
 //! build root's python3 on Debian's AmdSev firmware `/usr/share/ovmf/OVMF.amdsev.fd`: the same
 //! launch digest for every combination of vCPU count, vCPU type, guest features, initrd and
-//! command line, and for the OVMF pages alone. Bazel fetches the wheel
+//! command line, and for the OVMF pages alone; and `icos measure launch-files` on a boot filesystem
+//! made by mke2fs, whose every launch digest sev-snp-measure recomputes. Bazel fetches the wheel
 //! (`@sev_snp_measure_wheel`); a plain `cargo test` needs `SEV_SNP_MEASURE_WHEEL` set to it.
 
 use std::env;
@@ -11,7 +12,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::common::{icos, run};
+use crate::common::{directory_entries, icos, run, tool_command};
 
 const OVMF: &str = "/usr/share/ovmf/OVMF.amdsev.fd";
 
@@ -154,4 +155,107 @@ fn a_file_that_is_no_sev_firmware_is_refused_by_name() {
     assert_eq!(output.status.code(), Some(2));
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains(&format!("{vars} is not an OVMF image for SEV-SNP")), "{message}");
+}
+
+/// A boot filesystem as GRUB finds it: /vmlinuz and /initrd.img links to versioned files, and
+/// /boot_args with the command lines of `slots`.
+fn boot_filesystem(dir: &Path, boot_args: &str) -> PathBuf {
+    let tree = dir.join("boot");
+    fs::create_dir(&tree).unwrap();
+    let (kernel, initrd) = kernel_and_initrd(dir);
+    fs::copy(kernel, tree.join("vmlinuz-6.1.0-28-amd64")).unwrap();
+    fs::copy(initrd, tree.join("initrd.img-6.1.0-28-amd64")).unwrap();
+    std::os::unix::fs::symlink("vmlinuz-6.1.0-28-amd64", tree.join("vmlinuz")).unwrap();
+    std::os::unix::fs::symlink("initrd.img-6.1.0-28-amd64", tree.join("initrd.img")).unwrap();
+    fs::write(tree.join("boot_args"), boot_args).unwrap();
+    let image = dir.join("boot.img");
+    fs::File::create(&image).unwrap().set_len(16 << 20).unwrap();
+    run(tool_command("mke2fs").args(["-q", "-F", "-t", "ext4", "-d"]).arg(&tree).arg(&image));
+    image
+}
+
+fn launch_files(image: &Path, output: &Path, slots: &[&str]) -> std::process::Output {
+    let mut command = icos();
+    command.args(["measure", "launch-files", "--boot-partition"]).arg(image);
+    for slot in slots {
+        command.args(["--slot", slot]);
+    }
+    command
+        .args(["--ovmf", OVMF, "--ovmf-source", "test firmware", "--config", "2:EPYC-v4:0x1", "--config"])
+        .arg("1:EPYC-Milan:0x21")
+        .arg("--output-dir")
+        .arg(output);
+    command.output().unwrap()
+}
+
+#[test]
+fn launch_files_match_sev_snp_measure() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slot B's command line ends in a blank: it is kept, as QEMU keeps it.
+    let image = boot_filesystem(
+        dir.path(),
+        "# comment\nBOOT_ARGS_A=\"root=/dev/vda5 console=ttyS0\"\nBOOT_ARGS_B=\"root=/dev/vda8 console=ttyS0 \"\n",
+    );
+    let output = dir.path().join("launch");
+    fs::create_dir(&output).unwrap();
+    let result = launch_files(&image, &output, &["A", "B"]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert_eq!(
+        directory_entries(&output),
+        ["cmdline-A", "cmdline-B", "initrd.img", "launch-measurements.json", "vmlinuz"]
+    );
+    let (kernel, initrd) = kernel_and_initrd(dir.path());
+    assert_eq!(fs::read(output.join("vmlinuz")).unwrap(), fs::read(kernel).unwrap());
+    assert_eq!(fs::read(output.join("initrd.img")).unwrap(), fs::read(initrd).unwrap());
+    assert_eq!(fs::read(output.join("cmdline-B")).unwrap(), b"root=/dev/vda8 console=ttyS0 ");
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(output.join("launch-measurements.json")).unwrap()).unwrap();
+    assert_eq!(record["firmware"]["source"], "test firmware");
+    assert_eq!(record["firmware"]["ovmf_hash"], sev_snp_measure(&["--mode", "snp:ovmf-hash", "--ovmf", OVMF]));
+    let measurements = record["measurements"].as_array().unwrap();
+    assert_eq!(measurements.len(), 4);
+    for measurement in measurements {
+        let slot = measurement["slot"].as_str().unwrap();
+        let cmdline = String::from_utf8(fs::read(output.join(format!("cmdline-{slot}"))).unwrap()).unwrap();
+        assert_eq!(measurement["cmdline"], cmdline.as_str());
+        let expected = sev_snp_measure(&[
+            "--mode",
+            "snp",
+            "--vcpus",
+            &measurement["vcpus"].to_string(),
+            "--vcpu-type",
+            measurement["vcpu_type"].as_str().unwrap(),
+            "--guest-features",
+            measurement["guest_features"].as_str().unwrap(),
+            "--ovmf",
+            OVMF,
+            "--kernel",
+            output.join("vmlinuz").to_str().unwrap(),
+            "--initrd",
+            output.join("initrd.img").to_str().unwrap(),
+            "--append",
+            &cmdline,
+        ]);
+        assert_eq!(measurement["launch_digest"], expected.as_str(), "{measurement}");
+    }
+}
+
+#[test]
+fn launch_files_name_what_is_missing_and_leave_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = boot_filesystem(dir.path(), "BOOT_ARGS_A=\"root=/dev/vda5\"\n");
+    let output = dir.path().join("launch");
+    fs::create_dir(&output).unwrap();
+    let result = launch_files(&image, &output, &["A", "B"]);
+    assert_eq!(result.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&result.stderr);
+    assert!(message.contains(&format!("{}: /boot_args sets no BOOT_ARGS_B", image.display())), "{message}");
+    assert!(!output.join("launch-measurements.json").exists());
+    // Nothing half-written, and no unpacked image left behind.
+    assert!(directory_entries(&output).iter().all(|name| !name.starts_with('.')), "{:?}", directory_entries(&output));
+
+    let not_ext4 = dir.path().join("zeros.img");
+    fs::File::create(&not_ext4).unwrap().set_len(1 << 20).unwrap();
+    let message = String::from_utf8_lossy(&launch_files(&not_ext4, &output, &["A"]).stderr).into_owned();
+    assert!(message.contains(&format!("{}: not an ext4 filesystem", not_ext4.display())), "{message}");
 }

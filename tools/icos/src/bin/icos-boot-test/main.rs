@@ -3,6 +3,9 @@
 //! Run by the `boot_test` rule (rules/private/vm.bzl) under `bazel test`. Every line the VM writes
 //! goes to `serial.log` in the test's undeclared outputs (or the work directory), and each phase
 //! prints its duration, so a slow or failed boot can be read afterwards.
+//! With a kernel booted directly (`--kernel`) there is no GRUB: the boot and no-login scenarios
+//! wait for the kernel's banner instead, and the scenarios that check GRUB's choices are refused.
+//! An SEV guest is refused at once on a host that cannot run it.
 //! Exit status: 0 when the scenario holds, 1 when it does not, 2 when it cannot run.
 
 use std::fs;
@@ -13,11 +16,17 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 
-use icos::vm::{SerialMode, Share, VmConfig, VmConsole, VmFlags};
+use icos::vm::image::VARS_NAME;
+use icos::vm::{check_sev_host, SerialMode, Share, VmConfig, VmConsole, VmFlags};
 
-/// From power-on to GRUB's "icos: booting slot" line (OVMF under TCG is the slow part).
+/// From power-on to GRUB's "icos: booting slot" line, or with a direct boot to the kernel's banner
+/// (OVMF under TCG is the slow part).
 const GRUB_TIMEOUT: Duration = Duration::from_secs(180);
-/// From GRUB to the icos-boot-report line, once systemd has finished the boot.
+/// The start of the first line Linux prints (`Linux version 6.1.0-... (...)`): with a direct boot,
+/// the first sign on the console (console=ttyS0 in its command line) that the firmware started it.
+const KERNEL_BANNER: &str = "Linux version";
+/// From GRUB (or the kernel's banner) to the icos-boot-report line, once systemd has finished the
+/// boot.
 const SYSTEM_UP_TIMEOUT: Duration = Duration::from_secs(420);
 /// Writing an update image into the inactive slot, inside the VM.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
@@ -58,9 +67,10 @@ const INSTALL_ALLOCATION_SLACK: u64 = 128 << 20;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// OVMF, GRUB slot A, systemd reports the system running; with a password, log in and check.
+    /// OVMF, GRUB slot A (or the kernel of --kernel), systemd reports the system running; with a
+    /// password, log in and check.
     Boot,
-    /// The system comes up and the serial console offers no login (prod).
+    /// The system comes up and the serial console offers no login (prod); with --kernel too.
     NoLogin,
     /// Install the update into slot B, commit, boot B with the new version, confirm, reboot: B.
     Upgrade,
@@ -99,7 +109,8 @@ struct Args {
     /// print EXPECTED, given as EXPECTED::COMMAND. In the order given.
     #[arg(long = "check", value_name = "EXPECTED::COMMAND", value_parser = parse_check)]
     checks: Vec<CommandCheck>,
-    /// The VM's settings, as for `icos vm run` (flags or ICOS_QEMU_* variables).
+    /// The VM's settings, as for `icos vm run` (flags or ICOS_QEMU_* variables); with --kernel, the
+    /// boot and no-login scenarios boot that kernel instead of GRUB.
     #[command(flatten)]
     vm: VmFlags,
 }
@@ -151,6 +162,8 @@ struct Session {
     console: VmConsole,
     /// The VM's disk: a sparse file, whose allocation shows what the guest wrote.
     disk: PathBuf,
+    /// The firmware starts a kernel itself: there is no GRUB line to wait for.
+    direct_boot: bool,
     phase: &'static str,
     phase_start: Instant,
     test_start: Instant,
@@ -182,20 +195,36 @@ impl Session {
         Ok(text.trim_end_matches(['\r', '\n']).to_owned())
     }
 
-    /// Waits for GRUB to choose `slot` in boot cycle `cycle`, then for systemd to report the
-    /// system running with that slot and `version`.
+    /// Waits for GRUB to choose `slot` in boot cycle `cycle` (with a direct boot, for the kernel's
+    /// banner: the command line the build writes for slot A boots slot A's root), then for systemd
+    /// to report the system running with that slot and `version`.
     fn expect_boot(&mut self, slot: char, cycle: &str, version: &str) -> Result<(), Failure> {
-        self.phase("firmware and GRUB");
-        self.expect(&format!("icos: booting slot {slot} ({cycle})"), GRUB_TIMEOUT)?;
+        if self.direct_boot {
+            self.phase("firmware and the kernel");
+            self.expect(KERNEL_BANNER, GRUB_TIMEOUT)?;
+        } else {
+            self.phase("firmware and GRUB");
+            self.expect(&format!("icos: booting slot {slot} ({cycle})"), GRUB_TIMEOUT)?;
+        }
         self.phase("Linux and systemd");
         self.expect("icos: system ", SYSTEM_UP_TIMEOUT)?;
         let report = self.rest_of_line()?;
         check(report.starts_with("running;"), || format!("systemd does not report the system running: {report:?}"))?;
-        let status = format!("slot {slot}, boot_cycle stable, version {version}");
+        let status = format!("slot {slot}, boot_cycle {}, version {version}", self.booted_cycle("stable"));
         let status_at_failsafe_check = format!("slot {slot}, boot_cycle failsafe_check, version {version}");
         check(report.contains(&status) || report.contains(&status_at_failsafe_check), || {
             format!("the booted system reports {report:?}, expected slot {slot} with version {version}")
         })
+    }
+
+    /// The boot cycle the system reports after a boot GRUB made in `cycle`. A direct boot passes no
+    /// GRUB, so nothing moves grubenv from the `install` the image was built with.
+    fn booted_cycle<'a>(&self, cycle: &'a str) -> &'a str {
+        if self.direct_boot {
+            "install"
+        } else {
+            cycle
+        }
     }
 
     fn login(&mut self, password: &str) -> Result<(), Failure> {
@@ -259,32 +288,55 @@ struct Update {
 }
 
 /// The VM's settings (`icos vm`'s flags and ICOS_QEMU_* variables; the boot_test rule sets
-/// ICOS_QEMU_BIN), with the update image's share.
-fn vm_config(flags: VmFlags, share: Option<&Path>) -> Result<VmConfig, Failure> {
-    let mut config = flags.into_config();
-    if let Some(share) = share {
-        config.shares.push(Share::new(SHARE_TAG, share)?);
+/// ICOS_QEMU_BIN), refused when the scenario cannot run with them on this host: with a direct boot,
+/// the scenarios that check GRUB's choices; an SEV guest on a host without (working) SEV.
+fn vm_config(flags: VmFlags, scenario: Scenario) -> Result<VmConfig, Failure> {
+    let config = flags.into_config()?;
+    let checks_grub = matches!(scenario, Scenario::Upgrade | Scenario::FailedUpgrade | Scenario::VerityCorrupted);
+    if config.direct_boot.is_some() && checks_grub {
+        let name = scenario.to_possible_value().map(|value| value.get_name().to_owned()).unwrap_or_default();
+        return Err(Failure::Setup(format!(
+            "the {name} scenario checks what GRUB does, and a kernel booted directly (--kernel) bypasses GRUB: \
+             only the boot and no-login scenarios run with it"
+        )));
+    }
+    if let Some(sev) = &config.sev {
+        check_sev_host(sev.kind)?;
     }
     Ok(config)
 }
 
-fn start(images: &Images, flags: VmFlags, work: &Path) -> Result<Session, Failure> {
+fn start(images: &Images, config: &VmConfig, work: &Path) -> Result<Session, Failure> {
     let test_start = Instant::now();
-    let config = vm_config(flags, images.share.as_deref())?;
+    let mut config = config.clone();
+    if let Some(share) = &images.share {
+        config.shares.push(Share::new(SHARE_TAG, share)?);
+    }
     let host = icos::vm::resolve_host(&config)?;
     println!("icos-boot-test: accelerator {}: {}", host.accel, host.accel_reason);
     let disk = icos::vm::prepare_disk_image(&images.disk, work)?;
     if images.corrupt_root {
         corrupt_partition(&disk, CORRUPTED_PARTITION, CORRUPTED_OFFSET)?;
     }
-    let vars = icos::vm::copy_vars(&config.ovmf_vars, work)?;
+    // The SEV firmware keeps no variables.
+    let vars = match config.sev {
+        None => icos::vm::copy_vars(&config.ovmf_vars, work)?,
+        Some(_) => work.join(VARS_NAME),
+    };
     let argv = icos::vm::qemu_argv(&config, &host, &disk, &vars, SerialMode::Pipe)?;
     let logs = std::env::var_os("TEST_UNDECLARED_OUTPUTS_DIR").map(PathBuf::from).unwrap_or_else(|| work.to_owned());
     let transcript = logs.join("serial.log");
     println!("icos-boot-test: qemu command line: {}", icos::vm::command_line(&argv));
     println!("icos-boot-test: serial console log: {}", transcript.display());
     let console = VmConsole::spawn(&argv, &transcript, &logs.join("qemu-stderr.log"))?;
-    Ok(Session { console, disk, phase: "unpacking the disk image", phase_start: test_start, test_start })
+    Ok(Session {
+        console,
+        disk,
+        direct_boot: config.direct_boot.is_some(),
+        phase: "unpacking the disk image",
+        phase_start: test_start,
+        test_start,
+    })
 }
 
 fn boot(
@@ -300,9 +352,8 @@ fn boot(
     if let Some(password) = password {
         session.login(password)?;
         let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
-        check(status.contains(&format!("slot A, boot_cycle stable, version {}", images.version)), || {
-            format!("icos-agent status: {status}")
-        })?;
+        let expected = format!("slot A, boot_cycle {}, version {}", session.booted_cycle("stable"), images.version);
+        check(status.contains(&expected), || format!("icos-agent status: {status}"))?;
         let state = session.run("systemctl is-system-running", COMMAND_TIMEOUT)?;
         check(state.contains("running"), || format!("systemctl is-system-running: {state}"))?;
         session.phase("checks");
@@ -450,13 +501,15 @@ fn stored_data_bytes(path: &Path) -> Result<u64, Failure> {
 }
 
 fn run(args: Args) -> Result<(), Failure> {
+    // Before anything is unpacked: a scenario that cannot run here must say so at once.
+    let config = vm_config(args.vm.clone(), args.scenario)?;
     let test_tmpdir = std::env::var_os("TEST_TMPDIR").filter(|_| args.work_dir.is_none()).map(PathBuf::from);
     let work = match (&args.work_dir, &test_tmpdir) {
         (Some(dir), _) | (None, Some(dir)) => dir.clone(),
         (None, None) => tempfile::Builder::new().prefix("icos-boot-test.").tempdir_in("/var/tmp")?.keep(),
     };
     fs::create_dir_all(&work)?;
-    let result = run_in(&args, &work);
+    let result = run_in(&args, &config, &work);
     // Under Bazel the VM's disk (a gigabyte or more of a sparse copy) goes when the test ends: Bazel
     // deletes test sandboxes only while its server idles, and container-run.sh ends the server
     // with the command. The serial log is in TEST_UNDECLARED_OUTPUTS_DIR, which stays.
@@ -472,7 +525,7 @@ fn run(args: Args) -> Result<(), Failure> {
     result
 }
 
-fn run_in(args: &Args, work: &Path) -> Result<(), Failure> {
+fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
     let work = work.to_owned();
     let mut images = Images {
         disk: args.disk_image.clone(),
@@ -498,7 +551,7 @@ fn run_in(args: &Args, work: &Path) -> Result<(), Failure> {
     let needs_password = || password.ok_or_else(|| Failure::Setup("this scenario needs --root-password".into()));
     let mut attempt = 1;
     loop {
-        let mut session = start(&images, args.vm.clone(), &work)?;
+        let mut session = start(&images, config, &work)?;
         let result = match args.scenario {
             Scenario::Boot => boot(&mut session, &images, password, &args.checks),
             Scenario::NoLogin => no_login(&mut session, &images),
@@ -535,6 +588,82 @@ fn main() -> ExitCode {
         Err(Failure::Setup(message)) => {
             eprintln!("icos-boot-test: error: {message}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The arguments `args`, with no ICOS_QEMU_* variable from the test's environment.
+    fn parse(args: &[&str]) -> Args {
+        let required = ["icos-boot-test", "--disk-image", "/d.tar.zst", "--version-file", "/v"];
+        let command = <Args as clap::CommandFactory>::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.try_get_matches_from(required.iter().chain(args)).unwrap();
+        <Args as clap::FromArgMatches>::from_arg_matches(&matches).unwrap()
+    }
+
+    fn setup_error(result: Result<VmConfig, Failure>) -> String {
+        match result {
+            Err(Failure::Setup(message)) => message,
+            Err(Failure::Check(message)) => panic!("a check failed instead of the setup: {message}"),
+            Ok(config) => panic!("accepted: {config:?}"),
+        }
+    }
+
+    #[test]
+    fn a_direct_boot_runs_only_the_scenarios_without_grub() {
+        for scenario in ["upgrade", "failed-upgrade", "verity-corrupted"] {
+            let args = parse(&[scenario, "--kernel", "/k"]);
+            let error = setup_error(vm_config(args.vm, args.scenario));
+            assert!(error.starts_with(&format!("the {scenario} scenario checks what GRUB does")), "{error}");
+        }
+        for scenario in ["boot", "no-login"] {
+            let args = parse(&[scenario, "--kernel", "/k", "--append", "console=ttyS0"]);
+            let config = vm_config(args.vm, args.scenario).unwrap_or_else(|_| panic!("{scenario} refused"));
+            assert_eq!(config.direct_boot.map(|boot| boot.kernel), Some(PathBuf::from("/k")));
+        }
+    }
+
+    /// This machine has no SEV-SNP (see icos::vm::sev_host): the boot test refuses before it starts,
+    /// and --no-sev runs the same direct boot without SEV.
+    #[test]
+    fn sev_is_refused_on_this_host_and_no_sev_runs() {
+        let sev = ["boot", "--sev", "sev-snp", "--kernel", "/k", "--sev-kernel-hashes"];
+        let args = parse(&sev);
+        let error = setup_error(vm_config(args.vm, args.scenario));
+        assert!(error.starts_with("this host cannot run an SEV-SNP guest: "), "{error}");
+        assert!(error.ends_with("--no-sev boots the same kernel, initrd and command line without SEV"), "{error}");
+        let args = parse(&[&sev[..], &["--no-sev"]].concat());
+        let config = vm_config(args.vm, args.scenario).unwrap_or_else(|_| panic!("--no-sev refused"));
+        assert!(config.sev.is_none() && config.direct_boot.is_some(), "{config:?}");
+    }
+
+    /// A session on `sh -c script`, which stands for QEMU's serial console.
+    fn session(script: &str, direct_boot: bool) -> (tempfile::TempDir, Session) {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = ["sh", "-c", script].map(str::to_owned);
+        let console = VmConsole::spawn(&argv, &dir.path().join("serial.log"), &dir.path().join("stderr.log")).unwrap();
+        let now = Instant::now();
+        let disk = dir.path().join("disk.img");
+        (dir, Session { console, disk, direct_boot, phase: "test", phase_start: now, test_start: now })
+    }
+
+    #[test]
+    fn a_direct_boot_waits_for_the_kernel_banner_instead_of_grub() {
+        let console = "printf 'BdsDxe: starting\\nLinux version 6.1.0-icos (gcc)\\n\
+                       icos: system running; slot A, boot_cycle stable, version 1.2.3\\n'";
+        let (_dir, mut direct) = session(&format!("{console}; exec sleep 30"), true);
+        if let Err(failure) = direct.expect_boot('A', "stable", "1.2.3") {
+            panic!("{failure:?}");
+        }
+        // The same console fails the wait for GRUB's line (the program's exit ends the wait).
+        let (_dir, mut grub) = session(console, false);
+        match grub.expect_boot('A', "stable", "1.2.3") {
+            Err(Failure::Check(message)) => assert!(message.contains("icos: booting slot A (stable)"), "{message}"),
+            Err(Failure::Setup(message)) => panic!("{message}"),
+            Ok(()) => panic!("the boot passed without GRUB's line"),
         }
     }
 }

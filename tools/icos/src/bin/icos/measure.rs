@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use icos::hashing::hex;
+use icos::sev_launch::{self, LaunchRequest, VcpuConfig};
 use icos::snp::{self, KernelHashes, Launch, Ovmf, VcpuType};
 
 #[derive(Subcommand)]
@@ -15,6 +16,11 @@ pub enum MeasureCommand {
     /// OVMF, booting KERNEL, INITRD and the command line directly (kernel-hashes=on), as
     /// `sev-snp-measure --mode snp` computes it.
     Snp(SnpArgs),
+    /// Write the launch files of a -sev variant into --output-dir: vmlinuz and initrd.img from its
+    /// boot partition (where GRUB reads them), cmdline-<SLOT> (BOOT_ARGS_<SLOT> of /boot_args, no
+    /// newline), and launch-measurements.json: the SEV-SNP launch digest of each slot and vCPU
+    /// configuration, with every input that went into it.
+    LaunchFiles(LaunchFilesArgs),
     /// Print the launch digest of the OVMF pages alone (`sev-snp-measure --mode snp:ovmf-hash`).
     OvmfHash {
         /// The OVMF image (for example Debian's /usr/share/ovmf/OVMF.amdsev.fd).
@@ -48,6 +54,29 @@ pub struct SnpArgs {
     append: Option<String>,
 }
 
+#[derive(Args)]
+pub struct LaunchFilesArgs {
+    /// The boot filesystem: a partition's .tzst package or a raw ext4 image.
+    #[arg(long)]
+    boot_partition: PathBuf,
+    /// A slot to measure (repeat for each: --slot A --slot B).
+    #[arg(long = "slot", required = true)]
+    slots: Vec<String>,
+    /// The AmdSev OVMF the host starts the guest with.
+    #[arg(long)]
+    ovmf: PathBuf,
+    /// Where the firmware comes from, recorded for people (such as "ovmf 2026.08+ds-2").
+    #[arg(long)]
+    ovmf_source: String,
+    /// A vCPU configuration to measure, VCPUS:VCPU_TYPE:GUEST_FEATURES (repeat for each), such as
+    /// 2:EPYC-v4:0x1.
+    #[arg(long = "config", required = true)]
+    configs: Vec<VcpuConfig>,
+    /// The directory the launch files go to.
+    #[arg(long)]
+    output_dir: PathBuf,
+}
+
 fn parse_number(text: &str) -> Result<u64, String> {
     let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
@@ -73,6 +102,26 @@ pub fn run(command: MeasureCommand) -> Result<ExitCode, Box<dyn Error>> {
                 kernel: hashes.as_ref(),
             };
             println!("{}", hex(&snp::launch_digest(&ovmf, &args.ovmf, &launch)?));
+        }
+        MeasureCommand::LaunchFiles(args) => {
+            let record = sev_launch::write_launch_files(&LaunchRequest {
+                boot_partition: &args.boot_partition,
+                slots: &args.slots,
+                firmware: &args.ovmf,
+                firmware_source: &args.ovmf_source,
+                configs: &args.configs,
+                output_dir: &args.output_dir,
+            })?;
+            for measurement in &record.measurements {
+                println!(
+                    "{} {}:{}:{} {}",
+                    measurement.slot,
+                    measurement.vcpus,
+                    measurement.vcpu_type,
+                    measurement.guest_features,
+                    measurement.launch_digest
+                );
+            }
         }
         MeasureCommand::OvmfHash { ovmf } => println!("{}", hex(&Ovmf::read(&ovmf)?.hash())),
     }

@@ -11,22 +11,26 @@ use clap::{Args, Subcommand};
 
 use icos::vm::image::{DISK_IMAGE_NAME, VARS_NAME};
 use icos::vm::{
-    command_line, copy_vars, prepare_disk_image, qemu_argv, resolve_host, HostChoices, SerialMode, VmConfig, VmFlags,
+    check_sev_host, command_line, copy_vars, prepare_disk_image, qemu_argv, resolve_host, HostChoices, SerialMode,
+    VmConfig, VmFlags,
 };
 
 #[derive(Subcommand)]
 pub enum VmCommand {
     /// Boot a disk image in QEMU, serial console and QEMU monitor on this terminal (Ctrl-A X quits,
     /// Ctrl-A C switches to the monitor). The image is copied first: the build output is never
-    /// modified. Exits with QEMU's status.
+    /// modified. An SEV guest is refused before the copy on a host that cannot run it. Exits with
+    /// QEMU's status.
     Run(RunArgs),
     /// Print the QEMU command line of `icos vm run` without preparing or starting the VM (the
-    /// accelerator probe of `--accel auto` still runs).
+    /// accelerator probe of `--accel auto` still runs; whether the host can run an SEV guest is not
+    /// checked).
     Command(CommandArgs),
     /// Run a VM the way a service on the host does (HostOS's guestos.service): the disk, such as a
     /// logical volume, is used in place; the UEFI variables persist in --state-dir; the serial
     /// console goes to stdout (the journal) and to --serial-log. Becomes QEMU (exec), so that the
-    /// service manager supervises and restarts it.
+    /// service manager supervises and restarts it. An SEV guest is refused, unless --dry-run, on a
+    /// host that cannot run it.
     Host(HostArgs),
 }
 
@@ -81,7 +85,7 @@ pub fn run(command: VmCommand) -> Result<ExitCode, Box<dyn Error>> {
         VmCommand::Run(args) => run_vm(args),
         VmCommand::Host(args) => run_host_vm(args),
         VmCommand::Command(args) => {
-            let config = args.vm.into_config();
+            let config = args.vm.into_config()?;
             let host = resolve(&config)?;
             println!("{}", command_line(&qemu_argv(&config, &host, &args.disk, &args.vars, SerialMode::Terminal)?));
             Ok(ExitCode::SUCCESS)
@@ -96,15 +100,22 @@ fn resolve(config: &VmConfig) -> Result<HostChoices, Box<dyn Error>> {
     Ok(host)
 }
 
+/// Refuses an SEV guest that this host cannot run. Called after the command line is printed (it
+/// shows what would have run) and before any disk is copied or written, which would be wasted.
+fn check_host_runs(config: &VmConfig) -> Result<(), Box<dyn Error>> {
+    match &config.sev {
+        Some(sev) => Ok(check_sev_host(sev.kind)?),
+        None => Ok(()),
+    }
+}
+
 fn run_vm(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
-    let config = args.vm.into_config();
+    let config = args.vm.into_config()?;
     let host = resolve(&config)?;
+    // A temporary directory goes when this returns early; a given one is made after the checks.
     let mut temporary = None;
     let work_dir = match &args.work_dir {
-        Some(dir) => {
-            fs::create_dir_all(dir).map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
-            dir.clone()
-        }
+        Some(dir) => dir.clone(),
         None => {
             let base = std::env::var_os("ICOS_VM_DIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
             let dir = tempfile::Builder::new()
@@ -120,12 +131,14 @@ fn run_vm(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
     let disk = work_dir.join(DISK_IMAGE_NAME);
     let vars = work_dir.join(VARS_NAME);
     let argv = qemu_argv(&config, &host, &disk, &vars, SerialMode::Terminal)?;
+    eprintln!("icos: qemu command line: {}", command_line(&argv));
+    check_host_runs(&config)?;
+    fs::create_dir_all(&work_dir).map_err(|error| format!("cannot create {}: {error}", work_dir.display()))?;
     prepare_disk_image(&args.disk_image, &work_dir)?;
     // The SEV firmware keeps no variables.
     if config.sev.is_none() {
         copy_vars(&config.ovmf_vars, &work_dir)?;
     }
-    eprintln!("icos: qemu command line: {}", command_line(&argv));
     let status = Command::new(&argv[0])
         .args(&argv[1..])
         .status()
@@ -139,7 +152,7 @@ fn run_vm(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
 }
 
 fn run_host_vm(args: HostArgs) -> Result<ExitCode, Box<dyn Error>> {
-    let config = args.vm.into_config();
+    let config = args.vm.into_config()?;
     let host = resolve(&config)?;
     let vars = args.state_dir.join(VARS_NAME);
     let argv = qemu_argv(&config, &host, &args.disk, &vars, SerialMode::Logged(&args.serial_log))?;
@@ -147,6 +160,7 @@ fn run_host_vm(args: HostArgs) -> Result<ExitCode, Box<dyn Error>> {
     if args.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
+    check_host_runs(&config)?;
     for dir in [Some(args.state_dir.as_path()), args.serial_log.parent()].into_iter().flatten() {
         fs::create_dir_all(dir).map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
     }
