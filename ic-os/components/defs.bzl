@@ -10,6 +10,10 @@ UPGRADE_AGENT_FILES = [
     "//ic-os/components/upgrade-agent:boot_report_wants_file",
 ]
 
+# The build context every OS with a verity root adds (icos_os(shared_contexts)): the initramfs-tools
+# hook and script that open the root with veritysetup --panic-on-corruption before it is mounted.
+VERITY_ROOT_CONTEXT = {"ic-os/components/rootfs/verity": "//ic-os/components/rootfs:verity_srcs"}
+
 def base_image_context(name = "context"):
     """The package lists, locks and base image pins of an OS (ic-os/<os>/context).
 

@@ -1,6 +1,6 @@
 """GuestOS, the OS that runs the replica, as data: envs/<variant> build it with icos_build."""
 
-load("//ic-os/components:defs.bzl", "UPGRADE_AGENT_FILES")
+load("//ic-os/components:defs.bzl", "UPGRADE_AGENT_FILES", "VERITY_ROOT_CONTEXT")
 load("//rules:defs.bzl", "ab_slots", "icos_os")
 
 GUESTOS = icos_os(
@@ -14,6 +14,7 @@ GUESTOS = icos_os(
     # The root is verified (dm-verity) and read-only; panic=0: a failure in the initramfs halts
     # instead of opening a shell.
     verity_root = True,
+    shared_contexts = VERITY_ROOT_CONTEXT,
     kernel_args = "ro panic=0 console=ttyS0,115200",
     # The SEV-SNP launches measured for its -sev variants and prod: QEMU's EPYC-v4 model (the
     # vCPU signature in each VMSA), 2 vCPUs (launch-local-vm) and 1 (HostOS's GuestOS VM), each with

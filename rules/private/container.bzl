@@ -45,13 +45,17 @@ def _build_args(ctx):
         args += ["--build-arg", "{}={}".format(name, value)]
     return args
 
-def _context_dir(ctx):
-    return ctx.attr.context_dir or ctx.file.dockerfile.dirname
+def _context_args(ctx):
+    args = ["--context", ctx.attr.context_dir or ctx.file.dockerfile.dirname]
+    for directory in ctx.attr.shared_context_dirs:
+        args += ["--context", directory]
+    return args
 
 _CONTAINER_ATTRS = dict({
     "dockerfile": attr.label(allow_single_file = True, mandatory = True, doc = "The Dockerfile."),
     "context_dir": attr.string(doc = "The build context, a directory of the workspace (such as ic-os/hostos/rootfs); the Dockerfile's directory when empty."),
-    "srcs": attr.label_list(allow_files = True, doc = "The files of the build context (under `context_dir`)."),
+    "shared_context_dirs": attr.string_list(doc = "Directories of the workspace merged into the build context after context_dir (a file in two of them is an error), such as the files every verity root adds."),
+    "srcs": attr.label_list(allow_files = True, doc = "The files of the build context (under `context_dir` and `shared_context_dirs`)."),
     "base": attr.label(providers = [ContainerImageInfo], mandatory = True, doc = "The base image."),
     "base_arg": attr.string(default = "BASE_IMAGE", doc = "The build argument that names the base image (`ARG BASE_IMAGE` + `FROM ${BASE_IMAGE}`)."),
     "build_args": attr.string_dict(doc = "Build arguments."),
@@ -67,7 +71,7 @@ def _container_rootfs_impl(ctx):
         replacements += ["--replace", "{}={}".format(path, target.files.to_list()[0].path)]
     run_icos(
         ctx,
-        arguments = ["container", "build", "--podman", podman.path, "--dockerfile", ctx.file.dockerfile.path, "--context", _context_dir(ctx), "--base", "{}={}".format(ctx.attr.base_arg, base.path), "--rootfs", tar.path, "--manifest", manifest.path] + _build_args(ctx) + replacements,
+        arguments = ["container", "build", "--podman", podman.path, "--dockerfile", ctx.file.dockerfile.path] + _context_args(ctx) + ["--base", "{}={}".format(ctx.attr.base_arg, base.path), "--rootfs", tar.path, "--manifest", manifest.path] + _build_args(ctx) + replacements,
         inputs = ctx.files.srcs + ctx.files.replace + [ctx.file.dockerfile, base],
         outputs = [tar, manifest],
         env = podman.env,

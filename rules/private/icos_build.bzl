@@ -36,6 +36,7 @@ def icos_os(
         bases,
         context_dir,
         dockerfile = "//ic-os/components/rootfs:Dockerfile",
+        shared_contexts = {},
         kernel_args = "",
         volumes = None,
         lvm_partition = None,
@@ -58,6 +59,8 @@ def icos_os(
         srcs: the files of the build context.
         context_dir: the build context, the OS's rootfs/ directory (such as ic-os/guestos/rootfs).
         dockerfile: the rootfs Dockerfile, the one every OS shares unless given.
+        shared_contexts: directory -> filegroup of its files: shared parts of the build context,
+            merged after context_dir (such as the initramfs hook of every verity root).
         bases: base image variant (dev, prod) -> the pinned base image target.
         kernel_args: kernel arguments of every slot besides root and the mounts.
         volumes: the logical volumes (volumes.csv) of an LVM volume group, when it has one.
@@ -93,6 +96,7 @@ def icos_os(
         slots = slots,
         seed = seed,
         dockerfile = dockerfile,
+        shared_contexts = shared_contexts,
         context_dir = context_dir,
         srcs = srcs,
         bases = bases,
@@ -206,7 +210,8 @@ def icos_build(
             name = prefix + "rootfs-tree.tar",
             dockerfile = os.dockerfile,
             context_dir = os.context_dir,
-            srcs = os.srcs,
+            shared_context_dirs = sorted(os.shared_contexts.keys()),
+            srcs = os.srcs + [os.shared_contexts[directory] for directory in sorted(os.shared_contexts.keys())],
             base = os.bases[base],
             build_args = build_args,
             replace = os.replace,

@@ -122,6 +122,14 @@ def _boot_test_impl(ctx):
         fail("{}: checks run after the login of the boot scenario: they need scenario boot and root_password".format(ctx.label))
     for command, expected in ctx.attr.checks.items():
         arguments.append("--check={}::{}".format(expected, command))
+    if ctx.attr.http_checks and ctx.attr.scenario != "boot":
+        fail("{}: http_checks run in the boot scenario".format(ctx.label))
+    for target, path in ctx.attr.http_checks.items():
+        expected = target.files.to_list()
+        if len(expected) != 1 or not path.startswith("/"):
+            fail("{}: http_checks maps one file to a URL path starting with /, not {} to {}".format(ctx.label, target.label, path))
+        arguments.append("--http-check={}={}".format(path, expected[0].short_path))
+        inputs += expected
     if ctx.attr.sev_launch:
         # The launcher's SEV-SNP guest, without SEV: CI has no SEV-SNP hardware.
         sev_arguments, sev_files = _sev_arguments(ctx.attr.sev_launch[SevLaunchInfo])
@@ -160,6 +168,9 @@ back to slot A). Under TCG a boot takes about a minute: give these tests size "l
 with `--no-sev` (its kernel, initrd and command line, without SEV-SNP), instead of through GRUB."""),
         "checks": attr.string_dict(doc = """Shell command -> what its output must contain: run at the root prompt after the login of the
 `boot` scenario, in order; each must exit 0 (a command may wait, up to 30 minutes)."""),
+        "http_checks": attr.label_keyed_string_dict(allow_files = True, doc = """File -> URL path: after the boot scenario (and its
+checks), the test fetches the path from the guest's port 80 through a QEMU port forward from the host and
+the response must hold exactly the file's bytes."""),
         "_boot_test": attr.label(default = "//tools/icos:icos-boot-test", executable = True, cfg = "target"),
     },
     toolchains = [HOST_TOOLS_TOOLCHAIN],

@@ -36,9 +36,10 @@ pub enum ContainerError {
 pub struct ContainerBuild {
     pub podman: PathBuf,
     pub dockerfile: PathBuf,
-    /// The build context: copied (symbolic links resolved, as Bazel's sandbox makes every input
-    /// one) before podman sees it.
-    pub context: PathBuf,
+    /// The build contexts, merged into one in this order (symbolic links resolved, as Bazel's
+    /// sandbox makes every input one) before podman sees it: an OS's own files and the shared
+    /// files of a feature it has. A file in two of them is refused rather than silently replaced.
+    pub contexts: Vec<PathBuf>,
     pub build_args: Vec<(String, String)>,
     /// Build arguments naming base images: NAME=PATH of an OCI archive becomes
     /// `--build-arg NAME=oci-archive:<absolute PATH>`, for `ARG NAME` + `FROM ${NAME}`.
@@ -70,7 +71,7 @@ fn process_limit() -> Option<String> {
 /// Copies a build context with the modes git records (0755 for directories and executables,
 /// 0644 for other files), not those of the checkout: `COPY` keeps modes, and a checkout's modes
 /// depend on the umask of whoever cloned it (the determinism test found /etc/motd 0640 in an
-/// image built from a clone made under umask 0027).
+/// image built from a clone made under umask 0027). A file that `to` already has is an error.
 fn copy_resolving_links(from: &Path, to: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::create_dir_all(to)?;
@@ -84,6 +85,12 @@ fn copy_resolving_links(from: &Path, to: &Path) -> io::Result<()> {
         if metadata.is_dir() {
             copy_resolving_links(&source, &target)?;
         } else {
+            if fs::symlink_metadata(&target).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is also in an earlier build context", source.display()),
+                ));
+            }
             fs::copy(&source, &target)?;
             let mode = if metadata.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
             fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
@@ -182,7 +189,9 @@ pub fn build(build: &ContainerBuild, output: ContainerOutput<'_>) -> Result<Opti
         fs::create_dir_all(state_path.join(dir)).map_err(prepare_error)?;
     }
     let context = state_path.join("context");
-    copy_resolving_links(&build.context, &context).map_err(prepare_error)?;
+    for source in &build.contexts {
+        copy_resolving_links(source, &context).map_err(prepare_error)?;
+    }
     let dockerfile = state_path.join("Dockerfile");
     fs::copy(&build.dockerfile, &dockerfile).map_err(prepare_error)?;
 
@@ -269,5 +278,20 @@ mod tests {
         assert_eq!(mode(&copy.join("run.sh")), 0o755);
         assert!(!fs::symlink_metadata(copy.join("link")).unwrap().file_type().is_symlink());
         assert_eq!(fs::read(copy.join("link")).unwrap(), b"linked\n");
+
+        // A second context merges in; one that would replace a file is refused.
+        let shared = dir.path().join("shared");
+        fs::create_dir_all(shared.join("etc/initramfs-tools")).unwrap();
+        fs::write(shared.join("etc/initramfs-tools/hook"), b"#!/bin/sh\n").unwrap();
+        copy_resolving_links(&shared, &copy).unwrap();
+        assert_eq!(fs::read(copy.join("etc/motd")).unwrap(), b"hello\n");
+        assert_eq!(mode(&copy.join("etc/initramfs-tools/hook")), 0o644);
+        fs::write(shared.join("etc/motd"), b"other\n").unwrap();
+        let again = dir.path().join("again");
+        copy_resolving_links(&context, &again).unwrap();
+        let error = copy_resolving_links(&shared, &again).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+        assert!(error.to_string().contains("shared/etc/motd is also in an earlier build context"), "{error}");
+        assert_eq!(fs::read(again.join("etc/motd")).unwrap(), b"hello\n");
     }
 }

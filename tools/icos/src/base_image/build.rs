@@ -289,7 +289,7 @@ fn build_image(
     let build = ContainerBuild {
         podman: spec.podman.clone(),
         dockerfile: spec.dockerfile.clone(),
-        context: context.clone(),
+        contexts: vec![context.clone()],
         build_args: vec![("PACKAGES".to_owned(), packages.join(" "))],
         base_images: vec![("BOOTSTRAP".to_owned(), bootstrap.to_owned())],
         source_date_epoch: spec.source_date_epoch,

@@ -9,15 +9,17 @@
 //! Exit status: 0 when the scenario holds, 1 when it does not, 2 when it cannot run.
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use sha2::Digest;
 
 use icos::vm::image::VARS_NAME;
-use icos::vm::{check_sev_host, SerialMode, Share, VmConfig, VmConsole, VmFlags};
+use icos::vm::{check_sev_host, PortForward, Protocol, SerialMode, Share, VmConfig, VmConsole, VmFlags};
 
 /// From power-on to GRUB's "icos: booting slot" line, or with a direct boot to the kernel's banner
 /// (OVMF under TCG is the slow part).
@@ -109,6 +111,11 @@ struct Args {
     /// print EXPECTED, given as EXPECTED::COMMAND. In the order given.
     #[arg(long = "check", value_name = "EXPECTED::COMMAND", value_parser = parse_check)]
     checks: Vec<CommandCheck>,
+    /// After the boot scenario's checks, fetch http://127.0.0.1:PORT/PATH from the host, PORT
+    /// forwarded to the guest's port 80: the response must be 200 with FILE's bytes, given as
+    /// /PATH=FILE. In the order given.
+    #[arg(long = "http-check", value_name = "/PATH=FILE", value_parser = parse_http_check)]
+    http_checks: Vec<HttpCheck>,
     /// The VM's settings, as for `icos vm run` (flags or ICOS_QEMU_* variables); with --kernel, the
     /// boot and no-login scenarios boot that kernel instead of GRUB.
     #[command(flatten)]
@@ -120,6 +127,71 @@ struct Args {
 struct CommandCheck {
     expected: String,
     command: String,
+}
+
+/// A URL path of the guest's HTTP server and the file its response must equal.
+#[derive(Debug, Clone)]
+struct HttpCheck {
+    path: String,
+    expected: PathBuf,
+}
+
+fn parse_http_check(text: &str) -> Result<HttpCheck, String> {
+    match text.split_once('=') {
+        Some((path, file)) if path.starts_with('/') && !file.is_empty() => {
+            Ok(HttpCheck { path: path.to_owned(), expected: PathBuf::from(file) })
+        }
+        _ => Err(format!("{text:?} is not /PATH=FILE")),
+    }
+}
+
+/// The guest port the HTTP checks reach.
+const GUEST_HTTP_PORT: u16 = 80;
+/// How long the guest's HTTP server may take to answer after the system reports it is running.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A host port free now, for QEMU to forward: the kernel picks it, the listener is closed again.
+fn free_host_port() -> Result<u16, Failure> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Fetches each check's path through the forwarded `port` and compares the body with its file.
+fn http_checks(session: &mut Session, port: u16, checks: &[HttpCheck]) -> Result<(), Failure> {
+    session.phase("HTTP checks");
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    for HttpCheck { path, expected } in checks {
+        let expected = fs::read(expected)
+            .map_err(|error| Failure::Setup(format!("cannot read {}: {error}", expected.display())))?;
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let started = Instant::now();
+        let body = loop {
+            match agent.get(&url).call() {
+                Ok(response) => {
+                    let mut body = Vec::new();
+                    response.into_reader().take(64 << 20).read_to_end(&mut body)?;
+                    break body;
+                }
+                // The server answered: its status is the result.
+                Err(ureq::Error::Status(status, _)) => {
+                    return Err(Failure::Check(format!("GET {path} through the port forward: HTTP {status}")))
+                }
+                Err(error) if started.elapsed() >= HTTP_TIMEOUT => {
+                    return Err(Failure::Check(format!("GET {path} through the port forward: {error}")))
+                }
+                Err(_) => std::thread::sleep(Duration::from_secs(2)),
+            }
+        };
+        check(body == expected, || {
+            format!("GET {path} returned {} bytes that differ from the expected {} bytes", body.len(), expected.len())
+        })?;
+        println!(
+            "icos-boot-test: HTTP check passed: GET {path} returned the expected {} bytes (sha256 {})",
+            body.len(),
+            icos::hashing::hex(&sha2::Sha256::digest(&body))
+        );
+    }
+    Ok(())
 }
 
 fn parse_check(text: &str) -> Result<CommandCheck, String> {
@@ -344,6 +416,7 @@ fn boot(
     images: &Images,
     password: Option<&str>,
     checks: &[CommandCheck],
+    http: Option<(u16, &[HttpCheck])>,
 ) -> Result<(), Failure> {
     session.expect_boot('A', "stable", &images.version)?;
     if !checks.is_empty() && password.is_none() {
@@ -367,6 +440,9 @@ fn boot(
             })?;
             println!("icos-boot-test: check passed: `{command}` printed {expected:?}");
         }
+    }
+    if let Some((port, checks)) = http {
+        http_checks(session, port, checks)?;
     }
     Ok(())
 }
@@ -503,6 +579,9 @@ fn stored_data_bytes(path: &Path) -> Result<u64, Failure> {
 fn run(args: Args) -> Result<(), Failure> {
     // Before anything is unpacked: a scenario that cannot run here must say so at once.
     let config = vm_config(args.vm.clone(), args.scenario)?;
+    if !args.http_checks.is_empty() && args.scenario != Scenario::Boot {
+        return Err(Failure::Setup("--http-check runs in the boot scenario".into()));
+    }
     let test_tmpdir = std::env::var_os("TEST_TMPDIR").filter(|_| args.work_dir.is_none()).map(PathBuf::from);
     let work = match (&args.work_dir, &test_tmpdir) {
         (Some(dir), _) | (None, Some(dir)) => dir.clone(),
@@ -548,12 +627,28 @@ fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
         images.share = Some(share);
     }
     let password = args.root_password.as_deref();
+    let mut config = config.clone();
+    let http_port = if args.http_checks.is_empty() {
+        None
+    } else {
+        let port = free_host_port()?;
+        config.port_forwards.push(PortForward {
+            protocol: Protocol::Tcp,
+            host_port: port,
+            guest_port: GUEST_HTTP_PORT,
+        });
+        Some(port)
+    };
+    let config = &config;
     let needs_password = || password.ok_or_else(|| Failure::Setup("this scenario needs --root-password".into()));
     let mut attempt = 1;
     loop {
         let mut session = start(&images, config, &work)?;
         let result = match args.scenario {
-            Scenario::Boot => boot(&mut session, &images, password, &args.checks),
+            Scenario::Boot => {
+                let http = http_port.map(|port| (port, args.http_checks.as_slice()));
+                boot(&mut session, &images, password, &args.checks, http)
+            }
             Scenario::NoLogin => no_login(&mut session, &images),
             Scenario::Upgrade => upgrade(&mut session, &images, needs_password()?),
             Scenario::FailedUpgrade => failed_upgrade(&mut session, &images, needs_password()?),
@@ -613,6 +708,22 @@ mod tests {
     }
 
     #[test]
+    fn http_checks_are_a_path_and_a_file() {
+        let check = parse_http_check("/sw.js=ic-os/boundary-guestos/service-worker/sw.js").unwrap();
+        assert_eq!(
+            (check.path.as_str(), check.expected.as_path()),
+            ("/sw.js", Path::new("ic-os/boundary-guestos/service-worker/sw.js"))
+        );
+        for bad in ["sw.js=f", "/sw.js=", "/sw.js"] {
+            assert!(parse_http_check(bad).unwrap_err().contains("is not /PATH=FILE"), "{bad}");
+        }
+        let error = run(parse(&["no-login", "--http-check", "/a=b"]));
+        assert!(
+            matches!(&error, Err(Failure::Setup(message)) if message.contains("--http-check runs in the boot scenario"))
+        );
+    }
+
+    #[test]
     fn a_direct_boot_runs_only_the_scenarios_without_grub() {
         for scenario in ["upgrade", "failed-upgrade", "verity-corrupted"] {
             let args = parse(&[scenario, "--kernel", "/k"]);
@@ -652,8 +763,9 @@ mod tests {
 
     #[test]
     fn a_direct_boot_waits_for_the_kernel_banner_instead_of_grub() {
+        // No GRUB ran, so grubenv still says what the image was built with.
         let console = "printf 'BdsDxe: starting\\nLinux version 6.1.0-icos (gcc)\\n\
-                       icos: system running; slot A, boot_cycle stable, version 1.2.3\\n'";
+                       icos: system running; slot A, boot_cycle install, version 1.2.3\\n'";
         let (_dir, mut direct) = session(&format!("{console}; exec sleep 30"), true);
         if let Err(failure) = direct.expect_boot('A', "stable", "1.2.3") {
             panic!("{failure:?}");

@@ -28,9 +28,10 @@ pub struct BuildArgs {
     podman: PathBuf,
     #[arg(long)]
     dockerfile: PathBuf,
-    /// The build context directory.
-    #[arg(long)]
-    context: PathBuf,
+    /// A build context directory; several are merged in the order given (a file in two of them is
+    /// an error).
+    #[arg(long = "context", required = true)]
+    contexts: Vec<PathBuf>,
     /// A build argument.
     #[arg(long = "build-arg", value_name = "NAME=VALUE", value_parser = parse_pair)]
     build_args: Vec<(String, String)>,
@@ -75,7 +76,7 @@ pub fn run(command: ContainerCommand) -> Result<ExitCode, Box<dyn Error>> {
     let container = ContainerBuild {
         podman: args.podman,
         dockerfile: args.dockerfile,
-        context: args.context,
+        contexts: args.contexts,
         build_args: args.build_args,
         base_images: args.base_images.into_iter().map(|(name, path)| (name, PathBuf::from(path))).collect(),
         source_date_epoch: super::rootfs::epoch(args.source_date_epoch)?.unwrap_or(0),
