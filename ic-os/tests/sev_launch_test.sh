@@ -3,7 +3,8 @@
 # in launch-measurements.json is what virtee's sev-snp-measure computes from the published kernel,
 # initrd, command line and firmware; the kernel and initrd are the boot partition's /vmlinuz and
 # /initrd.img, and each cmdline-<slot> is its BOOT_ARGS_<slot> in /boot_args (read with debugfs
-# from the update image's boot.img).
+# from the update image's boot.img); and veritysetup verifies the published root.img with the
+# root hash and hash offset that slot A's measured command line names.
 #   sev_launch_test.sh SEV_SNP_MEASURE_WHEEL FIRMWARE UPDATE_IMG LAUNCH_FILE...
 set -euo pipefail
 wheel=$(realpath "$1") firmware=$2 update_archive=$3
@@ -18,7 +19,7 @@ for name in vmlinuz initrd.img launch-measurements.json; do
   [[ -s $launch/$name ]] || fail "no $name among the launch files"
 done
 
-tar --zstd -xf "$update_archive" -C "$work" boot.img
+tar --zstd -xf "$update_archive" -C "$work" boot.img root.img
 # debugfs does not follow a symbolic link it is asked to dump: follow it here.
 dump() {
   local path=$1 output=$2 target
@@ -67,4 +68,14 @@ for m in record["measurements"]:
     print(f"slot {m['slot']} {m['vcpus']} x {m['vcpu_type']} features {m['guest_features']}: {digest}")
 assert "A" in slots, f"slot A is not measured (slots {sorted(slots)})"
 PYTHON
+# The measured command line pins the root: veritysetup accepts root.img with its hash and offset.
+cmdline=$(<"$launch/cmdline-A")
+hash_offset=${cmdline#*icos.verity_data=*:}
+hash_offset=${hash_offset%% *}
+root_hash=${cmdline#*icos.verity_root_hash=}
+root_hash=${root_hash%% *}
+[[ $hash_offset =~ ^[0-9]+$ && $root_hash =~ ^[0-9a-f]{64}$ ]] || fail "cmdline-A: hash offset $hash_offset, root hash $root_hash"
+veritysetup verify "$work/root.img" "$work/root.img" "$root_hash" --hash-offset="$hash_offset" \
+  || fail "veritysetup verify rejects root.img with the root hash of cmdline-A"
+echo "veritysetup verify: root.img matches the root hash $root_hash of cmdline-A"
 echo "PASS: launch files of $(basename "$(dirname "$launch")")/$(basename "$launch")"
