@@ -101,11 +101,7 @@ impl FromStr for VcpuConfig {
             return Err(bad());
         };
         let vcpus = vcpus.parse::<u32>().ok().filter(|&count| count > 0).ok_or_else(bad)?;
-        let guest_features = match features.strip_prefix("0x") {
-            Some(digits) => u64::from_str_radix(digits, 16),
-            None => features.parse(),
-        }
-        .map_err(|_| bad())?;
+        let guest_features = snp::parse_guest_features(features).map_err(|_| bad())?;
         Ok(VcpuConfig { vcpus, vcpu_type: vcpu_type.parse()?, guest_features })
     }
 }
@@ -227,7 +223,8 @@ pub fn write_launch_files(request: &LaunchRequest) -> Result<LaunchMeasurements,
             .ok_or_else(|| SevLaunchError::NoSlot { image: image_path.to_owned(), slot: slot.clone() })?;
         let cmdline_file = cmdline_file(slot);
         write_file_atomically(&request.output_dir.join(&cmdline_file), cmdline.as_bytes())?;
-        let hashes = KernelHashes::new(&kernel_path, Some(&initrd_path), cmdline)?;
+        // The digests taken while the files were written: neither is read again.
+        let hashes = KernelHashes::from_digests(kernel_sha256, initrd_sha256, cmdline)?;
         for config in request.configs {
             let launch = Launch {
                 vcpus: config.vcpus,

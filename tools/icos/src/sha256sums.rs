@@ -3,19 +3,20 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::io_error::PathIoError;
 use crate::output::{write_atomically, OutputError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Sha256SumsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
+    #[error("{path} is not a file path: it has no file name to list")]
+    NoFileName { path: PathBuf },
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error("{path}: the file name is not valid UTF-8")]
@@ -35,12 +36,11 @@ pub fn sha256_file(path: &Path) -> Result<String, Sha256SumsError> {
 
 /// SHA-256 of a file's content, read as a stream.
 pub fn sha256_file_digest(path: &Path) -> Result<[u8; 32], Sha256SumsError> {
-    let read_error = |source| Sha256SumsError::Read { path: path.to_owned(), source };
-    let mut file = File::open(path).map_err(read_error)?;
+    let mut file = File::open(path).map_err(PathIoError::with("read", path))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let count = file.read(&mut buffer).map_err(read_error)?;
+        let count = file.read(&mut buffer).map_err(PathIoError::with("read", path))?;
         if count == 0 {
             break;
         }
@@ -55,10 +55,7 @@ pub fn write_sha256sums(output: &Path, files: &[PathBuf]) -> Result<Vec<(String,
     for path in files {
         let name = path
             .file_name()
-            .ok_or_else(|| Sha256SumsError::Read {
-                path: path.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not a file path"),
-            })?
+            .ok_or_else(|| Sha256SumsError::NoFileName { path: path.clone() })?
             .to_str()
             .ok_or_else(|| Sha256SumsError::NonUtf8Name { path: path.clone() })?;
         if name.contains(['\n', '\r', '\\']) {
@@ -77,7 +74,8 @@ pub fn write_sha256sums(output: &Path, files: &[PathBuf]) -> Result<Vec<(String,
         for (name, digest) in &entries {
             text.push_str(&format!("{digest}  {name}\n"));
         }
-        file.write_all(text.as_bytes()).map_err(|source| Sha256SumsError::Write { path: output.to_owned(), source })
+        file.write_all(text.as_bytes())
+            .map_err(|source| Sha256SumsError::from(PathIoError::with("write", output)(source)))
     })?;
     Ok(entries)
 }
@@ -121,7 +119,7 @@ pub fn check_sha256sums(sums: &Path) -> Result<Vec<CheckedFile>, Sha256SumsError
 /// Checks every file listed in `sums` against the files of the same name in `dir` (a rebuild
 /// checked against published hashes).
 pub fn check_sha256sums_in(sums: &Path, dir: &Path) -> Result<Vec<CheckedFile>, Sha256SumsError> {
-    let file = File::open(sums).map_err(|source| Sha256SumsError::Read { path: sums.to_owned(), source })?;
+    let file = File::open(sums).map_err(PathIoError::with("read", sums))?;
     let mut checked = Vec::new();
     for (index, line) in BufReader::new(file).lines().enumerate() {
         let malformed =

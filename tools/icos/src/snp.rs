@@ -238,19 +238,22 @@ impl KernelHashes {
     /// The hashes of the kernel file, the initrd file (none: the hash of nothing) and the
     /// command line, hashed with its NUL as QEMU passes it.
     pub fn new(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<Self, SnpError> {
+        let initrd = match initrd {
+            Some(path) => sha256_file_digest(path)?,
+            None => Sha256::digest([]).into(),
+        };
+        Self::from_digests(sha256_file_digest(kernel)?, initrd, cmdline)
+    }
+
+    /// The hashes, given the SHA-256 of the kernel and of the initrd (computed as they were
+    /// written, say) and the command line.
+    pub fn from_digests(kernel: [u8; 32], initrd: [u8; 32], cmdline: &str) -> Result<Self, SnpError> {
         if let Some(position) = cmdline.bytes().position(|byte| byte == 0) {
             return Err(SnpError::NulInCommandLine(position));
         }
         let mut with_nul = cmdline.as_bytes().to_vec();
         with_nul.push(0);
-        Ok(KernelHashes {
-            kernel: sha256_file_digest(kernel)?,
-            initrd: match initrd {
-                Some(path) => sha256_file_digest(path)?,
-                None => Sha256::digest([]).into(),
-            },
-            cmdline: Sha256::digest(&with_nul).into(),
-        })
+        Ok(KernelHashes { kernel, initrd, cmdline: Sha256::digest(&with_nul).into() })
     }
 
     /// The page QEMU measures: the padded table at `offset`, zeros elsewhere.
@@ -272,6 +275,15 @@ impl KernelHashes {
         page[offset..offset + table.len()].copy_from_slice(&table);
         page
     }
+}
+
+/// Parses guest features (SEV_FEATURES) as sev-snp-measure takes them: decimal, or hex with 0x.
+pub fn parse_guest_features(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| format!("{text:?} is not a number (decimal, or hex with 0x)"))
 }
 
 /// A QEMU vCPU model, by the CPUID signature it reports (the VMSA's initial RDX).

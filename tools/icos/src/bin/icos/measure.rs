@@ -41,7 +41,7 @@ pub struct SnpArgs {
     #[arg(long)]
     vcpu_type: VcpuType,
     /// SEV_FEATURES of the guest (0x1 SNPActive; 0x21 adds DebugSwap, on Linux 6.6+ hosts).
-    #[arg(long, value_parser = parse_number, default_value = "0x1")]
+    #[arg(long, value_parser = snp::parse_guest_features, default_value = "0x1")]
     guest_features: u64,
     /// The kernel of a direct boot.
     #[arg(long)]
@@ -75,14 +75,6 @@ pub struct LaunchFilesArgs {
     /// The directory the launch files go to.
     #[arg(long)]
     output_dir: PathBuf,
-}
-
-fn parse_number(text: &str) -> Result<u64, String> {
-    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    parsed.map_err(|_| format!("{text:?} is not a number (decimal, or hex with 0x)"))
 }
 
 pub fn run(command: MeasureCommand) -> Result<ExitCode, Box<dyn Error>> {
