@@ -32,6 +32,8 @@ def _os_layout_impl(ctx):
     ]
     if ctx.attr.verity_root:
         args.append("--verity-root")
+    for mount in ctx.attr.mounts:
+        args += ["--mount", mount]
     for slot in sorted(ctx.attr.slots.keys()):
         args += ["--slot", _slot_argument(slot, json.decode(ctx.attr.slots[slot]))]
     inputs = [ctx.file.partitions, ctx.file.grub_cfg_template]
@@ -77,6 +79,9 @@ partition or volume that holds it; see `ab_slots`."""),
         "kernel_args": attr.string(doc = "Kernel arguments of every slot besides root and the mounts, such as `rw console=ttyS0,115200`."),
         "verity_root": attr.bool(doc = """Each slot's root is a verity root: the initramfs opens it with dm-verity, the kernel mounts
 the verified device, and boot_args hold a placeholder for the root hash (verity_boot_args fills it in)."""),
+        "mounts": attr.string_list(doc = """Partitions or volumes every slot mounts besides its own members, as
+TARGET:PATH:FSTYPE[:OPTIONS] (such as `data:/mnt/data:ext4:ro`): systemd.mount-extra= on each slot's
+command line."""),
         "grub_cfg_template": attr.label(allow_single_file = True, mandatory = True, doc = "The GRUB configuration with an @ICOS_LAYOUT@ line."),
     }, **ICOS_ATTRS),
 )

@@ -7,7 +7,8 @@
 //!   filesystems from it; the upgrade agent reads the copy installed on the image to find the
 //!   running slot and the volumes of the other one;
 //! - `boot_args`: each slot's kernel command line (`BOOT_ARGS_A`, `BOOT_ARGS_B`), with its root
-//!   and the mounts of its other members and of the GRUB partition;
+//!   and the mounts of its other members, of the GRUB partition and of the OS's other mounts
+//!   ([`MountSpec`]);
 //! - the GRUB configuration: the shared A/B state machine (a template) with the devices of each
 //!   slot's boot filesystem and of grubenv filled in.
 
@@ -20,12 +21,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::lvm::{LvmIdentity, PartitionVolumeGroup, VolumesError};
+use crate::lvm::{LvmIdentity, PartitionVolumeGroup, VolumesError, PE_START};
 use crate::partitions::{PartitionTable, PartitionsError, SECTOR_SIZE};
 use crate::seed::Seed;
 
-/// The version of the `layout.json` format.
-pub const LAYOUT_VERSION: u32 = 1;
+/// The version of the `layout.json` format. Version 2 added each target's `offset`.
+pub const LAYOUT_VERSION: u32 = 2;
 /// Where the image carries its layout, for the upgrade agent.
 pub const INSTALLED_LAYOUT: &str = "/opt/icos/share/layout.json";
 /// The roles a slot member can have: the filesystems `icos rootfs split` makes, mounted at `/`,
@@ -71,6 +72,9 @@ pub struct Target {
     pub name: String,
     #[serde(flatten)]
     pub location: Location,
+    /// Where it starts, in bytes from the start of the disk: an installer writes a volume's
+    /// content there without activating the volume group.
+    pub offset: u64,
     /// The size in bytes.
     pub size: u64,
     /// The UUID the identifiers of a filesystem here derive from ([`crate::seed::FilesystemIds::from_parent`]):
@@ -160,6 +164,44 @@ impl SlotSpec {
     }
 }
 
+/// A partition or volume that every slot mounts besides its own members, such as an installer's
+/// data partition: `TARGET:PATH:FSTYPE[:OPTIONS]` (`data:/mnt/data:ext4:ro`), which becomes
+/// `systemd.mount-extra=DEVICE:PATH:FSTYPE[:OPTIONS]` on each slot's command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    pub target: String,
+    pub path: String,
+    pub fs_type: String,
+    pub options: Option<String>,
+}
+
+impl MountSpec {
+    pub fn parse(text: &str) -> Result<Self, LayoutError> {
+        let bad = |problem: &str| {
+            LayoutError::Spec(format!(
+                "mount {text:?}: {problem}; expected TARGET:PATH:FSTYPE[:OPTIONS] such as data:/mnt/data:ext4:ro"
+            ))
+        };
+        // The kernel splits its command line at white space and quotes; systemd at the colons.
+        if text.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\') {
+            return Err(bad("it contains white space, a quote or a backslash"));
+        }
+        let mut parts = text.splitn(4, ':');
+        let (target, path, fs_type) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(target), Some(path), Some(fs_type)) => (target, path, fs_type),
+            _ => return Err(bad("it has fewer than three fields")),
+        };
+        let options = parts.next().map(str::to_owned);
+        if target.is_empty() || fs_type.is_empty() || options.as_deref() == Some("") {
+            return Err(bad("a field is empty"));
+        }
+        if !path.starts_with('/') || path == "/" || path.split('/').any(|part| part == ".." || part == ".") {
+            return Err(bad("the mount point must be an absolute path below / without . or .."));
+        }
+        Ok(MountSpec { target: target.to_owned(), path: path.to_owned(), fs_type: fs_type.to_owned(), options })
+    }
+}
+
 /// The device-mapper name of logical volume `lv` of `vg`: lvm2 and GRUB double the dashes in
 /// each name and join them with one.
 pub fn dm_name(vg: &str, lv: &str) -> String {
@@ -194,6 +236,7 @@ pub fn resolve(
         .map(|((partition, uuid), number)| Target {
             name: partition.name.clone(),
             location: Location::Partition { number, uuid: *uuid },
+            offset: partition.start * SECTOR_SIZE,
             size: partition.size * SECTOR_SIZE,
             filesystem_parent: *uuid,
         })
@@ -207,6 +250,7 @@ pub fn resolve(
             )
         })?;
         let options = lvm.options(holder.size, *seed);
+        let extents_offset = holder.offset + PE_START;
         if !lvm.extent_size.is_power_of_two() || lvm.extent_size < 4096 {
             return Err(LayoutError::Spec(format!(
                 "extent size {}: must be a power of two of at least 4096 bytes",
@@ -234,6 +278,7 @@ pub fn resolve(
                     dm_name: dm_name(&lvm.vg_name, &volume.name),
                     uuid,
                 },
+                offset: extents_offset + volume.start * lvm.extent_size,
                 size: volume.size * lvm.extent_size,
             });
         }
@@ -326,13 +371,32 @@ impl Layout {
     }
 
     /// `boot_args`: `BOOT_ARGS_A` and `BOOT_ARGS_B`, each the slot's root, `kernel_args`, and the
-    /// mounts of its other members and of the GRUB partition.
+    /// mounts of its other members, of the GRUB partition and of `mounts`.
     ///
     /// With `verity_root`, the initramfs opens each slot's root with dm-verity
     /// (`icos.verity_data=DEVICE:HASH_OFFSET`, `icos.verity_root_hash=`, the placeholder
     /// [`crate::verity::ROOT_HASH_PLACEHOLDER`] until `icos verity boot-args` fills it in) and the
     /// kernel mounts the verified device.
-    pub fn boot_args(&self, kernel_args: &str, verity_root: bool) -> Result<String, LayoutError> {
+    pub fn boot_args(&self, kernel_args: &str, verity_root: bool, mounts: &[MountSpec]) -> Result<String, LayoutError> {
+        let mut extra_mounts = Vec::new();
+        for mount in mounts {
+            let target = self.target(&mount.target).ok_or_else(|| {
+                LayoutError::Spec(format!("mount {}: no partition or volume is named {:?}", mount.path, mount.target))
+            })?;
+            if self.slots.iter().any(|slot| slot.members.values().any(|member| member.name == target.name)) {
+                return Err(LayoutError::Spec(format!(
+                    "mount {}: {} is a slot member, which its slot mounts already",
+                    mount.path, target.name
+                )));
+            }
+            let options = mount.options.as_ref().map(|options| format!(":{options}")).unwrap_or_default();
+            extra_mounts.push(format!(
+                "systemd.mount-extra={}:{}:{}{options}",
+                target.kernel_device(),
+                mount.path,
+                mount.fs_type
+            ));
+        }
         let mut text = String::from(
             "# Kernel arguments of each slot, generated by `icos layout` from the partition table: grub.cfg\n\
              # sources this file from the boot filesystem of the slot it boots.\n",
@@ -360,6 +424,7 @@ impl Layout {
                 }
             }
             args.push(format!("systemd.mount-extra={}:{GRUB_MOUNT}:vfat", self.grub.kernel_device()));
+            args.extend(extra_mounts.iter().cloned());
             let _ = writeln!(text, "BOOT_ARGS_{name}=\"{}\"", args.join(" "));
         }
         Ok(text)
@@ -443,7 +508,7 @@ pub(crate) mod tests {
     fn verity_roots_are_opened_by_the_initramfs_and_mounted_verified() {
         let table = parse_partitions_csv(Path::new("partitions.csv"), GUESTOS).unwrap();
         let layout = resolve(&table, None, &ab(""), "grub", &seed()).unwrap();
-        let boot_args = layout.boot_args("ro", true).unwrap();
+        let boot_args = layout.boot_args("ro", true, &[]).unwrap();
         let offset = crate::verity::root_hash_offset(10 << 30).unwrap();
         assert!(
             boot_args.contains(&format!(
@@ -460,7 +525,7 @@ pub(crate) mod tests {
         let table = parse_partitions_csv(Path::new("partitions.csv"), GUESTOS).unwrap();
         let layout = resolve(&table, None, &ab(""), "grub", &seed()).unwrap();
         assert_eq!(layout.slot("A").unwrap().members["root"].size, 20971520 * 512);
-        let boot_args = layout.boot_args("rw console=ttyS0,115200", false).unwrap();
+        let boot_args = layout.boot_args("rw console=ttyS0,115200", false, &[]).unwrap();
         assert!(
             boot_args.contains(
                 "BOOT_ARGS_A=\"root=PARTUUID=7c0a626e-e5ea-e543-b5c5-300eb8304db7 rw console=ttyS0,115200 \
@@ -499,7 +564,7 @@ pub(crate) mod tests {
             .map(|s| SlotSpec::parse(s).unwrap())
             .collect();
         let layout = resolve(&table, Some(&lvm), &slots, "grub", &seed()).unwrap();
-        let boot_args = layout.boot_args("rw", false).unwrap();
+        let boot_args = layout.boot_args("rw", false, &[]).unwrap();
         assert!(boot_args.contains("BOOT_ARGS_B=\"root=/dev/mapper/hostlvm-B_root rw systemd.mount-extra=/dev/mapper/hostlvm-B_boot:/boot:ext4 systemd.mount-extra=PARTUUID="), "{boot_args}");
         let cfg = layout.grub_cfg("@ICOS_LAYOUT@\n", Path::new("t")).unwrap();
         assert!(
@@ -509,6 +574,9 @@ pub(crate) mod tests {
         let guest = layout.target("guest-os").unwrap();
         assert!(matches!(&guest.location, Location::Volume { dm_name, .. } if dm_name == "hostlvm-guest--os"));
         assert_eq!(guest.size, 40 << 20);
+        // The volume's extents start 1 MiB (PE_START) into the partition, at extent 7.
+        assert_eq!(guest.offset, 411648 * 512 + (1 << 20) + 7 * (4 << 20));
+        assert_eq!(layout.target("hostlvm").unwrap().offset, 411648 * 512);
         assert_ne!(guest.filesystem_parent, layout.target("config").unwrap().filesystem_parent);
     }
 
@@ -521,9 +589,55 @@ pub(crate) mod tests {
         .unwrap();
         let layout =
             resolve(&table, None, &[SlotSpec::parse("A:boot=boot,root=root").unwrap()], "grub", &seed()).unwrap();
-        let boot_args = layout.boot_args("", false).unwrap();
+        let boot_args = layout.boot_args("", false, &[]).unwrap();
         let lines: Vec<&str> = boot_args.lines().filter(|line| line.starts_with("BOOT_ARGS_")).collect();
         assert_eq!(lines[0].trim_start_matches("BOOT_ARGS_A="), lines[1].trim_start_matches("BOOT_ARGS_B="));
+    }
+
+    #[test]
+    fn other_mounts_follow_the_slot_mounts_on_both_command_lines() {
+        let table = parse_partitions_csv(
+            Path::new("p.csv"),
+            "esp,2048,2048,U,\ngrub,4096,2048,L,\nconfig,6144,2048,L,\ndata,8192,2048,L,\nboot,10240,2048,L,\nroot,12288,2048,L,\n",
+        )
+        .unwrap();
+        let layout =
+            resolve(&table, None, &[SlotSpec::parse("A:boot=boot,root=root").unwrap()], "grub", &seed()).unwrap();
+        let mounts =
+            [MountSpec::parse("data:/mnt/data:ext4:ro").unwrap(), MountSpec::parse("config:/mnt/config:vfat").unwrap()];
+        let boot_args = layout.boot_args("rw", false, &mounts).unwrap();
+        let data = layout.target("data").unwrap().kernel_device();
+        let config = layout.target("config").unwrap().kernel_device();
+        let grub = layout.grub.kernel_device();
+        let expected = format!(
+            "systemd.mount-extra={grub}:/grub:vfat systemd.mount-extra={data}:/mnt/data:ext4:ro \
+             systemd.mount-extra={config}:/mnt/config:vfat\"\n"
+        );
+        assert_eq!(boot_args.matches(&expected).count(), 2, "{boot_args}");
+        assert_eq!(layout.target("data").unwrap().offset, 8192 * 512);
+
+        let unknown = layout.boot_args("rw", false, &[MountSpec::parse("nope:/mnt:ext4").unwrap()]).unwrap_err();
+        assert!(unknown.to_string().contains("no partition or volume is named \"nope\""), "{unknown}");
+        let member = layout.boot_args("rw", false, &[MountSpec::parse("boot:/mnt:ext4").unwrap()]).unwrap_err();
+        assert!(member.to_string().contains("is a slot member"), "{member}");
+    }
+
+    #[test]
+    fn mount_specs_refuse_what_a_command_line_cannot_carry() {
+        for (text, problem) in [
+            ("data:/mnt/data", "fewer than three fields"),
+            ("data:mnt:ext4", "absolute path"),
+            ("data:/:ext4", "absolute path"),
+            ("data:/mnt/../etc:ext4", "without . or .."),
+            ("data:/mnt data:ext4", "white space"),
+            ("data:/mnt:ext4:", "a field is empty"),
+            (":/mnt:ext4", "a field is empty"),
+        ] {
+            let error = MountSpec::parse(text).unwrap_err().to_string();
+            assert!(error.contains(problem) && error.contains(text), "{text}: {error}");
+        }
+        let spec = MountSpec::parse("config:/mnt/config:vfat:ro,umask=077").unwrap();
+        assert_eq!(spec.options.as_deref(), Some("ro,umask=077"));
     }
 
     #[test]

@@ -260,6 +260,7 @@ mod tests {
                 let target = Target {
                     name: format!("{name}_{role}"),
                     location: Location::Partition { number, uuid: uuid::Uuid::nil() },
+                    offset: u64::from(number) << 20,
                     size: 1 << 20,
                     filesystem_parent: uuid::Uuid::nil(),
                 };

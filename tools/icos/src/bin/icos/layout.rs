@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use icos::layout::{resolve, LayoutError, SlotSpec};
+use icos::layout::{resolve, LayoutError, MountSpec, SlotSpec};
 use icos::output::write_file_atomically;
 
 use crate::lvm::VolumeGroupArgs;
@@ -37,6 +37,10 @@ pub struct LayoutArgs {
     /// Kernel arguments of every slot besides root and the mounts, such as "rw console=ttyS0".
     #[arg(long, default_value = "")]
     kernel_args: String,
+    /// A partition or volume every slot mounts besides its members, as
+    /// TARGET:PATH:FSTYPE[:OPTIONS], such as data:/mnt/data:ext4:ro. Repeatable.
+    #[arg(long = "mount", value_parser = parse_mount)]
+    mounts: Vec<MountSpec>,
     /// Each slot's root is a verity root (`icos ext4 --verity-root-hash`): the initramfs opens it
     /// with dm-verity and the kernel mounts the verified device. Its root hash is left as a
     /// placeholder in boot_args, for `icos verity boot-args` to fill in per variant.
@@ -61,6 +65,10 @@ fn parse_slot(text: &str) -> Result<SlotSpec, LayoutError> {
     SlotSpec::parse(text)
 }
 
+fn parse_mount(text: &str) -> Result<MountSpec, LayoutError> {
+    MountSpec::parse(text)
+}
+
 pub fn run(args: LayoutArgs) -> Result<ExitCode, Box<dyn Error>> {
     let partitions = read_partitions_csv(&args.partitions)?;
     let lvm = match (args.lvm.given(), &args.lvm_partition) {
@@ -78,7 +86,7 @@ pub fn run(args: LayoutArgs) -> Result<ExitCode, Box<dyn Error>> {
         }
         None => None,
     };
-    let boot_args = layout.boot_args(&args.kernel_args, args.verity_root)?;
+    let boot_args = layout.boot_args(&args.kernel_args, args.verity_root, &args.mounts)?;
     if let Some(path) = &args.layout_json {
         write_file_atomically(path, layout.to_json().as_bytes())?;
     }
