@@ -38,6 +38,7 @@ def icos_os(
         dockerfile = "//ic-os/components/rootfs:Dockerfile",
         shared_contexts = {},
         kernel_args = "",
+        mounts = [],
         volumes = None,
         lvm_partition = None,
         vg_name = None,
@@ -63,6 +64,8 @@ def icos_os(
             merged after context_dir (such as the initramfs hook of every verity root).
         bases: base image variant (dev, prod) -> the pinned base image target.
         kernel_args: kernel arguments of every slot besides root and the mounts.
+        mounts: partitions or volumes every slot mounts besides its own members, as
+            TARGET:PATH:FSTYPE[:OPTIONS], such as `data:/mnt/data:ext4:ro`.
         volumes: the logical volumes (volumes.csv) of an LVM volume group, when it has one.
         lvm_partition: the partition that holds the volume group.
         vg_name: the volume group's name.
@@ -101,6 +104,7 @@ def icos_os(
         srcs = srcs,
         bases = bases,
         kernel_args = kernel_args,
+        mounts = mounts,
         volumes = volumes,
         lvm_partition = lvm_partition,
         vg_name = vg_name,
@@ -139,6 +143,7 @@ def icos_os_targets(os, visibility = ["//visibility:public"]):
         seed = os.seed,
         grub_partition = os.grub_partition,
         kernel_args = os.kernel_args,
+        mounts = os.mounts,
         verity_root = os.verity_root,
         grub_cfg_template = "//ic-os/bootloader:grub.cfg.in",
         visibility = visibility,
@@ -164,6 +169,7 @@ def icos_build(
         subdir = "",
         launch_measurements = False,
         sev_guest = False,
+        update_image = True,
         visibility = ["//visibility:public"]):
     """Creates the targets of one variant of `os` in the calling package.
 
@@ -171,7 +177,7 @@ def icos_build(
     version.txt, rootfs-tree.tar (canonical container rootfs, unless `rootfs` is given),
     partition-<role>.tzst for each role of slot A (the ext4 filesystems, packaged: the disk image and
     the upgrade image are made from these, so no cache stores a raw filesystem's holes),
-    partition-grub.tzst, disk-img.tar.zst, update-img.tar.zst, SHA256SUMS, build-record.json (what
+    partition-grub.tzst, disk-img.tar.zst, update-img.tar.zst (unless update_image is False), SHA256SUMS, build-record.json (what
     built the image: commit, build root, base images, host tool versions), NAME (a filegroup of the
     published files) and launch-local-vm (`bazel run` boots disk-img.tar.zst in QEMU). Everything
     but NAME and launch-local-vm is `manual`; with `test --build_tests_only` (.bazelrc), `bazel test
@@ -194,6 +200,8 @@ def icos_build(
         launch_measurements: publish the launch files and SEV-SNP measurements of this variant.
         sev_guest: a -sev variant: launch_measurements, and launch-local-vm starts slot A as an
             SEV-SNP guest by direct kernel boot (`-- --no-sev` without SEV).
+        update_image: make and publish update-img.tar.zst; an OS that is never upgraded in place
+            (SetupOS) publishes its disk image alone.
         visibility: visibility of the published targets.
     """
     prefix = subdir + "/" if subdir else ""
@@ -275,14 +283,16 @@ def icos_build(
         tags = manual,
         visibility = visibility,
     )
-    upgrade_image(
-        name = prefix + "update-img.tar.zst",
-        images = images,
-        version = ":{}version.txt".format(prefix),
-        tags = manual,
-        visibility = visibility,
-    )
-    published = [":{}disk-img.tar.zst".format(prefix), ":{}update-img.tar.zst".format(prefix)]
+    published = [":{}disk-img.tar.zst".format(prefix)]
+    if update_image:
+        upgrade_image(
+            name = prefix + "update-img.tar.zst",
+            images = images,
+            version = ":{}version.txt".format(prefix),
+            tags = manual,
+            visibility = visibility,
+        )
+        published.append(":{}update-img.tar.zst".format(prefix))
     sev_launch = None
     if launch_measurements or sev_guest:
         if not os.sev_configs:

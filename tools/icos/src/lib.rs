@@ -1,8 +1,8 @@
 //! Building blocks of icos disk images. The image writers (`rootfs`, `ext4`, `fat`, `gpt_disk`,
 //! `lvm`, `package`, `grubenv`, `oci::write`, `verity`) and the measurements (`snp`, and
 //! `sev_launch`, which writes a `-sev` variant's launch files) are functions of their inputs only, so that two builds of the same sources give the same bytes; `container`,
-//! `base_image`, `build_root`, `upgrade`, `vm` and `repro` drive programs, machines and VMs and
-//! are not.
+//! `base_image`, `build_root`, `upgrade`, `install`, `vm` and `repro` drive programs, machines,
+//! disks and VMs and are not.
 
 pub mod base_image;
 pub mod build_record;
@@ -18,6 +18,7 @@ pub mod gpt_disk;
 pub mod grubenv;
 pub mod hashing;
 pub mod image_source;
+pub mod install;
 pub mod io_error;
 pub mod layout;
 pub mod lvm;

@@ -37,6 +37,7 @@ use crate::sparse::CopyError;
 use image::{member_name, UpdateImage};
 use system::System;
 use write::Device;
+pub use write::Zeroer;
 
 /// The grubenv variable naming the slot GRUB boots.
 const BOOT_ALTERNATIVE: &str = "boot_alternative";

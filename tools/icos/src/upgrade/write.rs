@@ -88,10 +88,31 @@ fn zero_once(file: &File, method: Zeroing, offset: u64, length: u64) -> io::Resu
     fallocate(file, mode | libc::FALLOC_FL_KEEP_SIZE, offset, length)
 }
 
+/// Makes ranges of a file or block device read as zeros with the best method it supports, found
+/// on first use and kept.
+#[derive(Debug)]
+pub struct Zeroer {
+    zeroing: Zeroing,
+}
+
+impl Default for Zeroer {
+    fn default() -> Self {
+        Zeroer { zeroing: Zeroing::PunchHole }
+    }
+}
+
+impl Zeroer {
+    /// Makes `length` bytes at `offset` of `file` read as zeros; on a block device both must be
+    /// multiples of its logical block size.
+    pub fn zero(&mut self, file: &File, offset: u64, length: u64) -> io::Result<()> {
+        zero_with_fallback(&mut self.zeroing, |method| zero_once(file, method, offset, length))
+    }
+}
+
 /// The device node of a partition or logical volume (a regular file in tests), opened for writing.
 pub struct Device {
     file: File,
-    zeroing: Zeroing,
+    zeroer: Zeroer,
 }
 
 impl Device {
@@ -105,7 +126,7 @@ impl Device {
         if fs::metadata(path)?.file_type().is_block_device() {
             options.custom_flags(libc::O_EXCL);
         }
-        Ok(Device { file: options.open(path)?, zeroing: Zeroing::PunchHole })
+        Ok(Device { file: options.open(path)?, zeroer: Zeroer::default() })
     }
 
     /// Writes all of `reader` from offset 0 and syncs the device; returns the bytes written.
@@ -140,8 +161,7 @@ impl Target for Device {
     }
 
     fn zero(&mut self, offset: u64, length: u64) -> io::Result<()> {
-        let file = &self.file;
-        zero_with_fallback(&mut self.zeroing, |method| zero_once(file, method, offset, length))
+        self.zeroer.zero(&self.file, offset, length)
     }
 }
 

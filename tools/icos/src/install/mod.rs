@@ -1,0 +1,484 @@
+//! The SetupOS installer: puts HostOS, with GuestOS in its `guestos` volume and the node's
+//! configuration in its `config` volume, on a disk of the machine SetupOS boots on.
+//!
+//! [`plan`] makes every check and decision first: the machine against the variant's minimums,
+//! `config.ini` ([`config`]), the target disk, the images against `SHA256SUMS`, and that each
+//! image fits where it goes. Nothing is written before all of them pass. [`install`] then writes
+//! the data blocks of the HostOS disk image to the disk, those of the GuestOS disk image at the
+//! `guestos` volume's place in it, and a FAT filesystem with the configuration at the `config`
+//! volume's place (the places come from HostOS's `layout.json`, so the volume group need not be
+//! activated), and reads all of it back.
+
+pub mod config;
+pub mod system;
+pub mod write;
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::fat::{build_fat, FatError, FatOptions};
+use crate::io_error::PathIoError;
+use crate::layout::{Layout, LayoutError};
+use crate::package::{image_member_size, PackageError};
+use crate::seed::FilesystemIds;
+use crate::sha256sums::{check_sha256sums, CheckStatus, Sha256SumsError};
+
+use self::config::{ConfigError, InstallConfig};
+use self::system::{ChoiceError, Disk, Requirements, SystemError, SystemPaths};
+use self::write::{WriteError, Written};
+
+/// The files on SetupOS's data partition.
+pub const HOST_IMAGE: &str = "host-os.img.tar.zst";
+pub const GUEST_IMAGE: &str = "guest-os.img.tar.zst";
+pub const HOST_LAYOUT: &str = "host-os.layout.json";
+pub const DATA_SUMS: &str = "SHA256SUMS";
+/// The files on SetupOS's config partition that go to HostOS's config volume.
+pub const CONFIG_INI: &str = "config.ini";
+pub const SSH_KEYS_DIR: &str = "ssh_authorized_keys";
+/// HostOS's volumes that the installer fills.
+pub const GUESTOS_VOLUME: &str = "guestos";
+pub const CONFIG_VOLUME: &str = "config";
+/// The label of the configuration filesystem, on SetupOS's partition and HostOS's volume alike.
+pub const CONFIG_LABEL: &str = "CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("the machine: {0}")]
+    System(#[from] SystemError),
+    #[error("the machine falls short of this variant's minimums: {}", .0.join("; "))]
+    Minimums(Vec<String>),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the target disk: {0}")]
+    Choice(#[from] ChoiceError),
+    #[error("{disk} already holds a HostOS (a partition named {partition:?}); set reinstall = true in config.ini to install over it")]
+    HostOsPresent { disk: PathBuf, partition: String },
+    #[error(transparent)]
+    Sums(#[from] Sha256SumsError),
+    #[error("{sums}: {problem}")]
+    Unverified { sums: PathBuf, problem: String },
+    #[error("HostOS layout: {0}")]
+    Layout(#[from] LayoutError),
+    #[error("{layout}: HostOS has no {volume} volume")]
+    NoVolume { layout: PathBuf, volume: &'static str },
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error("{image}: its disk image has {size} bytes, more than the {disk_size} bytes of {disk}")]
+    DiskTooSmall { image: PathBuf, size: u64, disk: PathBuf, disk_size: u64 },
+    #[error("the configuration filesystem: {0}")]
+    ConfigFilesystem(#[from] FatError),
+    #[error("{0}")]
+    Io(#[from] PathIoError),
+    #[error("{path}: {problem}")]
+    ConfigFiles { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Where SetupOS's partitions are mounted.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The config partition: config.ini and ssh_authorized_keys/.
+    pub config_dir: PathBuf,
+    /// The data partition: the images, HostOS's layout and SHA256SUMS.
+    pub data_dir: PathBuf,
+}
+
+/// Everything decided before anything is written.
+#[derive(Debug)]
+pub struct Plan {
+    pub config: InstallConfig,
+    pub target: Disk,
+    pub host_image: PathBuf,
+    pub guest_image: PathBuf,
+    /// Offset and size of the guestos volume on the target.
+    pub guestos_volume: (u64, u64),
+    /// Offset of the config volume, and the filesystem written there.
+    pub config_volume: (u64, Vec<u8>),
+}
+
+/// A step's progress line.
+pub type Progress<'a> = &'a mut dyn FnMut(String);
+
+/// The checks, in order; the first that fails ends the installation with nothing written.
+pub fn plan(
+    sources: &Sources,
+    paths: &SystemPaths,
+    requirements: &Requirements,
+    progress: Progress,
+) -> Result<Plan, InstallError> {
+    let machine = system::read_machine(paths)?;
+    progress(format!(
+        "[1/7] machine: {} CPUs, {} of memory (this variant needs {} and {})",
+        machine.cpus,
+        system::gib(machine.memory),
+        requirements.cpus,
+        system::gib(requirements.memory)
+    ));
+    let no_disk = Disk { name: String::new(), path: PathBuf::new(), size: u64::MAX };
+    let problems = system::shortfalls(requirements, &machine, &no_disk);
+    if !problems.is_empty() {
+        return Err(InstallError::Minimums(problems));
+    }
+
+    let config_path = sources.config_dir.join(CONFIG_INI);
+    let config = config::read_config(&config_path)?;
+    progress(format!(
+        "[2/7] {}: hostname {}, network {}, after the installation: {}",
+        config_path.display(),
+        config.hostname,
+        match &config.network {
+            config::Network::Dhcp => "DHCP".to_owned(),
+            config::Network::Static { ipv4, ipv6 } => [
+                ipv4.map(|a| format!("{}/{} via {}", a.address, a.prefix, a.gateway)),
+                ipv6.map(|a| format!("{}/{} via {}", a.address, a.prefix, a.gateway)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" and "),
+        },
+        config.after_install
+    ));
+    let config_filesystem_files = config_files(&sources.config_dir)?;
+
+    let disks = system::list_disks(paths)?;
+    let boot_disk = system::disk_holding(paths, &sources.data_dir)?;
+    let configured = config.target_disk.as_ref().map(|path| fs::canonicalize(path).unwrap_or_else(|_| path.clone()));
+    let target = system::choose_target(&disks, &boot_disk, configured.as_deref())?.clone();
+    let problems = system::shortfalls(requirements, &machine, &target);
+    if !problems.is_empty() {
+        return Err(InstallError::Minimums(problems));
+    }
+    let host_layout_path = sources.data_dir.join(HOST_LAYOUT);
+    let host_layout = Layout::read(&host_layout_path)?;
+    let hostos_partition = host_layout.volume_group.as_ref().map(|group| group.partition.clone());
+    let present = system::gpt_partition_names(&target.path);
+    match hostos_partition.filter(|name| present.contains(name)) {
+        Some(partition) if !config.reinstall => {
+            return Err(InstallError::HostOsPresent { disk: target.path.clone(), partition });
+        }
+        _ => {}
+    }
+    progress(format!(
+        "[3/7] target disk: {} ({}){}; SetupOS runs from {boot_disk}",
+        target.path.display(),
+        system::gib(target.size),
+        if present.is_empty() { ", blank" } else { ", to be overwritten" }
+    ));
+
+    let sums = sources.data_dir.join(DATA_SUMS);
+    let checked = check_sha256sums(&sums)?;
+    for name in [HOST_IMAGE, GUEST_IMAGE, HOST_LAYOUT] {
+        let unverified = |problem: String| InstallError::Unverified { sums: sums.clone(), problem };
+        let file =
+            checked.iter().find(|file| file.name == name).ok_or_else(|| unverified(format!("{name} is not listed")))?;
+        match &file.status {
+            CheckStatus::Ok => {}
+            CheckStatus::Missing => return Err(unverified(format!("{name} is missing"))),
+            CheckStatus::Mismatch { actual } => {
+                return Err(unverified(format!("{name} has SHA-256 {actual}, not the listed {}", file.expected)))
+            }
+        }
+    }
+    progress(format!("[4/7] {} and {} match {}", HOST_IMAGE, GUEST_IMAGE, sums.display()));
+
+    let host_image = sources.data_dir.join(HOST_IMAGE);
+    let guest_image = sources.data_dir.join(GUEST_IMAGE);
+    let host_size = image_member_size(&host_image)?;
+    if host_size > target.size {
+        return Err(InstallError::DiskTooSmall {
+            image: host_image,
+            size: host_size,
+            disk: target.path.clone(),
+            disk_size: target.size,
+        });
+    }
+    let volume = |name: &'static str| {
+        host_layout
+            .target(name)
+            .map(|volume| (volume.offset, volume.size, volume.filesystem_parent))
+            .ok_or(InstallError::NoVolume { layout: host_layout_path.clone(), volume: name })
+    };
+    let (guest_offset, guest_limit, _) = volume(GUESTOS_VOLUME)?;
+    let guest_size = image_member_size(&guest_image)?;
+    if guest_size > guest_limit {
+        return Err(WriteError::TooLarge {
+            image: guest_image,
+            size: guest_size,
+            limit: guest_limit,
+            region: format!("HostOS's {GUESTOS_VOLUME} volume"),
+        }
+        .into());
+    }
+    let (config_offset, config_size, config_parent) = volume(CONFIG_VOLUME)?;
+    let filesystem = config_filesystem(&config_filesystem_files, config_size, config_parent)?;
+    Ok(Plan {
+        config,
+        target,
+        host_image,
+        guest_image,
+        guestos_volume: (guest_offset, guest_limit),
+        config_volume: (config_offset, filesystem),
+    })
+}
+
+/// config.ini and the files of ssh_authorized_keys/ (regular files only), as (name in the
+/// filesystem, path), sorted.
+fn config_files(config_dir: &Path) -> Result<Vec<(String, PathBuf)>, InstallError> {
+    let mut files = vec![(CONFIG_INI.to_owned(), config_dir.join(CONFIG_INI))];
+    let keys = config_dir.join(SSH_KEYS_DIR);
+    if keys.is_dir() {
+        let entries = fs::read_dir(&keys).map_err(PathIoError::with("read", &keys))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(PathIoError::with("read", &keys))?;
+            let path = entry.path();
+            let name = entry.file_name().into_string().map_err(|name| InstallError::ConfigFiles {
+                path: keys.clone(),
+                problem: format!("{name:?} is not a UTF-8 file name"),
+            })?;
+            if !entry.file_type().map_err(PathIoError::with("read", &path))?.is_file() {
+                return Err(InstallError::ConfigFiles { path, problem: "not a regular file".into() });
+            }
+            names.push((format!("{SSH_KEYS_DIR}/{name}"), path));
+        }
+        names.sort();
+        files.extend(names);
+    }
+    Ok(files)
+}
+
+/// The FAT filesystem (label CONFIG) of `size` bytes holding `files`, its identifiers derived from
+/// the volume's like every filesystem of an image.
+fn config_filesystem(files: &[(String, PathBuf)], size: u64, parent: uuid::Uuid) -> Result<Vec<u8>, InstallError> {
+    let work = tempfile::tempdir().map_err(PathIoError::with("create a directory in", &std::env::temp_dir()))?;
+    let tar_path = work.path().join("config.tar");
+    let tar_file = File::create(&tar_path).map_err(PathIoError::with("write", &tar_path))?;
+    let mut builder = tar::Builder::new(tar_file);
+    let mut directories = std::collections::BTreeSet::new();
+    for (name, path) in files {
+        if let Some((directory, _)) = name.rsplit_once('/') {
+            if directories.insert(directory.to_owned()) {
+                let mut header = tar::Header::new_ustar();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                header.set_mtime(0);
+                builder
+                    .append_data(&mut header, format!("{directory}/"), io::empty())
+                    .map_err(PathIoError::with("write", &tar_path))?;
+            }
+        }
+        let content = fs::read(path).map_err(PathIoError::with("read", path))?;
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(content.len() as u64);
+        header.set_mtime(0);
+        builder.append_data(&mut header, name, &content[..]).map_err(PathIoError::with("write", &tar_path))?;
+    }
+    builder.into_inner().map_err(PathIoError::with("write", &tar_path))?;
+    let image = work.path().join("config.img");
+    let options =
+        FatOptions { size, label: CONFIG_LABEL.into(), volume_id: FilesystemIds::from_parent(parent).fat_volume_id };
+    build_fat(&tar_path, &image, &options)?;
+    Ok(fs::read(&image).map_err(PathIoError::with("read", &image))?)
+}
+
+/// What was written.
+#[derive(Debug)]
+pub struct Report {
+    pub written: Vec<Written>,
+}
+
+/// Writes HostOS, GuestOS and the configuration to the plan's disk and reads them back.
+pub fn install(plan: &Plan, progress: Progress) -> Result<Report, InstallError> {
+    let path = &plan.target.path;
+    let target = File::options().read(true).write(true).open(path).map_err(PathIoError::with("open", path))?;
+    let started = std::time::Instant::now();
+    let host = write::write_packaged_image(&plan.host_image, path, &target, 0, plan.target.size, "the disk")?;
+    progress(format!(
+        "[5/7] wrote HostOS: {} MiB of data in {} extents ({:.0} s)",
+        host.bytes() >> 20,
+        host.extents.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    let (guest_offset, guest_limit) = plan.guestos_volume;
+    let region = format!("HostOS's {GUESTOS_VOLUME} volume");
+    let guest = write::write_packaged_image(&plan.guest_image, path, &target, guest_offset, guest_limit, &region)?;
+    let (config_offset, filesystem) = &plan.config_volume;
+    let config =
+        write::write_bytes(filesystem, path, &target, *config_offset, &format!("HostOS's {CONFIG_VOLUME} volume"))?;
+    progress(format!(
+        "[5/7] wrote GuestOS ({} MiB) into the {GUESTOS_VOLUME} volume and the configuration into the {CONFIG_VOLUME} volume ({:.0} s)",
+        guest.bytes() >> 20,
+        started.elapsed().as_secs_f64()
+    ));
+    write::flush(path, &target)?;
+    let written = vec![host, guest, config];
+    for region in &written {
+        write::read_back(path, &target, region)?;
+    }
+    progress(format!(
+        "[6/7] read back {} MiB from {}: the same ({:.0} s)",
+        written.iter().map(Written::bytes).sum::<u64>() >> 20,
+        path.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(Report { written })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpt_disk::{build_disk, DiskOptions};
+    use crate::layout::tests::test_group;
+    use crate::layout::{resolve, SlotSpec};
+    use crate::lvm::parse_volumes_csv;
+    use crate::package::{package, CompressionOptions, Member};
+    use crate::partitions::parse_partitions_csv;
+    use crate::sha256sums::write_sha256sums;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A machine with a SetupOS stick (vda, holding the data directory) and a blank 128 MiB vdb,
+    /// whose device node is a sparse file.
+    struct Machine {
+        dir: tempfile::TempDir,
+        paths: SystemPaths,
+        sources: Sources,
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    fn machine(config_ini: &str) -> Machine {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let paths = SystemPaths { proc: root.join("proc"), sys: root.join("sys"), dev: root.join("dev") };
+        for directory in [&paths.proc, &paths.dev, &root.join("config/ssh_authorized_keys"), &root.join("data")] {
+            fs::create_dir_all(directory).unwrap();
+        }
+        fs::write(paths.proc.join("cpuinfo"), "processor\t: 0\n").unwrap();
+        fs::write(paths.proc.join("meminfo"), "MemTotal: 2097152 kB\n").unwrap();
+        for (name, size) in [("vda", 8 * MIB), ("vdb", 128 * MIB)] {
+            let block = paths.sys.join("devices/virtio/block").join(name);
+            fs::create_dir_all(&block).unwrap();
+            fs::write(block.join("size"), format!("{}\n", size / 512)).unwrap();
+            fs::create_dir_all(paths.sys.join("block")).unwrap();
+            std::os::unix::fs::symlink(&block, paths.sys.join("block").join(name)).unwrap();
+        }
+        File::create(paths.dev.join("vdb")).unwrap().set_len(128 * MIB).unwrap();
+        // The data directory is on vda.
+        let device = fs::metadata(root.join("data")).unwrap().dev();
+        fs::create_dir_all(paths.sys.join("dev/block")).unwrap();
+        let link = paths.sys.join(format!("dev/block/{}:{}", libc::major(device), libc::minor(device)));
+        std::os::unix::fs::symlink(paths.sys.join("devices/virtio/block/vda"), link).unwrap();
+
+        fs::write(root.join("config/config.ini"), config_ini).unwrap();
+        fs::write(root.join("config/ssh_authorized_keys/admin"), "ssh-ed25519 AAAA test\n").unwrap();
+        // HostOS: a 96 MiB disk whose hostlvm partition holds config (36 MiB, the least a FAT32
+        // filesystem takes) and guestos (8 MiB).
+        let table = parse_partitions_csv(
+            Path::new("partitions.csv"),
+            "esp,2048,2048,U,\ngrub,4096,2048,L,\nhostlvm,6144,188416,lvm,\n",
+        )
+        .unwrap();
+        let volumes = parse_volumes_csv(
+            Path::new("volumes.csv"),
+            "config,0,9,\nA_boot,9,1,\nA_root,10,1,\nguestos,11,2,\n",
+            4 * MIB,
+        )
+        .unwrap();
+        let slot = SlotSpec::parse("A:boot=A_boot,root=A_root").unwrap();
+        let seed = "6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c".parse().unwrap();
+        let group = test_group(volumes, 4 * MIB);
+        let layout = resolve(&table, Some(&group), &[slot], "grub", &seed).unwrap();
+        let data = root.join("data");
+        fs::write(data.join(HOST_LAYOUT), layout.to_json()).unwrap();
+        let compression = CompressionOptions { level: 1, threads: 1 };
+        let host = root.join("host.img");
+        let options =
+            DiskOptions { size: 96 * MIB, alignment: 2048, seed: Some(seed), disk_guid: None, lvm: Some(group) };
+        build_disk(&host, &table, &[], &options).unwrap();
+        package(&data.join(HOST_IMAGE), &[Member::file("disk.img", &host)], compression).unwrap();
+        let guest = root.join("guest.img");
+        let file = File::create(&guest).unwrap();
+        file.set_len(8 * MIB).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"GUESTO", 4096).unwrap();
+        package(&data.join(GUEST_IMAGE), &[Member::file("disk.img", &guest)], compression).unwrap();
+        let listed: Vec<PathBuf> = [HOST_IMAGE, GUEST_IMAGE, HOST_LAYOUT].iter().map(|name| data.join(name)).collect();
+        write_sha256sums(&data.join(DATA_SUMS), &listed).unwrap();
+        let sources = Sources { config_dir: root.join("config"), data_dir: data };
+        Machine { dir, paths, sources }
+    }
+
+    const MINIMUMS: Requirements = Requirements { cpus: 1, memory: 1 << 30, disk: 96 * MIB };
+
+    fn plan_of(machine: &Machine) -> Result<Plan, InstallError> {
+        plan(&machine.sources, &machine.paths, &MINIMUMS, &mut |_| {})
+    }
+
+    fn target_allocation(machine: &Machine) -> u64 {
+        fs::metadata(machine.paths.dev.join("vdb")).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn an_installation_writes_hostos_guestos_and_the_configuration_where_the_layout_says() {
+        let machine =
+            machine("hostname = node-1\nnetwork = static\nipv4_address = 10.0.2.15/24\nipv4_gateway = 10.0.2.2\n");
+        let plan = plan_of(&machine).unwrap();
+        assert_eq!(plan.target.name, "vdb");
+        assert_eq!(plan.config.hostname, "node-1");
+        let mut lines = Vec::new();
+        install(&plan, &mut |line| lines.push(line)).unwrap();
+        assert!(lines.last().unwrap().starts_with("[6/7] read back"), "{lines:?}");
+        let disk = fs::read(machine.paths.dev.join("vdb")).unwrap();
+        assert_eq!(&disk[512..520], b"EFI PART");
+        let layout = Layout::read(&machine.sources.data_dir.join(HOST_LAYOUT)).unwrap();
+        let guestos = layout.target(GUESTOS_VOLUME).unwrap().offset as usize;
+        assert_eq!(&disk[guestos + 4096..guestos + 4102], b"GUESTO");
+        // The config volume holds a FAT filesystem labelled CONFIG with config.ini.
+        let config = layout.target(CONFIG_VOLUME).unwrap();
+        let volume = &disk[config.offset as usize..(config.offset + config.size) as usize];
+        let filesystem =
+            fatfs::FileSystem::new(std::io::Cursor::new(volume.to_vec()), fatfs::FsOptions::new()).unwrap();
+        assert_eq!(filesystem.volume_label().trim_end(), CONFIG_LABEL);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut filesystem.root_dir().open_file(CONFIG_INI).unwrap(), &mut text).unwrap();
+        assert!(text.starts_with("hostname = node-1\n"), "{text}");
+        assert!(filesystem.root_dir().open_file("ssh_authorized_keys/admin").is_ok());
+        // Only data was allocated: the rest of the 128 MiB target is still holes.
+        assert!(target_allocation(&machine) < 4 * MIB, "{}", target_allocation(&machine));
+
+        // Installed once, the disk holds a HostOS: a second run needs reinstall = true.
+        let error = plan_of(&machine).unwrap_err().to_string();
+        assert!(error.ends_with("vdb already holds a HostOS (a partition named \"hostlvm\"); set reinstall = true in config.ini to install over it"), "{error}");
+        fs::write(machine.sources.config_dir.join(CONFIG_INI), "hostname = node-1\nreinstall = true\n").unwrap();
+        assert!(plan_of(&machine).is_ok_and(|plan| plan.config.reinstall));
+    }
+
+    #[test]
+    fn refusals_leave_the_target_untouched() {
+        let machine = machine("hostname = node-1\ncolour = blue\n");
+        let error = plan_of(&machine).unwrap_err().to_string();
+        assert!(error.ends_with("config/config.ini, line 2: colour: unknown key (the keys are hostname, network, ipv4_address, ipv4_gateway, ipv6_address, ipv6_gateway, dns_servers, target_disk, reinstall, after_install)"), "{error}");
+
+        fs::write(machine.sources.config_dir.join(CONFIG_INI), "hostname = node-1\n").unwrap();
+        let image = machine.sources.data_dir.join(GUEST_IMAGE);
+        let mut bytes = fs::read(&image).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&image, bytes).unwrap();
+        let error = plan_of(&machine).unwrap_err().to_string();
+        assert!(error.contains("SHA256SUMS: guest-os.img.tar.zst has SHA-256 "), "{error}");
+
+        let small = plan(&machine.sources, &machine.paths, &Requirements { cpus: 4, ..MINIMUMS }, &mut |_| {});
+        assert_eq!(
+            small.unwrap_err().to_string(),
+            "the machine falls short of this variant's minimums: 1 CPUs, at least 4 needed"
+        );
+        assert_eq!(target_allocation(&machine), 0);
+        drop(machine.dir);
+    }
+}
