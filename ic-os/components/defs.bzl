@@ -10,6 +10,21 @@ UPGRADE_AGENT_FILES = [
     "//ic-os/components/upgrade-agent:boot_report_wants_file",
 ]
 
+# What applies the node's configuration at boot: config.ini on the OS's config volume or partition,
+# mounted read-only at /mnt/config (icos_os(mounts)), sets the host name and the network
+# (icos-agent apply-config, so UPGRADE_AGENT_FILES come with it).
+NODE_CONFIG_FILES = [
+    "//ic-os/components/node-config:service_file",
+    "//ic-os/components/node-config:wants_file",
+]
+
+# The same for a VM whose host attaches a configuration disk (HostOS's GuestOS: a FAT filesystem
+# labelled CONFIG, read without mounting it); a VM started without one applies nothing.
+GUEST_NODE_CONFIG_FILES = [
+    "//ic-os/components/node-config:guest_service_file",
+    "//ic-os/components/node-config:guest_wants_file",
+]
+
 # The build context every OS with a verity root adds (icos_os(shared_contexts)): the initramfs-tools
 # hook and script that open the root with veritysetup --panic-on-corruption before it is mounted.
 VERITY_ROOT_CONTEXT = {"ic-os/components/rootfs/verity": "//ic-os/components/rootfs:verity_srcs"}

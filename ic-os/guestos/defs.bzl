@@ -1,6 +1,6 @@
 """GuestOS, the OS that runs the replica, as data: envs/<variant> build it with icos_build."""
 
-load("//ic-os/components:defs.bzl", "UPGRADE_AGENT_FILES", "VERITY_ROOT_CONTEXT")
+load("//ic-os/components:defs.bzl", "GUEST_NODE_CONFIG_FILES", "UPGRADE_AGENT_FILES", "VERITY_ROOT_CONTEXT")
 load("//rules:defs.bzl", "ab_slots", "icos_os")
 
 GUESTOS = icos_os(
@@ -34,5 +34,6 @@ GUESTOS = icos_os(
         "//ic-os/guestos:config/hosts": "/etc/hosts",
         "//ic-os/guestos:config/resolv.conf": "/etc/resolv.conf",
     },
-    root_files = UPGRADE_AGENT_FILES,
+    # The agent, and what applies the configuration disk HostOS attaches to the VM.
+    root_files = UPGRADE_AGENT_FILES + GUEST_NODE_CONFIG_FILES,
 )

@@ -1,7 +1,7 @@
 """HostOS, the OS of the node that runs GuestOS as a virtual machine, as data: envs/<variant> build
 it with icos_build."""
 
-load("//ic-os/components:defs.bzl", "UPGRADE_AGENT_FILES")
+load("//ic-os/components:defs.bzl", "NODE_CONFIG_FILES", "UPGRADE_AGENT_FILES")
 load("//rules:defs.bzl", "ab_slots", "icos_os")
 
 HOSTOS = icos_os(
@@ -17,6 +17,12 @@ HOSTOS = icos_os(
     # Every identifier the tables leave empty derives from this seed.
     seed = "8d2e4f61-3a7b-4c95-a0d8-5e1f2b3c4d6e",
     kernel_args = "rw console=ttyS0,115200",
+    # The node's configuration, which SetupOS's installer writes into the config volume and
+    # icos-config.service applies (NODE_CONFIG_FILES).
+    mounts = ["config:/mnt/config:vfat:ro"],
+    # Until an installer writes it, the config volume holds an empty CONFIG filesystem, so that
+    # every HostOS image mounts it.
+    extra_images = {"config": "//ic-os/hostos:empty_config_volume"},
     context_dir = "ic-os/hostos/rootfs",
     srcs = ["//ic-os/hostos:rootfs_srcs"],
     # Built from //ic-os/components/base-image:Dockerfile.base and context/packages.* by `icos
@@ -31,7 +37,7 @@ HOSTOS = icos_os(
         "//ic-os/hostos:config/hosts": "/etc/hosts",
         "//ic-os/hostos:config/resolv.conf": "/etc/resolv.conf",
     },
-    root_files = UPGRADE_AGENT_FILES + [
+    root_files = UPGRADE_AGENT_FILES + NODE_CONFIG_FILES + [
         "//ic-os/hostos/guestos-vm:icos_file",
         "//ic-os/hostos/guestos-vm:service_file",
         "//ic-os/hostos/guestos-vm:wants_file",

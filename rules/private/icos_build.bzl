@@ -44,6 +44,7 @@ def icos_os(
         vg_name = None,
         replace = {},
         root_files = [],
+        extra_images = {},
         esp_partition = "esp",
         grub_partition = "grub",
         disk_size = "50G",
@@ -71,6 +72,8 @@ def icos_os(
         vg_name: the volume group's name.
         replace: file label -> path it replaces in the rootfs (/etc/hostname, ...).
         root_files: placed_file targets added to every variant's root filesystem.
+        extra_images: partition or volume name -> image that fills it in every variant's disk image
+            (a variant's own extra_images win), such as an empty configuration filesystem.
         esp_partition: the EFI system partition.
         grub_partition: the GRUB partition (partition 2).
         disk_size: the size of the disk image.
@@ -110,6 +113,7 @@ def icos_os(
         vg_name = vg_name,
         replace = replace,
         root_files = root_files,
+        extra_images = extra_images,
         esp_partition = esp_partition,
         grub_partition = grub_partition,
         disk_size = disk_size,
@@ -273,7 +277,7 @@ def icos_build(
         name = prefix + "disk-img.tar.zst",
         partitions = os.partitions,
         images = [os.esp, os.grub] + [images[role] for role in ROLES if role in images],
-        extra_images = {image: name for name, image in extra_images.items()},
+        extra_images = {image: name for name, image in dict(os.extra_images, **extra_images).items()},
         disk_size = os.disk_size,
         seed = os.seed,
         volumes = os.volumes,

@@ -49,6 +49,9 @@ pub struct VmConfig {
     /// A kernel that the firmware boots instead of the disk's boot loader, with or without SEV.
     pub direct_boot: Option<DirectBoot>,
     pub sev: Option<Sev>,
+    /// A raw image attached read-only as the second disk: the configuration a host hands its
+    /// guest (HostOS's GuestOS).
+    pub config_disk: Option<PathBuf>,
 }
 
 impl Default for VmConfig {
@@ -65,6 +68,7 @@ impl Default for VmConfig {
             vsock: VsockSetting::Auto,
             shares: Vec::new(),
             extra_args: Vec::new(),
+            config_disk: None,
             direct_boot: None,
             sev: None,
         }

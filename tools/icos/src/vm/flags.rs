@@ -124,6 +124,7 @@ impl VmFlags {
             extra_args: self.extra_args.map(|ExtraArgs(args)| args).unwrap_or_default(),
             direct_boot,
             sev,
+            config_disk: None,
         })
     }
 }

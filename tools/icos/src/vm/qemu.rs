@@ -96,6 +96,10 @@ pub fn qemu_argv(
     }
     push("-drive", format!("if=none,id=disk0,format=raw,file={},discard=unmap,detect-zeroes=unmap", path_value(disk)?));
     push("-device", format!("virtio-blk-pci,drive=disk0{virtio}"));
+    if let Some(config_disk) = &config.config_disk {
+        push("-drive", format!("if=none,id=config0,format=raw,readonly=on,file={}", path_value(config_disk)?));
+        push("-device", format!("virtio-blk-pci,drive=config0{virtio}"));
+    }
     let mut netdev = "user,id=net0".to_owned();
     for forward in &config.port_forwards {
         netdev.push_str(&format!(",hostfwd={}::{}-:{}", forward.protocol, forward.host_port, forward.guest_port));
@@ -247,6 +251,23 @@ mod tests {
             "none",
         ];
         assert_eq!(argv, expected);
+    }
+
+    #[test]
+    fn a_config_disk_follows_the_disk_read_only() {
+        let config = VmConfig { config_disk: Some("/var/lib/icos/guestos/config.img".into()), ..VmConfig::default() };
+        let argv = build(&config, &host(Accel::Tcg), SerialMode::Pipe).unwrap();
+        assert_eq!(
+            &tail_from(&argv, "-drive")[6..12],
+            [
+                "-device",
+                "virtio-blk-pci,drive=disk0",
+                "-drive",
+                "if=none,id=config0,format=raw,readonly=on,file=/var/lib/icos/guestos/config.img",
+                "-device",
+                "virtio-blk-pci,drive=config0",
+            ]
+        );
     }
 
     #[test]

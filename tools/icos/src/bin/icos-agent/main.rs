@@ -1,5 +1,6 @@
-//! icos-agent: A/B upgrades from inside a running icos GuestOS (see `icos::upgrade`): install an
-//! update image into the inactive slot, commit it for the next boot, confirm a boot.
+//! icos-agent: A/B upgrades from inside a running icos OS (see `icos::upgrade`): install an
+//! update image into the inactive slot, commit it for the next boot, confirm a boot; and at boot,
+//! apply the node's configuration (`icos::install::apply`).
 //! Exit status: 0 on success, 2 on an error.
 
 use std::error::Error;
@@ -9,6 +10,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use icos::install::apply::{guest_config_ini, read_config_from_fat, set_hostname, summary, write_network_unit};
+use icos::install::config::{parse_config, read_config};
+use icos::install::{config_filesystem, CONFIG_INI};
+use icos::output::write_file_atomically;
 use icos::upgrade::{Agent, InstallEvent};
 
 #[derive(Parser)]
@@ -49,7 +54,37 @@ enum Command {
     UpgradeCommit,
     /// Confirm that the running slot works, so that GRUB keeps booting it.
     Confirm,
+    /// Apply the node's configuration (config.ini, as SetupOS's installer or HostOS wrote it): set
+    /// the host name and write the network as a systemd-networkd unit. Without a config.ini,
+    /// nothing.
+    ApplyConfig {
+        /// The configuration.
+        #[arg(long, value_name = "PATH", default_value = "/mnt/config/config.ini")]
+        config: PathBuf,
+        /// Read config.ini from the FAT filesystem on DEVICE instead (a configuration disk).
+        #[arg(long, value_name = "DEVICE", conflicts_with = "config")]
+        device: Option<PathBuf>,
+        /// Where systemd-networkd reads runtime units.
+        #[arg(long, value_name = "DIR", default_value = "/run/systemd/network")]
+        network_dir: PathBuf,
+    },
+    /// Write the configuration disk of the GuestOS VM (a FAT filesystem labelled CONFIG) from the
+    /// node's config.ini: the host's name with -guestos, and DHCP; empty without a config.ini.
+    GuestosConfig {
+        /// The node's configuration.
+        #[arg(long, value_name = "PATH", default_value = "/mnt/config/config.ini")]
+        config: PathBuf,
+        /// The disk image to write.
+        #[arg(long, value_name = "PATH")]
+        output: PathBuf,
+    },
 }
+
+/// The size of the GuestOS VM's configuration disk: about the least a FAT32 filesystem takes.
+const GUEST_CONFIG_DISK_SIZE: u64 = 40 << 20;
+/// What the configuration disk's identifiers derive from: it is the same disk on every node with
+/// the same configuration.
+const GUEST_CONFIG_DISK_PARENT: uuid::Uuid = uuid::Uuid::from_u128(0x6c0e_5a2f_8d3b_4e71_9a06_2f4b_8c1d_7e53);
 
 fn mebibytes(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
@@ -92,6 +127,38 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         }
         Command::UpgradeCommit => println!("{}", agent.upgrade_commit()?),
         Command::Confirm => println!("{}", agent.confirm()?),
+        Command::ApplyConfig { config, device, network_dir } => {
+            let (source, parsed) = match device {
+                Some(device) => (device.clone(), read_config_from_fat(&device)?),
+                None if config.exists() => (config.clone(), Some(read_config(&config)?)),
+                None => (config, None),
+            };
+            let Some(parsed) = parsed else {
+                println!("icos: no node configuration in {}", source.display());
+                return Ok(());
+            };
+            set_hostname(&parsed.hostname).map_err(|error| format!("cannot set the host name: {error}"))?;
+            write_network_unit(&parsed, &network_dir)?;
+            println!("icos: node configuration applied from {}: {}", source.display(), summary(&parsed));
+        }
+        Command::GuestosConfig { config, output } => {
+            let work = tempfile::tempdir()?;
+            let mut files = Vec::new();
+            let mut what = "empty (no node configuration)".to_owned();
+            if config.exists() {
+                let guest_ini = guest_config_ini(&read_config(&config)?);
+                let path = work.path().join(CONFIG_INI);
+                std::fs::write(&path, &guest_ini)?;
+                what = summary(&parse_config(&path, guest_ini.as_bytes())?);
+                files.push((CONFIG_INI.to_owned(), path));
+            }
+            let filesystem = config_filesystem(&files, GUEST_CONFIG_DISK_SIZE, GUEST_CONFIG_DISK_PARENT)?;
+            if let Some(parent) = output.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            write_file_atomically(&output, &filesystem)?;
+            println!("icos: GuestOS configuration disk {}: {what}", output.display());
+        }
     }
     Ok(())
 }

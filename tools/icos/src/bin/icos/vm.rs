@@ -45,6 +45,10 @@ pub struct HostArgs {
     /// The file the serial console is appended to.
     #[arg(long)]
     serial_log: PathBuf,
+    /// A raw image attached read-only as the guest's second disk: the configuration the host hands
+    /// it (`icos-agent guestos-config`).
+    #[arg(long, value_name = "IMAGE")]
+    config_disk: Option<PathBuf>,
     /// Print the command line and exit instead of starting QEMU.
     #[arg(long)]
     dry_run: bool,
@@ -152,7 +156,8 @@ fn run_vm(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
 }
 
 fn run_host_vm(args: HostArgs) -> Result<ExitCode, Box<dyn Error>> {
-    let config = args.vm.into_config()?;
+    let mut config = args.vm.into_config()?;
+    config.config_disk = args.config_disk;
     let host = resolve(&config)?;
     let vars = args.state_dir.join(VARS_NAME);
     let argv = qemu_argv(&config, &host, &args.disk, &vars, SerialMode::Logged(&args.serial_log))?;
