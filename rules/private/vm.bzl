@@ -118,8 +118,8 @@ def _boot_test_impl(ctx):
     inputs = [ctx.file.disk_image, ctx.file.version]
     if ctx.attr.root_password:
         arguments += ["--root-password", ctx.attr.root_password]
-    if ctx.attr.checks and not (ctx.attr.scenario == "boot" and ctx.attr.root_password):
-        fail("{}: checks run after the login of the boot scenario: they need scenario boot and root_password".format(ctx.label))
+    if ctx.attr.checks and not (ctx.attr.scenario in ["boot", "install"] and ctx.attr.root_password):
+        fail("{}: checks run after the login of the boot (or installed) system: they need scenario boot or install and root_password".format(ctx.label))
     for command, expected in ctx.attr.checks.items():
         arguments.append("--check={}::{}".format(expected, command))
     if ctx.attr.http_checks and ctx.attr.scenario != "boot":
@@ -139,6 +139,24 @@ def _boot_test_impl(ctx):
         arguments += ["--update-image", ctx.file.update_image.short_path]
         arguments += ["--update-version-file", ctx.file.update_version.short_path]
         inputs += [ctx.file.update_image, ctx.file.update_version]
+    if (ctx.attr.scenario == "install") != bool(ctx.files.install_config):
+        fail("{}: install_config goes with the install scenario".format(ctx.label))
+    if ctx.files.install_config:
+        config_ini = [f for f in ctx.files.install_config if f.basename == "config.ini"]
+        if len(config_ini) != 1:
+            fail("{}: install_config must hold one config.ini".format(ctx.label))
+        arguments += ["--install-config", config_ini[0].dirname.removeprefix(ctx.bin_dir.path + "/")]
+        inputs += ctx.files.install_config
+        if ctx.attr.expect_refusal:
+            arguments += ["--expect-refusal", ctx.attr.expect_refusal]
+        elif not ctx.file.installed_version:
+            fail("{}: an install that is to succeed boots the installed disk: it needs installed_version".format(ctx.label))
+        if ctx.file.installed_version:
+            arguments += ["--installed-version-file", ctx.file.installed_version.short_path]
+            inputs.append(ctx.file.installed_version)
+        if ctx.file.corrupt_data_file:
+            arguments += ["--corrupt-data-file", ctx.file.corrupt_data_file.short_path]
+            inputs.append(ctx.file.corrupt_data_file)
     script = _write_script(ctx, ctx.executable._boot_test, arguments, qemu)
     runfiles = ctx.runfiles(files = inputs).merge(ctx.attr._boot_test[DefaultInfo].default_runfiles)
     return [
@@ -153,12 +171,14 @@ boot_test = rule(
 Scenarios: `boot` (OVMF, GRUB slot A, systemd reports the system running; with root_password, a
 login and `icos-agent status`), `no-login` (the system runs and the console offers no login),
 `upgrade` (install update_image into slot B, commit, reboot into B with the new version, confirm,
-reboot: still B) and `failed-upgrade` (install and commit, boot B once without confirming, reboot:
-back to slot A). Under TCG a boot takes about a minute: give these tests size "large".
+reboot: still B), `failed-upgrade` (install and commit, boot B once without confirming, reboot:
+back to slot A), `verity-corrupted` and `install` (SetupOS with install_config on its config
+partition installs on a blank sparse target disk and powers off; the target then boots to a root
+login and the checks; with expect_refusal the installer must refuse and the target stay all holes). Under TCG a boot takes about a minute: give these tests size "large".
 """,
     test = True,
     attrs = {
-        "scenario": attr.string(mandatory = True, values = ["boot", "no-login", "upgrade", "failed-upgrade", "verity-corrupted"], doc = "What to check."),
+        "scenario": attr.string(mandatory = True, values = ["boot", "no-login", "upgrade", "failed-upgrade", "verity-corrupted", "install"], doc = "What to check."),
         "disk_image": attr.label(mandatory = True, allow_single_file = [".tar.zst"], doc = "The disk-img.tar.zst to boot."),
         "version": attr.label(mandatory = True, allow_single_file = True, doc = "The version.txt of the disk image."),
         "root_password": attr.string(doc = "The root password of the console login (dev images); the upgrade scenarios need it."),
@@ -171,6 +191,12 @@ with `--no-sev` (its kernel, initrd and command line, without SEV-SNP), instead 
         "http_checks": attr.label_keyed_string_dict(allow_files = True, doc = """File -> URL path: after the boot scenario (and its
 checks), the test fetches the path from the guest's port 80 through a QEMU port forward from the host and
 the response must hold exactly the file's bytes."""),
+        "install_config": attr.label_list(allow_files = True, doc = """install: the files written to SetupOS's config partition
+before it boots: a config.ini and, in the same directory, ssh_authorized_keys/."""),
+        "expect_refusal": attr.string(doc = "install: the installer must refuse, with this text in its failure line."),
+        "corrupt_data_file": attr.label(allow_single_file = True, doc = """install: a file of SetupOS's data partition (such as the
+HostOS disk image it carries) whose copy there gets one byte changed before SetupOS boots."""),
+        "installed_version": attr.label(allow_single_file = True, doc = "install: the version.txt of the installed OS, which boots afterwards."),
         "_boot_test": attr.label(default = "//tools/icos:icos-boot-test", executable = True, cfg = "target"),
     },
     toolchains = [HOST_TOOLS_TOOLCHAIN],

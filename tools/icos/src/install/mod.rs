@@ -9,6 +9,7 @@
 //! volume's place (the places come from HostOS's `layout.json`, so the volume group need not be
 //! activated), and reads all of it back.
 
+pub mod apply;
 pub mod config;
 pub mod system;
 pub mod write;
@@ -95,7 +96,16 @@ pub struct Plan {
     /// Offset and size of the guestos volume on the target.
     pub guestos_volume: (u64, u64),
     /// Offset of the config volume, and the filesystem written there.
-    pub config_volume: (u64, Vec<u8>),
+    pub config_volume: (u64, ConfigFilesystem),
+}
+
+/// A configuration filesystem image, whole in memory (tens of MiB, mostly zeros).
+pub struct ConfigFilesystem(pub Vec<u8>);
+
+impl std::fmt::Debug for ConfigFilesystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfigFilesystem({} bytes)", self.0.len())
+    }
 }
 
 /// A step's progress line.
@@ -220,13 +230,13 @@ pub fn plan(
         host_image,
         guest_image,
         guestos_volume: (guest_offset, guest_limit),
-        config_volume: (config_offset, filesystem),
+        config_volume: (config_offset, ConfigFilesystem(filesystem)),
     })
 }
 
 /// config.ini and the files of ssh_authorized_keys/ (regular files only), as (name in the
 /// filesystem, path), sorted.
-fn config_files(config_dir: &Path) -> Result<Vec<(String, PathBuf)>, InstallError> {
+pub fn config_files(config_dir: &Path) -> Result<Vec<(String, PathBuf)>, InstallError> {
     let mut files = vec![(CONFIG_INI.to_owned(), config_dir.join(CONFIG_INI))];
     let keys = config_dir.join(SSH_KEYS_DIR);
     if keys.is_dir() {
@@ -239,7 +249,8 @@ fn config_files(config_dir: &Path) -> Result<Vec<(String, PathBuf)>, InstallErro
                 path: keys.clone(),
                 problem: format!("{name:?} is not a UTF-8 file name"),
             })?;
-            if !entry.file_type().map_err(PathIoError::with("read", &path))?.is_file() {
+            // Followed, as a user's (or a test's runfiles') links are: what counts is the content.
+            if !fs::metadata(&path).map_err(PathIoError::with("read", &path))?.is_file() {
                 return Err(InstallError::ConfigFiles { path, problem: "not a regular file".into() });
             }
             names.push((format!("{SSH_KEYS_DIR}/{name}"), path));
@@ -252,7 +263,7 @@ fn config_files(config_dir: &Path) -> Result<Vec<(String, PathBuf)>, InstallErro
 
 /// The FAT filesystem (label CONFIG) of `size` bytes holding `files`, its identifiers derived from
 /// the volume's like every filesystem of an image.
-fn config_filesystem(files: &[(String, PathBuf)], size: u64, parent: uuid::Uuid) -> Result<Vec<u8>, InstallError> {
+pub fn config_filesystem(files: &[(String, PathBuf)], size: u64, parent: uuid::Uuid) -> Result<Vec<u8>, InstallError> {
     let work = tempfile::tempdir().map_err(PathIoError::with("create a directory in", &std::env::temp_dir()))?;
     let tar_path = work.path().join("config.tar");
     let tar_file = File::create(&tar_path).map_err(PathIoError::with("write", &tar_path))?;
@@ -293,41 +304,39 @@ pub struct Report {
     pub written: Vec<Written>,
 }
 
-/// Writes HostOS, GuestOS and the configuration to the plan's disk and reads them back.
+/// Writes HostOS, GuestOS and the configuration to the plan's disk, each read back once written:
+/// the later two go inside HostOS's volume group, over what HostOS's image holds there (its empty
+/// configuration filesystem), so each is compared before the next is written.
 pub fn install(plan: &Plan, progress: Progress) -> Result<Report, InstallError> {
     let path = &plan.target.path;
     let target = File::options().read(true).write(true).open(path).map_err(PathIoError::with("open", path))?;
     let started = std::time::Instant::now();
-    let host = write::write_packaged_image(&plan.host_image, path, &target, 0, plan.target.size, "the disk")?;
+    let verified = |written: Written| -> Result<Written, InstallError> {
+        write::flush(path, &target)?;
+        write::read_back(path, &target, &written)?;
+        Ok(written)
+    };
+    let host =
+        verified(write::write_packaged_image(&plan.host_image, path, &target, 0, plan.target.size, "the disk")?)?;
     progress(format!(
-        "[5/7] wrote HostOS: {} MiB of data in {} extents ({:.0} s)",
+        "[5/7] wrote HostOS and read it back: {} MiB of data in {} extents ({:.0} s)",
         host.bytes() >> 20,
         host.extents.len(),
         started.elapsed().as_secs_f64()
     ));
     let (guest_offset, guest_limit) = plan.guestos_volume;
     let region = format!("HostOS's {GUESTOS_VOLUME} volume");
-    let guest = write::write_packaged_image(&plan.guest_image, path, &target, guest_offset, guest_limit, &region)?;
+    let guest =
+        verified(write::write_packaged_image(&plan.guest_image, path, &target, guest_offset, guest_limit, &region)?)?;
     let (config_offset, filesystem) = &plan.config_volume;
-    let config =
-        write::write_bytes(filesystem, path, &target, *config_offset, &format!("HostOS's {CONFIG_VOLUME} volume"))?;
+    let region = format!("HostOS's {CONFIG_VOLUME} volume");
+    let config = verified(write::write_bytes(&filesystem.0, path, &target, *config_offset, &region)?)?;
     progress(format!(
-        "[5/7] wrote GuestOS ({} MiB) into the {GUESTOS_VOLUME} volume and the configuration into the {CONFIG_VOLUME} volume ({:.0} s)",
+        "[6/7] wrote GuestOS ({} MiB) into the {GUESTOS_VOLUME} volume and the configuration into the {CONFIG_VOLUME} volume, and read them back ({:.0} s)",
         guest.bytes() >> 20,
         started.elapsed().as_secs_f64()
     ));
-    write::flush(path, &target)?;
-    let written = vec![host, guest, config];
-    for region in &written {
-        write::read_back(path, &target, region)?;
-    }
-    progress(format!(
-        "[6/7] read back {} MiB from {}: the same ({:.0} s)",
-        written.iter().map(Written::bytes).sum::<u64>() >> 20,
-        path.display(),
-        started.elapsed().as_secs_f64()
-    ));
-    Ok(Report { written })
+    Ok(Report { written: vec![host, guest, config] })
 }
 
 #[cfg(test)]
@@ -401,6 +410,15 @@ mod tests {
         let options =
             DiskOptions { size: 96 * MIB, alignment: 2048, seed: Some(seed), disk_guid: None, lvm: Some(group) };
         build_disk(&host, &table, &[], &options).unwrap();
+        // HostOS's image has something of its own in the config volume (an empty filesystem),
+        // which the installer writes over.
+        let config_volume = layout.target(CONFIG_VOLUME).unwrap().offset;
+        std::os::unix::fs::FileExt::write_all_at(
+            &File::options().write(true).open(&host).unwrap(),
+            b"EMPTY",
+            config_volume,
+        )
+        .unwrap();
         package(&data.join(HOST_IMAGE), &[Member::file("disk.img", &host)], compression).unwrap();
         let guest = root.join("guest.img");
         let file = File::create(&guest).unwrap();
@@ -432,7 +450,7 @@ mod tests {
         assert_eq!(plan.config.hostname, "node-1");
         let mut lines = Vec::new();
         install(&plan, &mut |line| lines.push(line)).unwrap();
-        assert!(lines.last().unwrap().starts_with("[6/7] read back"), "{lines:?}");
+        assert!(lines.last().unwrap().starts_with("[6/7] wrote GuestOS"), "{lines:?}");
         let disk = fs::read(machine.paths.dev.join("vdb")).unwrap();
         assert_eq!(&disk[512..520], b"EFI PART");
         let layout = Layout::read(&machine.sources.data_dir.join(HOST_LAYOUT)).unwrap();

@@ -6,6 +6,9 @@
 //! With a kernel booted directly (`--kernel`) there is no GRUB: the boot and no-login scenarios
 //! wait for the kernel's banner instead, and the scenarios that check GRUB's choices are refused.
 //! An SEV guest is refused at once on a host that cannot run it.
+//! The install scenario boots SetupOS with a blank target disk (a sparse file) and the given
+//! configuration on its config partition, and then, unless the installer is to refuse, boots the
+//! disk it installed.
 //! Exit status: 0 when the scenario holds, 1 when it does not, 2 when it cannot run.
 
 use std::fs;
@@ -67,6 +70,16 @@ const SHARE_TAG: &str = "update";
 /// carries: the running system's own writes (journal, logs) while it installs.
 const INSTALL_ALLOCATION_SLACK: u64 = 128 << 20;
 
+/// From SetupOS's first installer line to its last (the images are written and read back under
+/// TCG: about two minutes measured).
+const SETUP_INSTALL_TIMEOUT: Duration = Duration::from_secs(1200);
+/// From the installer's last line to QEMU's exit at power-off.
+const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(180);
+/// What the installer prints: each step, and a failure.
+const INSTALLER_STEP: &str = "icos-install [";
+const INSTALLER_DONE: &str = "icos-install [7/7]";
+const INSTALLER_FAILED: &str = "icos-install: FAILED: ";
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     /// OVMF, GRUB slot A (or the kernel of --kernel), systemd reports the system running; with a
@@ -81,6 +94,11 @@ enum Scenario {
     /// One byte of the verity root of slot A changed (its ext4 volume name, which ext4 itself
     /// ignores): the boot stops with a dm-verity error on the console and never offers a login.
     VerityCorrupted,
+    /// SetupOS (the disk image) with --install-config on its config partition installs on a blank
+    /// target disk and powers off; the target then boots (--installed-version-file) to a root login
+    /// and the --check commands. With --expect-refusal, the installer refuses, powers off, and the
+    /// target is still all holes.
+    Install,
 }
 
 #[derive(Parser)]
@@ -116,6 +134,23 @@ struct Args {
     /// /PATH=FILE. In the order given.
     #[arg(long = "http-check", value_name = "/PATH=FILE", value_parser = parse_http_check)]
     http_checks: Vec<HttpCheck>,
+    /// install: the directory written to SetupOS's config partition (config.ini,
+    /// ssh_authorized_keys/) before it boots, as a user edits the stick.
+    #[arg(long, value_name = "DIR")]
+    install_config: Option<PathBuf>,
+    /// install: the size of the blank target disk.
+    #[arg(long, default_value = "72G", value_parser = icos::size::parse_size)]
+    install_target_size: u64,
+    /// install: the installer must refuse with TEXT in its failure line.
+    #[arg(long, value_name = "TEXT")]
+    expect_refusal: Option<String>,
+    /// install: change a byte of the copy of FILE on SetupOS's data partition (found by its first
+    /// 4 KiB) before it boots.
+    #[arg(long, value_name = "FILE")]
+    corrupt_data_file: Option<PathBuf>,
+    /// install: the version.txt of the OS the installer puts on the target.
+    #[arg(long)]
+    installed_version_file: Option<PathBuf>,
     /// The VM's settings, as for `icos vm run` (flags or ICOS_QEMU_* variables); with --kernel, the
     /// boot and no-login scenarios boot that kernel instead of GRUB.
     #[command(flatten)]
@@ -236,6 +271,8 @@ struct Session {
     disk: PathBuf,
     /// The firmware starts a kernel itself: there is no GRUB line to wait for.
     direct_boot: bool,
+    /// Where the console is copied.
+    transcript: PathBuf,
     phase: &'static str,
     phase_start: Instant,
     test_start: Instant,
@@ -343,11 +380,92 @@ impl Session {
 
 struct Images {
     disk: PathBuf,
+    /// SetupOS: what to do to the disk before it boots, and the target disk to attach.
+    setup: Option<InstallSetup>,
     /// Change one byte of slot A's root before booting (the verity-corrupted scenario).
     corrupt_root: bool,
     version: String,
     share: Option<PathBuf>,
     update: Option<Update>,
+}
+
+/// The install scenario's preparations of the SetupOS disk.
+struct InstallSetup {
+    config_dir: PathBuf,
+    target: PathBuf,
+    target_size: u64,
+    corrupt_data_file: Option<PathBuf>,
+}
+
+impl InstallSetup {
+    /// Writes the configuration filesystem into the config partition of `disk`, changes the data
+    /// file when asked, and makes a new blank target disk.
+    fn prepare(&self, disk: &Path) -> Result<(), Failure> {
+        let (offset, size, uuid) = gpt_partition(disk, icos::install::CONFIG_VOLUME)?;
+        let files = icos::install::config_files(&self.config_dir)?;
+        let filesystem = icos::install::config_filesystem(&files, size, uuid)?;
+        let file = fs::File::options().write(true).open(disk)?;
+        file.write_all_at(&filesystem, offset)?;
+        println!("icos-boot-test: wrote {} into SetupOS's config partition", self.config_dir.display());
+        if let Some(reference) = &self.corrupt_data_file {
+            corrupt_copy_of(disk, "data", reference)?;
+        }
+        let _ = fs::remove_file(&self.target);
+        fs::File::create(&self.target)?.set_len(self.target_size)?;
+        Ok(())
+    }
+
+    /// QEMU's arguments that attach the target as the second virtio disk.
+    fn drive_args(&self) -> Result<Vec<String>, Failure> {
+        let path =
+            self.target.to_str().ok_or_else(|| Failure::Setup(format!("{} is not UTF-8", self.target.display())))?;
+        Ok(vec![
+            "-drive".into(),
+            format!("if=none,id=target,format=raw,file={path},discard=unmap,detect-zeroes=unmap"),
+            "-device".into(),
+            "virtio-blk-pci,drive=target".into(),
+        ])
+    }
+}
+
+/// The byte offset, size and partition UUID of the GPT partition named `name` of `disk`.
+fn gpt_partition(disk: &Path, name: &str) -> Result<(u64, u64, uuid::Uuid), Failure> {
+    let table = gpt::GptConfig::new()
+        .writable(false)
+        .open(disk)
+        .map_err(|error| Failure::Setup(format!("{}: {error}", disk.display())))?;
+    table
+        .partitions()
+        .values()
+        .find(|entry| entry.name == name)
+        .map(|entry| (entry.first_lba * 512, (entry.last_lba + 1 - entry.first_lba) * 512, entry.part_guid))
+        .ok_or_else(|| Failure::Setup(format!("{} has no partition {name}", disk.display())))
+}
+
+/// Flips a byte in the middle of the first block of the copy of `reference` on partition
+/// `partition` of `disk`: the block-aligned block that equals `reference`'s first 4 KiB.
+fn corrupt_copy_of(disk: &Path, partition: &str, reference: &Path) -> Result<(), Failure> {
+    let mut first = vec![0u8; 4096];
+    fs::File::open(reference)?.read_exact(&mut first)?;
+    let (start, size, _) = gpt_partition(disk, partition)?;
+    let file = fs::File::options().read(true).write(true).open(disk)?;
+    let mut block = vec![0u8; 4096];
+    let mut offset = start;
+    while offset < start + size {
+        file.read_exact_at(&mut block, offset)?;
+        if block == first {
+            let position = offset + 2048;
+            file.write_all_at(&[!block[2048]], position)?;
+            println!(
+                "icos-boot-test: changed a byte of {} on {partition} (at {} of the partition)",
+                reference.display(),
+                position - start
+            );
+            return Ok(());
+        }
+        offset += 4096;
+    }
+    Err(Failure::Setup(format!("no block of {partition} starts like {}", reference.display())))
 }
 
 /// The update image shared with the VM.
@@ -390,6 +508,10 @@ fn start(images: &Images, config: &VmConfig, work: &Path) -> Result<Session, Fai
     if images.corrupt_root {
         corrupt_partition(&disk, CORRUPTED_PARTITION, CORRUPTED_OFFSET)?;
     }
+    if let Some(setup) = &images.setup {
+        setup.prepare(&disk)?;
+        config.extra_args.extend(setup.drive_args()?);
+    }
     // The SEV firmware keeps no variables.
     let vars = match config.sev {
         None => icos::vm::copy_vars(&config.ovmf_vars, work)?,
@@ -397,7 +519,8 @@ fn start(images: &Images, config: &VmConfig, work: &Path) -> Result<Session, Fai
     };
     let argv = icos::vm::qemu_argv(&config, &host, &disk, &vars, SerialMode::Pipe)?;
     let logs = std::env::var_os("TEST_UNDECLARED_OUTPUTS_DIR").map(PathBuf::from).unwrap_or_else(|| work.to_owned());
-    let transcript = logs.join("serial.log");
+    // SetupOS's console, and then that of the system it installed, each in a log of its own.
+    let transcript = logs.join(if images.setup.is_some() { "setupos-serial.log" } else { "serial.log" });
     println!("icos-boot-test: qemu command line: {}", icos::vm::command_line(&argv));
     println!("icos-boot-test: serial console log: {}", transcript.display());
     let console = VmConsole::spawn(&argv, &transcript, &logs.join("qemu-stderr.log"))?;
@@ -405,6 +528,7 @@ fn start(images: &Images, config: &VmConfig, work: &Path) -> Result<Session, Fai
         console,
         disk,
         direct_boot: config.direct_boot.is_some(),
+        transcript,
         phase: "unpacking the disk image",
         phase_start: test_start,
         test_start,
@@ -455,6 +579,45 @@ fn no_login(session: &mut Session, images: &Images) -> Result<(), Failure> {
         .console
         .absent_for("login:", NO_LOGIN_WATCH)
         .map_err(|error| Failure::Check(format!("the console offers a login: {error}")))
+}
+
+/// SetupOS boots, its installer runs to its end and the VM powers off. It must install, or with
+/// `expect_refusal` refuse with that text and leave `target` all holes.
+fn install(session: &mut Session, target: &Path, expect_refusal: Option<&str>) -> Result<(), Failure> {
+    session.phase("firmware and GRUB");
+    session.expect("icos: booting slot A", GRUB_TIMEOUT)?;
+    session.phase("Linux, systemd and the installer's start");
+    session.expect(INSTALLER_STEP, SYSTEM_UP_TIMEOUT)?;
+    session.phase("the installer");
+    let (outcome, _) = session
+        .console
+        .expect_any(&[INSTALLER_DONE, INSTALLER_FAILED], SETUP_INSTALL_TIMEOUT)
+        .map_err(|error| Failure::Check(format!("{}: {error}", session.phase)))?;
+    let line = session.rest_of_line()?;
+    let refused = outcome == 1;
+    if refused {
+        session.expect("nothing was written to any disk", COMMAND_TIMEOUT)?;
+    }
+    session.phase("power off");
+    session.console.wait_exit(POWER_OFF_TIMEOUT).map_err(|error| Failure::Check(format!("power off: {error}")))?;
+    let transcript = String::from_utf8_lossy(&fs::read(&session.transcript)?).into_owned();
+    for installer_line in transcript.lines().filter(|line| line.contains("icos-install")) {
+        println!("icos-boot-test: console: {}", installer_line.trim_end());
+    }
+    match (refused, expect_refusal) {
+        (false, None) => Ok(()),
+        (true, Some(text)) => {
+            check(line.contains(text), || format!("the installer refused with {line:?}, which lacks {text:?}"))?;
+            let allocated = allocated_bytes(target)?;
+            check(allocated == 0, || format!("the target disk has {allocated} bytes allocated after a refusal"))?;
+            println!("icos-boot-test: the installer refused ({text:?}); the target disk is all holes");
+            Ok(())
+        }
+        (false, Some(text)) => {
+            Err(Failure::Check(format!("the installer installed; expected it to refuse with {text:?}")))
+        }
+        (true, None) => Err(Failure::Check(format!("the installer failed: {line}"))),
+    }
 }
 
 /// Flips the bits of the byte at `offset` of the GPT partition named `partition` of `disk`.
@@ -606,8 +769,20 @@ fn run(args: Args) -> Result<(), Failure> {
 
 fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
     let work = work.to_owned();
+    let setup = match (args.scenario, &args.install_config) {
+        (Scenario::Install, Some(config_dir)) => Some(InstallSetup {
+            config_dir: config_dir.clone(),
+            target: work.join("target.img"),
+            target_size: args.install_target_size,
+            corrupt_data_file: args.corrupt_data_file.clone(),
+        }),
+        (Scenario::Install, None) => return Err(Failure::Setup("the install scenario needs --install-config".into())),
+        (_, Some(_)) => return Err(Failure::Setup("--install-config is for the install scenario".into())),
+        (_, None) => None,
+    };
     let mut images = Images {
         disk: args.disk_image.clone(),
+        setup,
         corrupt_root: args.scenario == Scenario::VerityCorrupted,
         version: read_version(&args.version_file)?,
         share: None,
@@ -653,6 +828,32 @@ fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
             Scenario::Upgrade => upgrade(&mut session, &images, needs_password()?),
             Scenario::FailedUpgrade => failed_upgrade(&mut session, &images, needs_password()?),
             Scenario::VerityCorrupted => verity_corrupted(&mut session),
+            Scenario::Install => {
+                let setup = images.setup.as_ref().expect("the install scenario has its setup");
+                let target = setup.target.clone();
+                match install(&mut session, &target, args.expect_refusal.as_deref()) {
+                    Ok(()) if args.expect_refusal.is_none() => {
+                        session.finish_phase();
+                        // The installed system boots from the target alone.
+                        let version_file = args.installed_version_file.as_ref().ok_or_else(|| {
+                            Failure::Setup("the install scenario needs --installed-version-file".into())
+                        })?;
+                        let installed = Images {
+                            disk: target,
+                            setup: None,
+                            corrupt_root: false,
+                            version: read_version(version_file)?,
+                            share: None,
+                            update: None,
+                        };
+                        let installed_work = work.join("installed");
+                        fs::create_dir_all(&installed_work)?;
+                        session = start(&installed, config, &installed_work)?;
+                        boot(&mut session, &installed, password, &args.checks, None)
+                    }
+                    result => result,
+                }
+            }
         };
         session.finish_phase();
         match result {
@@ -758,7 +959,39 @@ mod tests {
         let console = VmConsole::spawn(&argv, &dir.path().join("serial.log"), &dir.path().join("stderr.log")).unwrap();
         let now = Instant::now();
         let disk = dir.path().join("disk.img");
-        (dir, Session { console, disk, direct_boot, phase: "test", phase_start: now, test_start: now })
+        let transcript = dir.path().join("serial.log");
+        (dir, Session { console, disk, direct_boot, transcript, phase: "test", phase_start: now, test_start: now })
+    }
+
+    const SETUPOS_REFUSES: &str = "printf 'icos: booting slot A (stable)\\n[ 9.1] icos-install[4]: icos-install [1/7] machine\\n\
+        icos-install: FAILED: /mnt/config/config.ini, line 3: colour: unknown key\\nicos-install: nothing was written to any disk\\n'";
+
+    #[test]
+    fn a_refusal_must_name_the_problem_and_leave_the_target_empty() {
+        let (dir, mut refused) = session(SETUPOS_REFUSES, false);
+        let target = dir.path().join("target.img");
+        fs::File::create(&target).unwrap().set_len(1 << 30).unwrap();
+        install(&mut refused, &target, Some("line 3: colour: unknown key")).unwrap();
+
+        let (_dir, mut refused) = session(SETUPOS_REFUSES, false);
+        let error = install(&mut refused, &target, None).unwrap_err();
+        assert!(
+            matches!(&error, Failure::Check(message) if message.contains("the installer failed: /mnt/config")),
+            "{error:?}"
+        );
+
+        let (_dir, mut refused) = session(SETUPOS_REFUSES, false);
+        fs::write(&target, b"written").unwrap();
+        let error = install(&mut refused, &target, Some("colour")).unwrap_err();
+        assert!(
+            matches!(&error, Failure::Check(message) if message.contains("bytes allocated after a refusal")),
+            "{error:?}"
+        );
+
+        let installs = "printf 'icos: booting slot A\\nicos-install [1/7] m\\nicos-install [7/7] installed HostOS on /dev/vdb; poweroff\\n'";
+        let (_dir, mut installed) = session(installs, false);
+        let error = install(&mut installed, &target, Some("colour")).unwrap_err();
+        assert!(matches!(&error, Failure::Check(message) if message.contains("expected it to refuse")), "{error:?}");
     }
 
     #[test]
