@@ -135,20 +135,9 @@ pub fn plan(
     let config_path = sources.config_dir.join(CONFIG_INI);
     let config = config::read_config(&config_path)?;
     progress(format!(
-        "[2/7] {}: hostname {}, network {}, after the installation: {}",
+        "[2/7] {}: {}, after the installation: {}",
         config_path.display(),
-        config.hostname,
-        match &config.network {
-            config::Network::Dhcp => "DHCP".to_owned(),
-            config::Network::Static { ipv4, ipv6 } => [
-                ipv4.map(|a| format!("{}/{} via {}", a.address, a.prefix, a.gateway)),
-                ipv6.map(|a| format!("{}/{} via {}", a.address, a.prefix, a.gateway)),
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" and "),
-        },
+        apply::summary(&config),
         config.after_install
     ));
     let config_filesystem_files = config_files(&sources.config_dir)?;
