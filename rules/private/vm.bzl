@@ -139,6 +139,9 @@ def _boot_test_impl(ctx):
         arguments += ["--update-image", ctx.file.update_image.short_path]
         arguments += ["--update-version-file", ctx.file.update_version.short_path]
         inputs += [ctx.file.update_image, ctx.file.update_version]
+    if ctx.file.guest_config:
+        arguments += ["--guest-config", ctx.file.guest_config.short_path]
+        inputs.append(ctx.file.guest_config)
     if (ctx.attr.scenario == "install") != bool(ctx.files.install_config):
         fail("{}: install_config goes with the install scenario".format(ctx.label))
     if ctx.files.install_config:
@@ -196,6 +199,8 @@ before it boots: a config.ini and, in the same directory, ssh_authorized_keys/."
         "expect_refusal": attr.string(doc = "install: the installer must refuse, with this text in its failure line."),
         "corrupt_data_file": attr.label(allow_single_file = True, doc = """install: a file of SetupOS's data partition (such as the
 HostOS disk image it carries) whose copy there gets one byte changed before SetupOS boots."""),
+        "guest_config": attr.label(allow_single_file = True, doc = """A node's config.ini: the VM gets the configuration disk HostOS
+would make from it for its GuestOS (`icos-agent guestos-config`) as its second disk."""),
         "installed_version": attr.label(allow_single_file = True, doc = "install: the version.txt of the installed OS, which boots afterwards."),
         "_boot_test": attr.label(default = "//tools/icos:icos-boot-test", executable = True, cfg = "target"),
     },

@@ -107,6 +107,30 @@ network = dhcp
     )
 }
 
+/// The size of the GuestOS VM's configuration disk: about the least a FAT32 filesystem takes.
+pub const GUEST_CONFIG_DISK_SIZE: u64 = 40 << 20;
+/// What the configuration disk's identifiers derive from: the same configuration gives the same
+/// disk on every node.
+const GUEST_CONFIG_DISK_PARENT: uuid::Uuid = uuid::Uuid::from_u128(0x6c0e_5a2f_8d3b_4e71_9a06_2f4b_8c1d_7e53);
+
+/// The configuration disk HostOS attaches to its GuestOS VM (`icos-agent guestos-config`): a FAT
+/// filesystem labelled CONFIG holding [`guest_config_ini`] of the node's `host_config` when it
+/// exists, else nothing. Returns the disk and a description of it.
+pub fn guest_config_disk(host_config: &Path) -> Result<(Vec<u8>, String), super::InstallError> {
+    let work = tempfile::tempdir().map_err(PathIoError::with("create a directory in", &std::env::temp_dir()))?;
+    let mut files = Vec::new();
+    let mut what = "empty (no node configuration)".to_owned();
+    if host_config.exists() {
+        let guest_ini = guest_config_ini(&super::config::read_config(host_config)?);
+        let path = work.path().join(CONFIG_INI);
+        std::fs::write(&path, &guest_ini).map_err(PathIoError::with("write", &path))?;
+        what = summary(&parse_config(&path, guest_ini.as_bytes())?);
+        files.push((CONFIG_INI.to_owned(), path));
+    }
+    let disk = super::config_filesystem(&files, GUEST_CONFIG_DISK_SIZE, GUEST_CONFIG_DISK_PARENT)?;
+    Ok((disk, what))
+}
+
 /// Sets the kernel's host name.
 pub fn set_hostname(name: &str) -> std::io::Result<()> {
     // SAFETY: the pointer and length describe `name`'s bytes, which outlive the call; the kernel
@@ -161,6 +185,30 @@ ipv4_gateway=10.0.2.2
         let long = parse_config(Path::new("c"), format!("hostname={}-b\n", "a".repeat(60)).as_bytes()).unwrap();
         let guest = parse_config(Path::new("g"), guest_config_ini(&long).as_bytes()).unwrap();
         assert_eq!(guest.hostname, format!("{}-guestos", "a".repeat(55)));
+    }
+
+    #[test]
+    fn the_guest_configuration_disk_carries_the_guests_configuration_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("config.ini");
+        let disk = dir.path().join("guest.img");
+        let (bytes, what) = guest_config_disk(&host).unwrap();
+        assert_eq!(what, "empty (no node configuration)");
+        std::fs::write(&disk, &bytes).unwrap();
+        assert!(read_config_from_fat(&disk).unwrap().is_none());
+        std::fs::write(
+            &host,
+            "hostname = node-3\nnetwork = static\nipv4_address = 10.0.2.15/24\nipv4_gateway = 10.0.2.2\n",
+        )
+        .unwrap();
+        let (bytes, what) = guest_config_disk(&host).unwrap();
+        assert_eq!(
+            (bytes.len() as u64, what.as_str()),
+            (GUEST_CONFIG_DISK_SIZE, "hostname node-3-guestos, network DHCP")
+        );
+        std::fs::write(&disk, &bytes).unwrap();
+        assert_eq!(read_config_from_fat(&disk).unwrap().unwrap().hostname, "node-3-guestos");
+        assert_eq!(guest_config_disk(&host).unwrap().0, bytes, "the same configuration gives the same disk");
     }
 
     #[test]

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use icos::install::apply::{guest_config_ini, read_config_from_fat, set_hostname, summary, write_network_unit};
-use icos::install::config::{parse_config, read_config};
-use icos::install::{config_filesystem, CONFIG_INI};
+use icos::install::apply::{guest_config_disk, read_config_from_fat, set_hostname, summary, write_network_unit};
+use icos::install::config::read_config;
 use icos::output::write_file_atomically;
 use icos::upgrade::{Agent, InstallEvent};
 
@@ -80,12 +79,6 @@ enum Command {
     },
 }
 
-/// The size of the GuestOS VM's configuration disk: about the least a FAT32 filesystem takes.
-const GUEST_CONFIG_DISK_SIZE: u64 = 40 << 20;
-/// What the configuration disk's identifiers derive from: it is the same disk on every node with
-/// the same configuration.
-const GUEST_CONFIG_DISK_PARENT: uuid::Uuid = uuid::Uuid::from_u128(0x6c0e_5a2f_8d3b_4e71_9a06_2f4b_8c1d_7e53);
-
 fn mebibytes(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
@@ -142,17 +135,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
             println!("icos: node configuration applied from {}: {}", source.display(), summary(&parsed));
         }
         Command::GuestosConfig { config, output } => {
-            let work = tempfile::tempdir()?;
-            let mut files = Vec::new();
-            let mut what = "empty (no node configuration)".to_owned();
-            if config.exists() {
-                let guest_ini = guest_config_ini(&read_config(&config)?);
-                let path = work.path().join(CONFIG_INI);
-                std::fs::write(&path, &guest_ini)?;
-                what = summary(&parse_config(&path, guest_ini.as_bytes())?);
-                files.push((CONFIG_INI.to_owned(), path));
-            }
-            let filesystem = config_filesystem(&files, GUEST_CONFIG_DISK_SIZE, GUEST_CONFIG_DISK_PARENT)?;
+            let (filesystem, what) = guest_config_disk(&config)?;
             if let Some(parent) = output.parent() {
                 std::fs::create_dir_all(parent)?;
             }

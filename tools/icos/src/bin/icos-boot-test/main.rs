@@ -151,6 +151,10 @@ struct Args {
     /// install: the version.txt of the OS the installer puts on the target.
     #[arg(long)]
     installed_version_file: Option<PathBuf>,
+    /// Attach the configuration disk HostOS would make for its GuestOS VM from this node
+    /// config.ini (`icos-agent guestos-config`), as the VM's second disk.
+    #[arg(long, value_name = "FILE")]
+    guest_config: Option<PathBuf>,
     /// The VM's settings, as for `icos vm run` (flags or ICOS_QEMU_* variables); with --kernel, the
     /// boot and no-login scenarios boot that kernel instead of GRUB.
     #[command(flatten)]
@@ -803,6 +807,13 @@ fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
     }
     let password = args.root_password.as_deref();
     let mut config = config.clone();
+    if let Some(host_config) = &args.guest_config {
+        let (disk, what) = icos::install::apply::guest_config_disk(host_config)?;
+        let path = work.join("guest-config.img");
+        fs::write(&path, disk)?;
+        println!("icos-boot-test: GuestOS configuration disk from {}: {what}", host_config.display());
+        config.config_disk = Some(path);
+    }
     let http_port = if args.http_checks.is_empty() {
         None
     } else {
