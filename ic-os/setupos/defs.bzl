@@ -67,8 +67,8 @@ def setupos_build(name, hostos, guestos, requirements, base = None, build_args =
     manual = ["manual"]
     for file, src in data_files.items():
         # Named as the installer reads them; a link, not a copy of the image.
-        copy_file(name = "data/" + file, src = src, out = "data/" + file, allow_symlink = True, tags = manual)
-    sha256sums(name = "data/SHA256SUMS", srcs = [":data/" + file for file in data_files], tags = manual)
+        copy_file(name = "_data_" + file, src = src, out = "data/" + file, allow_symlink = True, tags = manual)
+    sha256sums(name = "_data_SHA256SUMS", srcs = [":data/" + file for file in data_files], out = "data/SHA256SUMS", tags = manual)
     for file in list(data_files) + ["SHA256SUMS"]:
         placed_file(name = "_data_file_" + file, src = ":data/" + file, path = "/" + file, tags = manual)
     file_tree(name = "_data_tree", files = [":_data_file_" + file for file in list(data_files) + ["SHA256SUMS"]], tags = manual)
