@@ -52,6 +52,9 @@ pub struct VmConfig {
     /// A raw image attached read-only as the second disk: the configuration a host hands its
     /// guest (HostOS's GuestOS).
     pub config_disk: Option<PathBuf>,
+    /// Under TCG, run every vCPU in one thread (`-accel tcg,thread=single`) instead of one thread
+    /// each: slower, but without the multi-threaded TCG code in which QEMU 11.1 can abort.
+    pub tcg_single_thread: bool,
 }
 
 impl Default for VmConfig {
@@ -69,6 +72,7 @@ impl Default for VmConfig {
             shares: Vec::new(),
             extra_args: Vec::new(),
             config_disk: None,
+            tcg_single_thread: false,
             direct_boot: None,
             sev: None,
         }

@@ -125,6 +125,7 @@ impl VmFlags {
             direct_boot,
             sev,
             config_disk: None,
+            tcg_single_thread: false,
         })
     }
 }

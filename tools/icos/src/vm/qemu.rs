@@ -55,7 +55,11 @@ pub fn qemu_argv(
         }
     }
     push("-machine", machine);
-    push("-accel", host.accel.to_string());
+    let accel = match host.accel {
+        Accel::Tcg if config.tcg_single_thread => "tcg,thread=single".to_owned(),
+        accel => accel.to_string(),
+    };
+    push("-accel", accel);
     push("-cpu", cpu_model);
     push("-m", config.memory_mib.to_string());
     push("-smp", config.cpus.to_string());
@@ -251,6 +255,16 @@ mod tests {
             "none",
         ];
         assert_eq!(argv, expected);
+    }
+
+    #[test]
+    fn tcg_can_run_in_one_thread() {
+        let config = VmConfig { tcg_single_thread: true, ..VmConfig::default() };
+        let argv = build(&config, &host(Accel::Tcg), SerialMode::Pipe).unwrap();
+        assert_eq!(tail_from(&argv, "-accel")[..2], ["-accel", "tcg,thread=single"]);
+        // KVM has no such threads: the setting does not apply.
+        let argv = build(&config, &host(Accel::Kvm), SerialMode::Pipe).unwrap();
+        assert_eq!(tail_from(&argv, "-accel")[..2], ["-accel", "kvm"]);
     }
 
     #[test]
