@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks what a HostOS variant sets for its GuestOS VM: the VM settings in the root filesystem of
 # its upgrade image (/etc/icos/guestos-vm.env, what guestos.service reads), and the QEMU command
-# line that `icos vm host` builds from them, which must (SEV) or must not (no SEV) be an SEV-SNP guest.
+# line that `icos vm host` builds from them, with the VM's configuration disk, which must (SEV) or
+# must not (no SEV) be an SEV-SNP guest. The root carries sshd's settings and no SSH host key.
 # An SEV-SNP guest starts by direct kernel boot from the launch files in /opt/icos/share/guestos-sev,
 # in one of the vCPU configurations launch-measurements.json measured, with the files it measured.
 #   hostos_variant_test.sh ICOS UPDATE_IMG sev|no-sev
@@ -20,6 +21,11 @@ debugfs -R "dump /etc/icos/guestos-vm.env $env_file" "$work/root.img" 2>/dev/nul
 [[ -s $env_file ]] || fail "the root filesystem has no /etc/icos/guestos-vm.env"
 debugfs -R "stat /etc/systemd/system/guestos.service" "$work/root.img" 2>/dev/null | grep -q 'Type: regular' \
   || fail "the root filesystem has no guestos.service"
+debugfs -R "stat /etc/ssh/sshd_config.d/icos.conf" "$work/root.img" 2>/dev/null | grep -q 'Type: regular' \
+  || fail "the root filesystem has no sshd_config.d/icos.conf"
+if debugfs -R "ls /etc/ssh" "$work/root.img" 2>/dev/null | grep -q ssh_host_; then
+  fail "the root filesystem carries an SSH host key, which every node would share"
+fi
 sev_dir=/opt/icos/share/guestos-sev
 if [[ $expect == sev ]]; then
   # The launch files, taken out of the root filesystem; the environment names them where they are.
@@ -32,8 +38,10 @@ if [[ $expect == sev ]]; then
 fi
 # The environment guestos.service gives icos vm host, and the command line it makes of it.
 command_line=$(set -a && . "$env_file" && "$icos" vm host --dry-run --disk /dev/mapper/hostlvm-guestos \
-  --state-dir "$work/state" --serial-log "$work/serial.log" 2>&1)
+  --config-disk "$work/config.img" --state-dir "$work/state" --serial-log "$work/serial.log" 2>&1)
 echo "$command_line"
+[[ $command_line == *"-drive if=none,id=config0,format=raw,readonly=on,file=$work/config.img -device virtio-blk-pci,drive=config0"* ]] \
+  || fail "the configuration disk is not attached read-only"
 case $expect in
   sev)
     launch=$work/guestos-sev
