@@ -16,6 +16,7 @@ pub mod write;
 
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::fat::{build_fat, FatError, FatOptions};
@@ -126,8 +127,7 @@ pub fn plan(
         requirements.cpus,
         system::gib(requirements.memory)
     ));
-    let no_disk = Disk { name: String::new(), path: PathBuf::new(), size: u64::MAX };
-    let problems = system::shortfalls(requirements, &machine, &no_disk);
+    let problems = system::shortfalls(requirements, &machine, None);
     if !problems.is_empty() {
         return Err(InstallError::Minimums(problems));
     }
@@ -146,7 +146,7 @@ pub fn plan(
     let boot_disk = system::disk_holding(paths, &sources.data_dir)?;
     let configured = config.target_disk.as_ref().map(|path| fs::canonicalize(path).unwrap_or_else(|_| path.clone()));
     let target = system::choose_target(&disks, &boot_disk, configured.as_deref())?.clone();
-    let problems = system::shortfalls(requirements, &machine, &target);
+    let problems = system::shortfalls(requirements, &machine, Some(&target));
     if !problems.is_empty() {
         return Err(InstallError::Minimums(problems));
     }

@@ -64,8 +64,9 @@ pub fn read_machine(paths: &SystemPaths) -> Result<Machine, SystemError> {
     Ok(Machine { cpus: cpus as u32, memory: memory * 1024 })
 }
 
-/// What falls short of `requirements`, one sentence each; empty when the machine suffices.
-pub fn shortfalls(requirements: &Requirements, machine: &Machine, disk: &Disk) -> Vec<String> {
+/// What falls short of `requirements`, one sentence each; empty when the machine suffices. The
+/// disk is judged once one is chosen.
+pub fn shortfalls(requirements: &Requirements, machine: &Machine, disk: Option<&Disk>) -> Vec<String> {
     let mut problems = Vec::new();
     if machine.cpus < requirements.cpus {
         problems.push(format!("{} CPUs, at least {} needed", machine.cpus, requirements.cpus));
@@ -73,7 +74,7 @@ pub fn shortfalls(requirements: &Requirements, machine: &Machine, disk: &Disk) -
     if machine.memory < requirements.memory {
         problems.push(format!("{} of memory, at least {} needed", gib(machine.memory), gib(requirements.memory)));
     }
-    if disk.size < requirements.disk {
+    if let Some(disk) = disk.filter(|disk| disk.size < requirements.disk) {
         problems.push(format!(
             "{} has {}, at least {} needed",
             disk.path.display(),
@@ -214,14 +215,15 @@ mod tests {
         let disk = Disk { name: "vdb".into(), path: "/dev/vdb".into(), size: 10 << 30 };
         let requirements = Requirements { cpus: 4, memory: 4 << 30, disk: 70 << 30 };
         assert_eq!(
-            shortfalls(&requirements, &machine, &disk),
+            shortfalls(&requirements, &machine, Some(&disk)),
             [
                 "2 CPUs, at least 4 needed",
                 "1.94 GiB of memory, at least 4.00 GiB needed",
                 "/dev/vdb has 10.00 GiB, at least 70.00 GiB needed"
             ]
         );
-        assert!(shortfalls(&Requirements { cpus: 1, memory: 1 << 30, disk: 1 << 30 }, &machine, &disk).is_empty());
+        assert!(shortfalls(&Requirements { cpus: 1, memory: 1 << 30, disk: 1 << 30 }, &machine, Some(&disk)).is_empty());
+        assert_eq!(shortfalls(&requirements, &machine, None).len(), 2, "no disk chosen yet: CPUs and memory only");
         fs::write(paths.proc.join("meminfo"), "MemFree: 1 kB\n").unwrap();
         assert!(read_machine(&paths).unwrap_err().to_string().ends_with("meminfo: no MemTotal line in kB"));
     }
