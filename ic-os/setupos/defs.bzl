@@ -70,7 +70,7 @@ def setupos_build(name, hostos, guestos, requirements, base = None, build_args =
         copy_file(name = "_data_" + file, src = src, out = "data/" + file, allow_symlink = True, tags = manual)
     sha256sums(name = "_data_SHA256SUMS", srcs = [":data/" + file for file in data_files], out = "data/SHA256SUMS", tags = manual)
     for file in list(data_files) + ["SHA256SUMS"]:
-        placed_file(name = "_data_file_" + file, src = ":data/" + file, path = "/" + file, tags = manual)
+        placed_file(name = "_data_file_" + file, src = ":_data_" + file, path = "/" + file, tags = manual)
     file_tree(name = "_data_tree", files = [":_data_file_" + file for file in list(data_files) + ["SHA256SUMS"]], tags = manual)
     ext4_image(name = "partition-data.tzst", src = ":_data_tree", layout = SETUPOS.layout, target = "data", tags = manual)
     file_tree(name = "_config_tree", files = config, tags = manual)

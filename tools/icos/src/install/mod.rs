@@ -16,7 +16,6 @@ pub mod write;
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::fat::{build_fat, FatError, FatOptions};
