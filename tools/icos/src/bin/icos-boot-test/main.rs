@@ -628,16 +628,7 @@ fn install(session: &mut Session, target: &Path, expect_refusal: Option<&str>) -
 /// Flips the bits of the byte at `offset` of the GPT partition named `partition` of `disk`.
 fn corrupt_partition(disk: &Path, partition: &str, offset: u64) -> Result<(), Failure> {
     let setup = |error: std::io::Error| Failure::Setup(format!("{}: {error}", disk.display()));
-    let table = gpt::GptConfig::new()
-        .writable(false)
-        .open(disk)
-        .map_err(|error| Failure::Setup(format!("{}: {error}", disk.display())))?;
-    let start = table
-        .partitions()
-        .values()
-        .find(|entry| entry.name == partition)
-        .map(|entry| entry.first_lba * 512)
-        .ok_or_else(|| Failure::Setup(format!("{} has no partition {partition}", disk.display())))?;
+    let (start, _, _) = gpt_partition(disk, partition)?;
     let file = fs::File::options().read(true).write(true).open(disk).map_err(setup)?;
     let mut byte = [0u8];
     file.read_exact_at(&mut byte, start + offset).map_err(setup)?;
