@@ -1,13 +1,20 @@
 """What every icos OS carries: the parts shared by the OS definitions under ic-os/."""
 
-# The A/B upgrade agent (tools/icos/src/upgrade) and the unit that reports the booted slot on the
-# console: placed_file targets for icos_os's `root_files`. The agent reads the image's layout
-# (/opt/icos/share/layout.json, added by icos_build) and finds grubenv on /grub, which the
-# generated boot_args mount.
+# The A/B upgrade agent (tools/icos/src/upgrade), the unit that reports the booted slot on the
+# console, and those of an upgrade's trial boot (a watchdog started early; the confirmation once the
+# system is up and the health checks of /etc/icos/health.d pass): placed_file targets for icos_os's
+# `root_files`. The agent reads the image's layout (/opt/icos/share/layout.json, added by
+# icos_build) and finds grubenv on /grub, which the generated boot_args mount.
 UPGRADE_AGENT_FILES = [
     "//ic-os/components/upgrade-agent:agent_file",
     "//ic-os/components/upgrade-agent:boot_report_service_file",
     "//ic-os/components/upgrade-agent:boot_report_wants_file",
+    "//ic-os/components/upgrade-agent:trial_watchdog_service_file",
+    "//ic-os/components/upgrade-agent:trial_watchdog_sysinit_wants_file",
+    "//ic-os/components/upgrade-agent:trial_watchdog_emergency_wants_file",
+    "//ic-os/components/upgrade-agent:boot_confirm_service_file",
+    "//ic-os/components/upgrade-agent:boot_confirm_wants_file",
+    "//ic-os/components/upgrade-agent:no_failed_units_check_file",
 ]
 
 # What applies the node's configuration at boot: config.ini on the OS's config volume or partition,

@@ -11,11 +11,12 @@ GUESTOS = icos_os(
     slots = ab_slots(),
     # Every identifier beyond partitions.csv (the disk GUID) derives from this seed.
     seed = "3f0b8c2e-6d41-4a97-b5e8-1c9d2a7f4e60",
-    # The root is verified (dm-verity) and read-only; panic=0: a failure in the initramfs halts
-    # instead of opening a shell.
+    # The root is verified (dm-verity) and read-only. panic=10: a kernel panic (a corrupted block
+    # of the root among them) or a failure in the initramfs reboots 10 s later instead of halting or
+    # opening a shell, so that a slot on trial that fails falls back (GRUB).
     verity_root = True,
     shared_contexts = VERITY_ROOT_CONTEXT,
-    kernel_args = "ro panic=0 console=ttyS0,115200",
+    kernel_args = "ro panic=10 console=ttyS0,115200",
     # The SEV-SNP launches measured for its -sev variants and prod: QEMU's EPYC-v4 model (the
     # vCPU signature in each VMSA), 2 vCPUs (launch-local-vm) and 1 (HostOS's GuestOS VM), each with
     # SNPActive alone (0x1) and with DebugSwap (0x21), which KVM on Linux 6.6+ hosts turns on.

@@ -16,7 +16,8 @@ HOSTOS = icos_os(
     slots = ab_slots(),
     # Every identifier the tables leave empty derives from this seed.
     seed = "8d2e4f61-3a7b-4c95-a0d8-5e1f2b3c4d6e",
-    kernel_args = "rw console=ttyS0,115200",
+    # panic=10: a kernel panic reboots 10 s later, so that a slot on trial that panics falls back.
+    kernel_args = "rw panic=10 console=ttyS0,115200",
     # The node's configuration, which SetupOS's installer writes into the config volume and
     # icos-config.service applies (NODE_CONFIG_FILES).
     mounts = ["config:/mnt/config:vfat:ro"],

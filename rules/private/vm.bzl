@@ -109,7 +109,7 @@ without SEV.
 )
 
 def _boot_test_impl(ctx):
-    if ctx.attr.scenario in ["upgrade", "failed-upgrade"]:
+    if ctx.attr.scenario in _UPGRADE_SCENARIOS:
         if not (ctx.attr.root_password and ctx.attr.update_image and ctx.attr.update_version):
             fail("{}: scenario {} needs root_password, update_image and update_version".format(ctx.label, ctx.attr.scenario))
     qemu = host_tool(ctx, _QEMU)
@@ -167,21 +167,26 @@ def _boot_test_impl(ctx):
         RunEnvironmentInfo(environment = qemu.env),
     ]
 
+_UPGRADE_SCENARIOS = ["upgrade", "failed-upgrade", "crashed-upgrade"]
+
 boot_test = rule(
     implementation = _boot_test_impl,
     doc = """Boots a disk image in QEMU and checks a scenario on its serial console (icos-boot-test).
 
 Scenarios: `boot` (OVMF, GRUB slot A, systemd reports the system running; with root_password, a
 login and `icos-agent status`), `no-login` (the system runs and the console offers no login),
-`upgrade` (install update_image into slot B, commit, reboot into B with the new version, confirm,
-reboot: still B), `failed-upgrade` (install and commit, boot B once without confirming, reboot:
-back to slot A), `verity-corrupted` and `install` (SetupOS with install_config on its config
+`upgrade` (install update_image into slot B, commit, reboot into B with the new version, which
+starts the trial's watchdog and confirms itself with nothing typed; reboot: still B),
+`failed-upgrade` (install and commit, B's boot stopped in the rescue shell: the watchdog resets the
+machine, GRUB falls back to slot A), `crashed-upgrade` (install and commit, B's kernel panics:
+panic=10 reboots, GRUB falls back to slot A), `verity-corrupted` (the dm-verity error, the panic's
+reboot, no login) and `install` (SetupOS with install_config on its config
 partition installs on a blank sparse target disk and powers off; the target then boots to a root
 login and the checks; with expect_refusal the installer must refuse and the target stay all holes). Under TCG a boot takes about a minute: give these tests size "large".
 """,
     test = True,
     attrs = {
-        "scenario": attr.string(mandatory = True, values = ["boot", "no-login", "upgrade", "failed-upgrade", "verity-corrupted", "install"], doc = "What to check."),
+        "scenario": attr.string(mandatory = True, values = ["boot", "no-login", "verity-corrupted", "install"] + _UPGRADE_SCENARIOS, doc = "What to check."),
         "disk_image": attr.label(mandatory = True, allow_single_file = [".tar.zst"], doc = "The disk-img.tar.zst to boot."),
         "version": attr.label(mandatory = True, allow_single_file = True, doc = "The version.txt of the disk image."),
         "root_password": attr.string(doc = "The root password of the console login (dev images); the upgrade scenarios need it."),

@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs::{self, File};
-use std::os::unix::fs::{symlink, FileExt};
+use std::os::unix::fs::{symlink, FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -438,8 +438,13 @@ fn walk_through_the_boot_cycle(storage: Storage) {
 
     let output = fake.agent(&["upgrade-commit"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout(&output).starts_with("slot B (upgrade 0.1.0-next) boots next"), "{}", stdout(&output));
-    assert_eq!(fake.grub_variables(), ["boot_alternative=B", "boot_cycle=first_boot"]);
+    assert!(
+        stdout(&output)
+            .starts_with("slot B (upgrade 0.1.0-next) boots next, once, on trial: it must confirm itself within 600 s"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(fake.grub_variables(), ["boot_alternative=B", "boot_cycle=first_boot", "boot_trial_timeout=600"]);
     assert_eq!(
         stdout(&fake.agent(&["status"])),
         "slot A, boot_cycle first_boot, version 0.1.0-dev; slot B: committed, boots next\n"
@@ -452,14 +457,29 @@ fn walk_through_the_boot_cycle(storage: Storage) {
         stdout(&fake.agent(&["status"])),
         "slot B, boot_cycle failsafe_check, version 0.1.0-next; slot A: no upgrade installed\n"
     );
-    let output = fake.agent(&["confirm"]);
+    // A failing health check keeps the trial boot unconfirmed.
+    let checks = fake.dir.path().join("health.d");
+    fs::create_dir(&checks).unwrap();
+    health_check(&checks, "10-ok", "exit 0");
+    health_check(&checks, "20-replica", "echo 'replica: no answer on :8080'; exit 1");
+    let before = fake.snapshot();
+    assert_error(
+        &fake.agent(&["confirm", "--health-checks", checks.to_str().unwrap()]),
+        &format!(
+            "slot B is not confirmed: health check {} failed (exit status: 1): replica: no answer on :8080",
+            checks.join("20-replica").display()
+        ),
+    );
+    assert!(fake.snapshot() == before, "an unhealthy slot changed grubenv");
+    fs::remove_file(checks.join("20-replica")).unwrap();
+    let output = fake.agent(&["confirm", "--health-checks", checks.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(stdout(&output), "slot B confirmed: boot_cycle failsafe_check -> stable\n");
-    assert_eq!(fake.grub_variables(), ["boot_alternative=B", "boot_cycle=stable"]);
+    assert_eq!(stdout(&output), "slot B confirmed: boot_cycle failsafe_check -> stable, 1 health check passed\n");
+    assert_eq!(fake.grub_variables(), ["boot_alternative=B", "boot_cycle=stable", "boot_trial_timeout=600"]);
     let grubenv = fs::read(fake.grubenv()).unwrap();
     let output = fake.agent(&["confirm"]);
     assert!(output.status.success());
-    assert_eq!(stdout(&output), "slot B is stable already: nothing to do\n");
+    assert_eq!(stdout(&output), "slot B is stable already: nothing to confirm\n");
     assert_eq!(fs::read(fake.grubenv()).unwrap(), grubenv);
 
     // From slot B the next upgrade goes to slot A.
@@ -722,5 +742,63 @@ fn an_os_with_one_slot_reports_its_state_but_installs_nothing() {
     }
     assert!(fake.snapshot() == before);
     let output = fake.agent(&["confirm"]);
-    assert_eq!(stdout(&output), "slot A is stable already: nothing to do\n");
+    assert_eq!(stdout(&output), "slot A is stable already: nothing to confirm\n");
+}
+
+fn health_check(dir: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn commits_take_a_trial_deadline_within_its_range() {
+    let variables = ["boot_alternative=A", "boot_cycle=stable", "icos_installed_slot=B", "icos_installed_version=x"];
+    let fake = FakeSystem::new("A", &variables);
+    let before = fake.snapshot();
+    assert_error(&fake.agent(&["upgrade-commit", "--trial-timeout", "10"]), "the deadline 10 s is outside 30..=3600 s");
+    assert!(fake.snapshot() == before);
+    let output = fake.agent(&["upgrade-commit", "--trial-timeout", "120"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(fake.grub_variables(), ["boot_alternative=B", "boot_cycle=first_boot", "boot_trial_timeout=120"]);
+}
+
+#[test]
+fn a_trial_boot_arms_the_lowest_watchdog_and_other_boots_none() {
+    let fake = FakeSystem::new("B", &["boot_alternative=B", "boot_cycle=failsafe_check"]);
+    let cmdline = fake.root().join("proc/cmdline");
+    fs::write(&cmdline, "root=/dev/mapper/vroot ro panic=10 console=ttyS0,115200\n").unwrap();
+    let output = fake.agent(&["trial-arm", "--wait", "0"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stdout(&output), "icos: not a trial boot: no watchdog started\n");
+
+    // A file stands in for the watchdog: the agent finds it through sysfs and fails on the ioctl
+    // that sets the timeout, which a real watchdog takes (the boot tests').
+    fs::write(&cmdline, "root=/dev/mapper/vroot ro panic=10 console=ttyS0,115200 icos.boot_trial=120\n").unwrap();
+    for (name, identity) in [("watchdog1", "Software Watchdog"), ("watchdog0", "i6300ESB timer")] {
+        let class = fake.root().join("sys/class/watchdog").join(name);
+        fs::create_dir_all(&class).unwrap();
+        fs::write(class.join("identity"), format!("{identity}\n")).unwrap();
+        fs::write(fake.root().join("dev").join(name), b"").unwrap();
+    }
+    let device = fake.root().join("dev/watchdog0");
+    assert_error(
+        &fake.agent(&["trial-arm", "--wait", "0"]),
+        &format!("{}: cannot set the watchdog's timeout to 120 s: Inappropriate ioctl for device", device.display()),
+    );
+    assert!(!fake.root().join("run/icos/trial-watchdog").exists());
+
+    // What a successful arm records, confirm stops with the magic close.
+    fs::create_dir_all(fake.root().join("run/icos")).unwrap();
+    fs::write(fake.root().join("run/icos/trial-watchdog"), device.to_str().unwrap()).unwrap();
+    let output = fake.agent(&["confirm"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "slot B confirmed: boot_cycle failsafe_check -> stable, 0 health checks passed; the trial's watchdog {} is stopped\n",
+            device.display()
+        )
+    );
+    assert_eq!(fs::read(&device).unwrap(), b"V");
 }

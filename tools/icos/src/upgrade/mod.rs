@@ -5,7 +5,7 @@
 //! B) is the slot GRUB boots, and `boot_cycle` says how:
 //! - `install`: first boot after installation, GRUB makes it `stable`;
 //! - `first_boot`: set by [`Agent::upgrade_commit`]; GRUB boots the new slot once and sets
-//!   `failsafe_check`;
+//!   `failsafe_check`: a trial boot, which must confirm itself before a deadline ([`trial`]);
 //! - `failsafe_check`: still set at the next boot, GRUB falls back to the other slot (`stable`);
 //! - `stable`: set by [`Agent::confirm`]; GRUB keeps booting the slot.
 //!
@@ -20,6 +20,7 @@
 
 mod image;
 mod system;
+pub mod trial;
 mod write;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ use crate::layout::{self, Layout, LayoutError, INSTALLED_LAYOUT};
 use crate::sparse::CopyError;
 use image::{member_name, UpdateImage};
 use system::System;
+use trial::TrialError;
 use write::Device;
 pub use write::Zeroer;
 
@@ -112,6 +114,10 @@ pub enum UpgradeError {
     ImageChanged { path: PathBuf, slot: Slot },
     #[error("no upgrade is installed in slot {slot}: run upgrade-install first")]
     NothingInstalled { slot: Slot },
+    #[error(transparent)]
+    Trial(#[from] TrialError),
+    #[error("slot {slot} is not confirmed: {source}")]
+    Unhealthy { slot: Slot, source: TrialError },
 }
 
 /// One of the two slots, as grubenv's `boot_alternative` names them: the layout's slots are named
@@ -248,37 +254,88 @@ impl fmt::Display for Installed {
 pub struct Committed {
     pub slot: Slot,
     pub version: String,
+    /// The deadline of its trial boot, in seconds.
+    pub trial_timeout: u32,
 }
 
 impl fmt::Display for Committed {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             formatter,
-            "slot {} (upgrade {}) boots next, once: confirm it after that boot, or the boot after falls back to slot {}",
+            "slot {} (upgrade {}) boots next, once, on trial: it must confirm itself within {} s (icos-boot-confirm.service), \
+             or the watchdog resets the machine and GRUB falls back to slot {}",
             self.slot,
             self.version,
+            self.trial_timeout,
             self.slot.other()
         )
     }
 }
 
 /// The result of a confirmation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Confirmation {
-    /// boot_cycle was `previous` and is now `stable`.
-    Confirmed { slot: Slot, previous: BootCycle },
-    /// boot_cycle was `stable` already: nothing was written.
-    AlreadyStable { slot: Slot },
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmation {
+    pub slot: Slot,
+    /// The boot cycle before: `stable` if there was nothing to confirm.
+    pub previous: BootCycle,
+    /// The health checks that passed.
+    pub health_checks: usize,
+    /// The trial's watchdog, stopped.
+    pub watchdog: Option<PathBuf>,
 }
 
 impl fmt::Display for Confirmation {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Confirmation::Confirmed { slot, previous } => {
-                write!(formatter, "slot {slot} confirmed: boot_cycle {previous} -> stable")
-            }
-            Confirmation::AlreadyStable { slot } => write!(formatter, "slot {slot} is stable already: nothing to do"),
+        let Confirmation { slot, previous, health_checks, watchdog } = self;
+        match previous {
+            BootCycle::Stable => write!(formatter, "slot {slot} is stable already: nothing to confirm")?,
+            _ => write!(
+                formatter,
+                "slot {slot} confirmed: boot_cycle {previous} -> stable, {health_checks} health check{} passed",
+                if *health_checks == 1 { "" } else { "s" }
+            )?,
         }
+        if let Some(watchdog) = watchdog {
+            write!(formatter, "; the trial's watchdog {} is stopped", watchdog.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// A trial boot's watchdog, started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialArmed {
+    pub watchdog: trial::Watchdog,
+    /// The timeout the driver set.
+    pub seconds: u32,
+    /// The deadline on the command line, when it was outside [`trial::TRIAL_TIMEOUTS`] and another
+    /// was used.
+    pub requested: Option<u32>,
+    /// The machine's watchdog, when it refused the deadline and softdog was taken instead.
+    pub refused_by: Option<trial::Watchdog>,
+}
+
+impl fmt::Display for TrialArmed {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(requested) = self.requested {
+            write!(formatter, "the deadline {requested} s is out of range, using {} s; ", self.seconds)?;
+        }
+        if let Some(refused_by) = &self.refused_by {
+            write!(
+                formatter,
+                "{} ({}) cannot time {} s; ",
+                refused_by.identity,
+                refused_by.device.display(),
+                self.seconds
+            )?;
+        }
+        write!(
+            formatter,
+            "trial boot: the watchdog {} ({}) resets the machine in {} s unless this slot confirms",
+            self.watchdog.identity,
+            self.watchdog.device.display(),
+            self.seconds
+        )
     }
 }
 
@@ -496,35 +553,73 @@ impl Agent {
         Ok(Installed { slot, version: update.version, sha256: update.sha256 })
     }
 
-    /// Makes GRUB boot the upgrade installed in the inactive slot once, at the next boot.
-    pub fn upgrade_commit(&self) -> Result<Committed, UpgradeError> {
+    /// Makes GRUB boot the upgrade installed in the inactive slot once, at the next boot, on trial:
+    /// it must confirm itself within `trial_timeout` seconds ([`trial`]).
+    pub fn upgrade_commit(&self, trial_timeout: u32) -> Result<Committed, UpgradeError> {
+        let trial_timeout = trial::check_timeout(trial_timeout)?;
         let mut state = self.state()?;
         let (slot, _) = inactive_slot(&state)?;
         require_stable(&state, "commit an upgrade")?;
         let version = self.installed_upgrade(&state.env, slot)?.ok_or(UpgradeError::NothingInstalled { slot })?;
         state.env.set(BOOT_ALTERNATIVE, slot.letter())?;
         state.env.set(BOOT_CYCLE, BootCycle::FirstBoot.as_str())?;
+        state.env.set(trial::TRIAL_TIMEOUT_VARIABLE, &trial_timeout.to_string())?;
         state.env.unset(INSTALLED_SLOT);
         state.env.unset(INSTALLED_VERSION);
         state.env.write_in_place(&self.grubenv)?;
-        Ok(Committed { slot, version })
+        Ok(Committed { slot, version, trial_timeout })
     }
 
     /// Confirms that the running slot works, so that GRUB keeps booting it: `failsafe_check` (the
-    /// first boot of an upgrade) becomes `stable`. `install` becomes `stable` too, which GRUB would
-    /// do at the next boot anyway: both boot `boot_alternative` without a fallback. At `first_boot`
-    /// the committed slot has not booted yet, so there is nothing running to confirm.
-    pub fn confirm(&self) -> Result<Confirmation, UpgradeError> {
+    /// trial boot of an upgrade) becomes `stable`, once every executable of `health_checks` has
+    /// succeeded, and the trial's watchdog is stopped. `install` becomes `stable` too, which GRUB
+    /// would do at the next boot anyway: both boot `boot_alternative` without a fallback. At
+    /// `first_boot` the committed slot has not booted yet, so there is nothing running to confirm.
+    pub fn confirm(&self, health_checks: Option<&Path>) -> Result<Confirmation, UpgradeError> {
         let mut state = self.state()?;
         let slot = state.system.slot;
-        match state.boot_cycle {
-            BootCycle::Stable => Ok(Confirmation::AlreadyStable { slot }),
-            BootCycle::FirstBoot => Err(wrong_cycle(&state, "confirm")),
-            previous @ (BootCycle::FailsafeCheck | BootCycle::Install) => {
+        let previous = state.boot_cycle;
+        let mut passed = 0;
+        match previous {
+            BootCycle::Stable => {}
+            BootCycle::FirstBoot => return Err(wrong_cycle(&state, "confirm")),
+            BootCycle::FailsafeCheck | BootCycle::Install => {
+                if let Some(dir) = health_checks {
+                    passed =
+                        trial::run_health_checks(dir).map_err(|source| UpgradeError::Unhealthy { slot, source })?.len();
+                }
                 state.env.set(BOOT_CYCLE, BootCycle::Stable.as_str())?;
                 state.env.write_in_place(&self.grubenv)?;
-                Ok(Confirmation::Confirmed { slot, previous })
             }
+        }
+        let watchdog = trial::stop_armed_watchdog(&self.system_root)?;
+        Ok(Confirmation { slot, previous, health_checks: passed, watchdog })
+    }
+
+    /// Starts the watchdog of a trial boot, when GRUB marked this boot one: `None` otherwise. Waits
+    /// up to `wait` for the machine's watchdog to appear.
+    pub fn arm_trial(&self, wait: Duration) -> Result<Option<TrialArmed>, UpgradeError> {
+        let path = self.system_root.join("proc/cmdline");
+        let command_line = fs::read_to_string(&path).map_err(|source| UpgradeError::Read { path, source })?;
+        let Some(requested) = trial::trial_timeout(&command_line)? else {
+            return Ok(None);
+        };
+        // GRUB checks only that it is a number: one edited into grubenv by hand may be off.
+        let seconds = requested.clamp(*trial::TRIAL_TIMEOUTS.start(), *trial::TRIAL_TIMEOUTS.end());
+        let watchdog = trial::find_watchdog(&self.system_root, wait, &mut trial::modprobe)?;
+        let requested = (seconds != requested).then_some(requested);
+        match trial::arm(&self.system_root, &watchdog, seconds) {
+            Ok(set) => Ok(Some(TrialArmed { watchdog, seconds: set, requested, refused_by: None })),
+            // Hardware timers have a maximum (i6300esb 2046 s, some TCO timers 613 s); softdog's
+            // is far above the deadlines accepted.
+            Err(TrialError::SetTimeout { source, .. })
+                if source.raw_os_error() == Some(libc::EINVAL) && !watchdog.is_software() =>
+            {
+                let software = trial::software_watchdog(&self.system_root, &mut trial::modprobe)?;
+                let set = trial::arm(&self.system_root, &software, seconds)?;
+                Ok(Some(TrialArmed { watchdog: software, seconds: set, requested, refused_by: Some(watchdog) }))
+            }
+            Err(error) => Err(error.into()),
         }
     }
 }

@@ -124,6 +124,10 @@ pub fn qemu_argv(
             push("-virtfs", format!("local,path={path},mount_tag={tag},security_model=none,readonly=on"));
         }
     }
+    // A watchdog for the guest (an upgrade's trial boot arms it); when it runs out, QEMU resets the
+    // machine, as a server's board would (QEMU's documentation of -action: watchdog=reset).
+    push("-device", "i6300esb".to_owned());
+    push("-action", "watchdog=reset".to_owned());
     push("-display", "none".to_owned());
     match serial {
         SerialMode::Terminal => push("-serial", "mon:stdio".to_owned()),
@@ -247,6 +251,10 @@ mod tests {
             "user,id=net0",
             "-device",
             "virtio-net-pci,netdev=net0",
+            "-device",
+            "i6300esb",
+            "-action",
+            "watchdog=reset",
             "-display",
             "none",
             "-serial",
@@ -328,7 +336,7 @@ mod tests {
         let host = HostChoices { vsock_cid: Some(3), ..host(Accel::Tcg) };
         let argv = build(&config, &host, SerialMode::Pipe).unwrap();
         assert_eq!(
-            tail_from(&argv, "-netdev")[..12],
+            tail_from(&argv, "-netdev")[..16],
             [
                 "-netdev",
                 "user,id=net0,hostfwd=tcp::2222-:22,hostfwd=udp::5353-:53",
@@ -340,6 +348,10 @@ mod tests {
                 "local,path=/work/main,mount_tag=src,security_model=none,readonly=on",
                 "-virtfs",
                 "local,path=/var/a,,b,mount_tag=out,security_model=none,readonly=on",
+                "-device",
+                "i6300esb",
+                "-action",
+                "watchdog=reset",
                 "-display",
                 "none",
             ]
@@ -426,6 +438,10 @@ mod tests {
             "user,id=net0",
             "-device",
             "virtio-net-pci,netdev=net0,disable-legacy=on,iommu_platform=on",
+            "-device",
+            "i6300esb",
+            "-action",
+            "watchdog=reset",
             "-display",
             "none",
             "-serial",
@@ -482,6 +498,10 @@ mod tests {
             "local,id=fs0,path=/work,security_model=none,readonly=on",
             "-device",
             "virtio-9p-pci,fsdev=fs0,mount_tag=src,disable-legacy=on,iommu_platform=on",
+            "-device",
+            "i6300esb",
+            "-action",
+            "watchdog=reset",
             "-display",
             "none",
             "-serial",

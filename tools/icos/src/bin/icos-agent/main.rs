@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use icos::install::apply::{guest_config_disk, read_config_from_fat, set_hostname, summary, write_network_unit};
 use icos::install::config::read_config;
 use icos::output::write_file_atomically;
-use icos::upgrade::{Agent, InstallEvent};
+use icos::upgrade::{trial, Agent, InstallEvent};
 
 #[derive(Parser)]
 #[command(name = "icos-agent", version, about = "A/B upgrades of a running icos GuestOS")]
@@ -49,10 +49,28 @@ enum Command {
         #[arg(long, value_name = "HEX")]
         sha256: Option<String>,
     },
-    /// Make GRUB boot the installed upgrade once, at the next boot.
-    UpgradeCommit,
-    /// Confirm that the running slot works, so that GRUB keeps booting it.
-    Confirm,
+    /// Make GRUB boot the installed upgrade once, at the next boot, on trial: it must confirm
+    /// itself within the deadline, or the watchdog resets the machine and GRUB falls back.
+    UpgradeCommit {
+        /// The deadline of the trial boot.
+        #[arg(long, value_name = "SECONDS", default_value_t = trial::DEFAULT_TRIAL_TIMEOUT)]
+        trial_timeout: u32,
+    },
+    /// Confirm that the running slot works, so that GRUB keeps booting it, and stop the watchdog
+    /// of its trial boot.
+    Confirm {
+        /// Confirm a trial boot only once every executable of DIR succeeds, run in name order
+        /// (icos-boot-confirm.service: /etc/icos/health.d).
+        #[arg(long, value_name = "DIR")]
+        health_checks: Option<PathBuf>,
+    },
+    /// Start the watchdog of a trial boot (GRUB puts icos.boot_trial=SECONDS on its kernel
+    /// command line): the machine's own, else softdog. On other boots, nothing.
+    TrialArm {
+        /// How long to wait for the machine's watchdog driver to be loaded.
+        #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+        wait: u64,
+    },
     /// Apply the node's configuration (config.ini, as SetupOS's installer or HostOS wrote it): set
     /// the host name and write the network as a systemd-networkd unit. Without a config.ini,
     /// nothing.
@@ -118,8 +136,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::UpgradeInstall { image, sha256 } => {
             println!("{}", agent.upgrade_install(&image, sha256.as_deref(), &mut report)?)
         }
-        Command::UpgradeCommit => println!("{}", agent.upgrade_commit()?),
-        Command::Confirm => println!("{}", agent.confirm()?),
+        Command::UpgradeCommit { trial_timeout } => println!("{}", agent.upgrade_commit(trial_timeout)?),
+        Command::Confirm { health_checks } => println!("{}", agent.confirm(health_checks.as_deref())?),
+        Command::TrialArm { wait } => match agent.arm_trial(Duration::from_secs(wait))? {
+            Some(armed) => println!("icos: {armed}"),
+            None => println!("icos: not a trial boot: no watchdog started"),
+        },
         Command::ApplyConfig { config, device, network_dir } => {
             let (source, parsed) = match device {
                 Some(device) => (device.clone(), read_config_from_fat(&device)?),

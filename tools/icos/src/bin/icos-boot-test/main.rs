@@ -46,6 +46,16 @@ const NO_LOGIN_WATCH: Duration = Duration::from_secs(20);
 const VERITY_STOP_WATCH: Duration = Duration::from_secs(240);
 /// What the kernel prints when dm-verity finds a block that does not match its hash.
 const VERITY_ERROR: &str = "dm-verity device corrupted";
+/// What the kernel prints after a panic with panic=10 on its command line.
+const PANIC_REBOOT: &str = "Rebooting in 10 seconds";
+/// What the kernel prints when it restarts the machine because it was asked to (`reboot`): a
+/// watchdog's reset comes without it.
+const CLEAN_RESTART: &str = "reboot: Restarting system";
+/// The trial deadline of the failed-upgrade scenario: a trial boot that hangs is reset by the
+/// watchdog this long after it started it.
+const HUNG_TRIAL_TIMEOUT: u64 = 120;
+/// What GRUB prints when it falls back from a slot on trial that never confirmed.
+const FALLBACK: &str = "did not confirm its upgrade: falling back.";
 /// The partition and byte the verity-corrupted scenario changes: slot A's root, in its ext4
 /// superblock (at 1024) the volume name (at 0x78).
 const CORRUPTED_PARTITION: &str = "A_root";
@@ -88,10 +98,16 @@ enum Scenario {
     Boot,
     /// The system comes up and the serial console offers no login (prod); with --kernel too.
     NoLogin,
-    /// Install the update into slot B, commit, boot B with the new version, confirm, reboot: B.
+    /// Install the update into slot B, commit, reboot: B's trial boot starts the watchdog and,
+    /// with no command typed, confirms itself and stops it; reboot: B again.
     Upgrade,
-    /// Install and commit, boot B once without confirming, reset: GRUB falls back to slot A.
+    /// Install and commit; slot B's command line is changed to stop its boot in the rescue shell:
+    /// the watchdog its trial boot started resets the machine (no clean restart, no reset from
+    /// outside), and GRUB falls back to slot A.
     FailedUpgrade,
+    /// Install and commit; slot B's command line is changed to init=/bin/false: the kernel panics,
+    /// panic=10 reboots it, and GRUB falls back to slot A.
+    CrashedUpgrade,
     /// One byte of the verity root of slot A changed (its ext4 volume name, which ext4 itself
     /// ignores): the boot stops with a dm-verity error on the console and never offers a login.
     VerityCorrupted,
@@ -317,9 +333,31 @@ impl Session {
             self.phase("firmware and the kernel");
             self.expect(KERNEL_BANNER, GRUB_TIMEOUT)?;
         } else {
-            self.phase("firmware and GRUB");
-            self.expect(&format!("icos: booting slot {slot} ({cycle})"), GRUB_TIMEOUT)?;
+            self.expect_grub(slot, cycle)?;
         }
+        self.expect_system(slot, version)
+    }
+
+    fn expect_grub(&mut self, slot: char, cycle: &str) -> Result<(), Failure> {
+        self.phase("firmware and GRUB");
+        self.expect(&format!("icos: booting slot {slot} ({cycle})"), GRUB_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// The console line of a trial boot's watchdog, once started; returns the rest of the line.
+    fn expect_trial_watchdog(&mut self, seconds: u64) -> Result<String, Failure> {
+        self.phase("Linux until the trial's watchdog");
+        self.expect("icos: trial boot: the watchdog ", SYSTEM_UP_TIMEOUT)?;
+        let line = self.rest_of_line()?;
+        println!("icos-boot-test: console: icos: trial boot: the watchdog {line}");
+        check(line.ends_with(&format!("resets the machine in {seconds} s unless this slot confirms")), || {
+            format!("the trial boot started its watchdog with another deadline than {seconds} s: {line:?}")
+        })?;
+        Ok(line)
+    }
+
+    /// Waits for systemd to report the system running with `slot` and `version`.
+    fn expect_system(&mut self, slot: char, version: &str) -> Result<(), Failure> {
         self.phase("Linux and systemd");
         self.expect("icos: system ", SYSTEM_UP_TIMEOUT)?;
         let report = self.rest_of_line()?;
@@ -369,6 +407,12 @@ impl Session {
         // Kernel messages on the console would mix into command output.
         self.run("dmesg --console-level emerg", COMMAND_TIMEOUT)?;
         Ok(())
+    }
+
+    /// What the console printed after the last `marker` so far (the whole transcript without one).
+    fn transcript_since_last(&self, marker: &str) -> Result<String, Failure> {
+        let transcript = String::from_utf8_lossy(&fs::read(&self.transcript)?).into_owned();
+        Ok(transcript.rsplit_once(marker).map_or(transcript.clone(), |(_, after)| after.to_owned()))
     }
 
     /// Runs a shell command at the root prompt and returns its output; fails unless it exits 0.
@@ -487,7 +531,10 @@ struct Update {
 /// the scenarios that check GRUB's choices; an SEV guest on a host without (working) SEV.
 fn vm_config(flags: VmFlags, scenario: Scenario) -> Result<VmConfig, Failure> {
     let config = flags.into_config()?;
-    let checks_grub = matches!(scenario, Scenario::Upgrade | Scenario::FailedUpgrade | Scenario::VerityCorrupted);
+    let checks_grub = matches!(
+        scenario,
+        Scenario::Upgrade | Scenario::FailedUpgrade | Scenario::CrashedUpgrade | Scenario::VerityCorrupted
+    );
     if config.direct_boot.is_some() && checks_grub {
         let name = scenario.to_possible_value().map(|value| value.get_name().to_owned()).unwrap_or_default();
         return Err(Failure::Setup(format!(
@@ -642,12 +689,15 @@ fn corrupt_partition(disk: &Path, partition: &str, offset: u64) -> Result<(), Fa
 }
 
 /// GRUB boots slot A, whose root no longer matches its root hash: the kernel must stop on the
-/// dm-verity error, and no login may follow.
+/// dm-verity error and reboot (panic=10), and no login may follow.
 fn verity_corrupted(session: &mut Session) -> Result<(), Failure> {
     session.phase("firmware and GRUB");
     session.expect("icos: booting slot A (stable)", GRUB_TIMEOUT)?;
     session.phase("Linux until the dm-verity error");
     session.expect(VERITY_ERROR, SYSTEM_UP_TIMEOUT)?;
+    session.phase("the panic's reboot into GRUB");
+    session.expect(PANIC_REBOOT, COMMAND_TIMEOUT)?;
+    session.expect("icos: booting slot A (stable)", GRUB_TIMEOUT)?;
     session.phase("watching the console for a login");
     session.console.send("\n\n")?;
     session
@@ -656,8 +706,14 @@ fn verity_corrupted(session: &mut Session) -> Result<(), Failure> {
         .map_err(|error| Failure::Check(format!("the boot went on past the dm-verity error: {error}")))
 }
 
-/// Boots slot A, installs the update into slot B and commits it; returns the update's version.
-fn install_and_commit(session: &mut Session, images: &Images, password: &str) -> Result<String, Failure> {
+/// Boots slot A, installs the update into slot B and commits it with a trial deadline of
+/// `trial_timeout` seconds; returns the update's version.
+fn install_and_commit(
+    session: &mut Session,
+    images: &Images,
+    password: &str,
+    trial_timeout: u64,
+) -> Result<String, Failure> {
     let update = images.update.clone().ok_or_else(|| Failure::Setup("this scenario needs --update-image".into()))?;
     session.expect_boot('A', "stable", &images.version)?;
     session.login(password)?;
@@ -683,37 +739,87 @@ fn install_and_commit(session: &mut Session, images: &Images, password: &str) ->
         )
     })?;
     session.phase("upgrade-commit");
-    session.run("/opt/icos/bin/icos-agent upgrade-commit", COMMAND_TIMEOUT)?;
+    session
+        .run(&format!("/opt/icos/bin/icos-agent upgrade-commit --trial-timeout {trial_timeout}"), COMMAND_TIMEOUT)?;
     let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
     check(status.contains("first_boot"), || format!("after upgrade-commit, icos-agent status says: {status}"))?;
     Ok(update.version)
 }
 
-fn upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
-    let next = install_and_commit(session, images, password)?;
-    session.console.send("reboot\n")?;
-    session.expect_boot('B', "failsafe_check", &next)?;
-    session.login(password)?;
-    session.phase("confirm");
-    session.run("/opt/icos/bin/icos-agent confirm", COMMAND_TIMEOUT)?;
-    let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
-    check(status.contains(&format!("slot B, boot_cycle stable, version {next}")), || {
-        format!("after confirm, icos-agent status says: {status}")
-    })?;
-    // The confirmed slot stays: the next boot is B again, stable.
-    session.console.send("reboot\n")?;
-    session.expect_boot('B', "stable", &next)
+/// Adds `arguments` to slot B's kernel command line (BOOT_ARGS_B of /boot_args on its boot
+/// partition or volume), to make its trial boot fail.
+fn break_slot_b(session: &mut Session, arguments: &str) -> Result<(), Failure> {
+    session.phase("changing slot B's command line");
+    session.run(
+        &format!(
+            "for device in /dev/disk/by-partlabel/B_boot /dev/mapper/hostlvm-B_boot; do [ -e $device ] && break; done; \
+             mkdir -p /run/b_boot && mount $device /run/b_boot && \
+             sed -i 's|^BOOT_ARGS_B=\"|&{arguments} |' /run/b_boot/boot_args && \
+             grep '^BOOT_ARGS_B=' /run/b_boot/boot_args && umount /run/b_boot"
+        ),
+        COMMAND_TIMEOUT,
+    )?;
+    Ok(())
 }
 
-fn failed_upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
-    let next = install_and_commit(session, images, password)?;
+fn upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
+    let timeout = u64::from(icos::upgrade::trial::DEFAULT_TRIAL_TIMEOUT);
+    let next = install_and_commit(session, images, password, timeout)?;
     session.console.send("reboot\n")?;
-    session.expect_boot('B', "failsafe_check", &next)?;
-    // The new version never confirms: reset the machine at once, as a crash or a watchdog would.
+    // From here on nothing is typed until slot B has confirmed itself.
+    session.expect_grub('B', "failsafe_check")?;
+    session.expect_trial_watchdog(timeout)?;
+    session.phase("the trial boot until it confirms itself");
+    session.expect("slot B confirmed: boot_cycle failsafe_check -> stable, ", SYSTEM_UP_TIMEOUT)?;
+    let confirmed = session.rest_of_line()?;
+    println!("icos-boot-test: console: slot B confirmed: boot_cycle failsafe_check -> stable, {confirmed}");
+    check(confirmed.contains("health check") && confirmed.contains("the trial's watchdog /dev/watchdog"), || {
+        format!("the confirmation ran no health check or stopped no watchdog: {confirmed:?}")
+    })?;
+    session.expect_system('B', &next)?;
     session.login(password)?;
-    session.phase("reset without confirming");
-    session.console.send("echo b > /proc/sysrq-trigger\n")?;
-    session.expect("Slot B did not confirm its upgrade: falling back.", GRUB_TIMEOUT)?;
+    let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
+    check(status.contains(&format!("slot B, boot_cycle stable, version {next}")), || {
+        format!("after the trial boot, icos-agent status says: {status}")
+    })?;
+    // The confirmed slot stays: the next boot is B again, stable, and starts no watchdog.
+    session.console.send("reboot\n")?;
+    session.expect_boot('B', "stable", &next)?;
+    let transcript = session.transcript_since_last("icos: booting slot B (stable)")?;
+    check(!transcript.contains("icos: trial boot"), || "a stable boot started the trial's watchdog".to_owned())
+}
+
+/// Slot B stops in the rescue shell; nothing is typed after the reboot into it.
+fn failed_upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
+    install_and_commit(session, images, password, HUNG_TRIAL_TIMEOUT)?;
+    break_slot_b(session, "systemd.unit=rescue.target")?;
+    session.console.send("reboot\n")?;
+    session.expect_grub('B', "failsafe_check")?;
+    session.expect_trial_watchdog(HUNG_TRIAL_TIMEOUT)?;
+    let armed = Instant::now();
+    session.phase("the hung trial boot until the watchdog resets it");
+    session.expect(&format!("Slot B {FALLBACK}"), Duration::from_secs(HUNG_TRIAL_TIMEOUT) + GRUB_TIMEOUT)?;
+    let waited = armed.elapsed();
+    println!("icos-boot-test: the machine was reset {:.1} s after the trial's watchdog started", waited.as_secs_f64());
+    let hung = session.transcript_since_last("icos: booting slot B (failsafe_check)")?;
+    check(hung.contains("rescue"), || "slot B's boot did not stop in the rescue shell".to_owned())?;
+    check(!hung.contains(CLEAN_RESTART), || "slot B restarted cleanly: the watchdog did not reset it".to_owned())?;
+    check(waited >= Duration::from_secs(HUNG_TRIAL_TIMEOUT - 10), || {
+        format!("the reset came {:.1} s after the watchdog started, before its deadline", waited.as_secs_f64())
+    })?;
+    session.expect_boot('A', "stable", &images.version)
+}
+
+/// Slot B's kernel panics (its init exits); nothing is typed after the reboot into it.
+fn crashed_upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
+    install_and_commit(session, images, password, u64::from(icos::upgrade::trial::DEFAULT_TRIAL_TIMEOUT))?;
+    break_slot_b(session, "init=/bin/false")?;
+    session.console.send("reboot\n")?;
+    session.expect_grub('B', "failsafe_check")?;
+    session.phase("Linux until the panic");
+    session.expect("Kernel panic - not syncing: Attempted to kill init!", SYSTEM_UP_TIMEOUT)?;
+    session.expect(PANIC_REBOOT, COMMAND_TIMEOUT)?;
+    session.expect(&format!("Slot B {FALLBACK}"), GRUB_TIMEOUT)?;
     session.expect_boot('A', "stable", &images.version)
 }
 
@@ -829,6 +935,7 @@ fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
             Scenario::NoLogin => no_login(&mut session, &images),
             Scenario::Upgrade => upgrade(&mut session, &images, needs_password()?),
             Scenario::FailedUpgrade => failed_upgrade(&mut session, &images, needs_password()?),
+            Scenario::CrashedUpgrade => crashed_upgrade(&mut session, &images, needs_password()?),
             Scenario::VerityCorrupted => verity_corrupted(&mut session),
             Scenario::Install => {
                 let setup = images.setup.as_ref().expect("the install scenario has its setup");
@@ -929,7 +1036,7 @@ mod tests {
 
     #[test]
     fn a_direct_boot_runs_only_the_scenarios_without_grub() {
-        for scenario in ["upgrade", "failed-upgrade", "verity-corrupted"] {
+        for scenario in ["upgrade", "failed-upgrade", "crashed-upgrade", "verity-corrupted"] {
             let args = parse(&[scenario, "--kernel", "/k"]);
             let error = setup_error(vm_config(args.vm, args.scenario));
             assert!(error.starts_with(&format!("the {scenario} scenario checks what GRUB does")), "{error}");
