@@ -131,7 +131,7 @@ def icos_os_targets(os, visibility = ["//visibility:public"]):
 
     Targets: layout (os_layout: layout.json, boot_args, grub.cfg), layout_file and boot_args_file
     (their places on the image), esp (the ESP with the shared GRUB EFI binary) and grub (the GRUB
-    partition: the generated grub.cfg and the initial grubenv).
+    partition: the generated grub.cfg, the initial grubenv and its copy).
 
     Args:
         os: the OS (icos_os).
@@ -157,7 +157,7 @@ def icos_os_targets(os, visibility = ["//visibility:public"]):
     placed_file(name = "layout_file", src = ":layout_layout_json", path = "/opt/icos/share/layout.json", visibility = visibility)
     placed_file(name = "boot_args_file", src = ":layout_boot_args", path = "/boot_args", visibility = visibility)
     placed_file(name = "grub_cfg_file", src = ":layout_grub_cfg", path = "/grub.cfg")
-    file_tree(name = "grub_tree", files = [":grub_cfg_file", "//ic-os/bootloader:grubenv_file"])
+    file_tree(name = "grub_tree", files = [":grub_cfg_file", "//ic-os/bootloader:grubenv_file", "//ic-os/bootloader:grubenv_copy_file"])
     vfat_image(name = "grub", src = ":grub_tree", layout = ":layout", target = os.grub_partition, label = "GRUB", visibility = visibility)
     vfat_image(name = "esp", src = "//ic-os/bootloader:esp_tree", layout = ":layout", target = os.esp_partition, label = "ESP", visibility = visibility)
 

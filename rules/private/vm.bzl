@@ -176,7 +176,8 @@ boot_test = rule(
 Scenarios: `boot` (OVMF, GRUB slot A, systemd reports the system running; with root_password, a
 login and `icos-agent status`), `no-login` (the system runs and the console offers no login),
 `upgrade` (install update_image into slot B, commit, reboot into B with the new version, which
-starts the trial's watchdog and confirms itself with nothing typed; reboot: still B),
+starts the trial's watchdog and confirms itself with nothing typed; grubenv damaged, reboot: still
+B, from grubenv's copy, reported by GRUB and `icos-agent status`, restored by `icos-agent repair`),
 `failed-upgrade` (install and commit, B's boot stopped in the rescue shell: the watchdog resets the
 machine, GRUB falls back to slot A), `crashed-upgrade` (install and commit, B's kernel panics:
 panic=10 reboots, GRUB falls back to slot A), `verity-corrupted` (the dm-verity error, the panic's

@@ -176,7 +176,9 @@ impl FakeSystem {
         fs::write(fake.layout_path(), layout(storage, slots).to_json()).unwrap();
         fake.boot(running, "0.1.0-dev");
         fs::create_dir(fake.dir.path().join("grub")).unwrap();
-        run(icos().args(["grubenv", "create", "--output"]).arg(fake.grubenv()).args(grub_variables));
+        for path in [fake.grubenv(), fake.grubenv_copy()] {
+            run(icos().args(["grubenv", "create", "--output"]).arg(path).args(grub_variables));
+        }
         fake
     }
 
@@ -214,6 +216,11 @@ impl FakeSystem {
 
     fn grubenv(&self) -> PathBuf {
         self.dir.path().join("grub/grubenv")
+    }
+
+    /// The second copy of the boot state, which GRUB and the agent write after grubenv.
+    fn grubenv_copy(&self) -> PathBuf {
+        self.dir.path().join("grub/grubenv.copy")
     }
 
     /// The kernel's name of the device of `role` in `slot`, and its device number.
@@ -268,14 +275,18 @@ impl FakeSystem {
         stdout(&output).lines().map(str::to_owned).collect()
     }
 
+    /// What GRUB writes: both copies.
     fn set_grub_variables(&self, variables: &[&str]) {
-        run(icos().args(["grubenv", "set"]).arg(self.grubenv()).args(variables));
+        for path in [self.grubenv(), self.grubenv_copy()] {
+            run(icos().args(["grubenv", "set"]).arg(path).args(variables));
+        }
     }
 
-    /// The bytes of every slot's device node and of grubenv.
+    /// The bytes of every slot's device node and of both copies of grubenv.
     fn snapshot(&self) -> Vec<Vec<u8>> {
         let mut contents: Vec<Vec<u8>> = TARGETS.iter().map(|&(slot, role, _)| self.device(slot, role)).collect();
         contents.push(fs::read(self.grubenv()).unwrap());
+        contents.push(fs::read(self.grubenv_copy()).unwrap());
         contents
     }
 }
@@ -378,6 +389,7 @@ fn status_reports_the_running_slot_in_text_and_json() {
             "slot": "A",
             "boot_cycle": "stable",
             "version": "0.1.0-dev",
+            "boot_state_damage": null,
             "inactive_slot": "B",
             "next_boot": "A",
             "installed_upgrade": null,
@@ -743,6 +755,58 @@ fn an_os_with_one_slot_reports_its_state_but_installs_nothing() {
     assert!(fake.snapshot() == before);
     let output = fake.agent(&["confirm"]);
     assert_eq!(stdout(&output), "slot A is stable already: nothing to confirm\n");
+}
+
+#[test]
+fn a_damaged_copy_of_the_boot_state_is_reported_read_from_the_other_and_repaired() {
+    let fake = FakeSystem::new("B", &["boot_alternative=B", "boot_cycle=stable"]);
+    let intact = fs::read(fake.grubenv()).unwrap();
+    assert_eq!(stdout(&fake.agent(&["repair"])), "both copies of the boot state are intact: nothing to repair\n");
+
+    // grubenv torn: the state comes from the copy, and status says so.
+    let mut torn = intact.clone();
+    torn[..16].copy_from_slice(b"\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    fs::write(fake.grubenv(), &torn).unwrap();
+    let status = stdout(&fake.agent(&["status"]));
+    assert!(
+        status.starts_with("slot B, boot_cycle stable, version 0.1.0-dev; slot A: no upgrade installed; boot state: "),
+        "{status}"
+    );
+    assert!(status.contains("grubenv is damaged (not a GRUB environment block: the signature line is missing): the boot state was read from"), "{status}");
+    let json: serde_json::Value = serde_json::from_slice(&fake.agent(&["status", "--json"]).stdout).unwrap();
+    assert!(json["boot_state_damage"].as_str().unwrap().contains("icos-agent repair restores it"), "{json}");
+    let output = fake.agent(&["repair"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout(&output).starts_with("boot state restored: "), "{}", stdout(&output));
+    assert!(stdout(&output).ends_with(" say slot B, boot_cycle stable\n"), "{}", stdout(&output));
+    assert_eq!(fs::read(fake.grubenv()).unwrap(), intact);
+    assert_eq!(fs::read(fake.grubenv_copy()).unwrap(), intact);
+
+    // The copy missing: GRUB would have nothing to fall back on.
+    fs::remove_file(fake.grubenv_copy()).unwrap();
+    let status = stdout(&fake.agent(&["status"]));
+    assert!(status.contains("grubenv.copy is damaged (it is missing): GRUB has no copy to fall back on"), "{status}");
+    assert!(fake.agent(&["repair"]).status.success());
+    assert_eq!(fs::read(fake.grubenv_copy()).unwrap(), intact);
+
+    // Both lost: every command but repair says so; repair writes the running slot anew.
+    fs::write(fake.grubenv(), b"").unwrap();
+    fs::write(fake.grubenv_copy(), &torn).unwrap();
+    assert_error(&fake.agent(&["status"]), "the boot state is lost: ");
+    let output = fake.agent(&["repair"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout(&output).ends_with(" say slot B (the running slot), boot_cycle stable\n"), "{}", stdout(&output));
+    assert_eq!(fake.grub_variables(), ["boot_alternative=B", "boot_cycle=stable"]);
+    assert_eq!(fs::read(fake.grubenv()).unwrap(), fs::read(fake.grubenv_copy()).unwrap());
+}
+
+#[test]
+fn the_agent_writes_both_copies() {
+    let fake = FakeSystem::new("A", &["boot_alternative=A", "boot_cycle=install"]);
+    let output = fake.agent(&["confirm"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(fake.grub_variables(), ["boot_alternative=A", "boot_cycle=stable"]);
+    assert_eq!(fs::read(fake.grubenv()).unwrap(), fs::read(fake.grubenv_copy()).unwrap());
 }
 
 fn health_check(dir: &Path, name: &str, body: &str) {

@@ -9,6 +9,9 @@
 //! - `failsafe_check`: still set at the next boot, GRUB falls back to the other slot (`stable`);
 //! - `stable`: set by [`Agent::confirm`]; GRUB keeps booting the slot.
 //!
+//! The state is kept twice, in `grubenv` and `grubenv.copy` ([`boot_state`]): a damaged copy is
+//! read from the other and reported, and [`Agent::repair`] rewrites it.
+//!
 //! The slots are those of the OS's layout (`layout.json`, [`crate::layout`]), installed on the image
 //! at [`INSTALLED_LAYOUT`]: the running slot is the one whose root target holds the root file
 //! system, and an update's `<role>.img` goes to the other slot's target of that role, a GPT
@@ -18,6 +21,7 @@
 //! install into the inactive slot is complete, and cleared before an install writes anything and by
 //! the commit, so that a commit can never make GRUB boot a partly written slot.
 
+pub mod boot_state;
 mod image;
 mod system;
 pub mod trial;
@@ -35,6 +39,7 @@ use serde::Serialize;
 use crate::grubenv::{GrubEnv, GrubEnvError};
 use crate::layout::{self, Layout, LayoutError, INSTALLED_LAYOUT};
 use crate::sparse::CopyError;
+use boot_state::Loaded;
 use image::{member_name, UpdateImage};
 use system::System;
 use trial::TrialError;
@@ -118,6 +123,11 @@ pub enum UpgradeError {
     Trial(#[from] TrialError),
     #[error("slot {slot} is not confirmed: {source}")]
     Unhealthy { slot: Slot, source: TrialError },
+    #[error(
+        "the boot state is lost: {grubenv}: {grubenv_problem}; {copy}: {copy_problem} (GRUB boots slot A); \
+         icos-agent repair writes it anew for the running slot"
+    )]
+    BootStateLost { grubenv: PathBuf, grubenv_problem: String, copy: PathBuf, copy_problem: String },
 }
 
 /// One of the two slots, as grubenv's `boot_alternative` names them: the layout's slots are named
@@ -143,7 +153,7 @@ impl Slot {
         }
     }
 
-    fn parse(text: &str) -> Option<Slot> {
+    pub(crate) fn parse(text: &str) -> Option<Slot> {
         match text {
             "A" => Some(Slot::A),
             "B" => Some(Slot::B),
@@ -170,6 +180,10 @@ pub enum BootCycle {
 
 impl BootCycle {
     const ALL: [BootCycle; 4] = [BootCycle::Install, BootCycle::FirstBoot, BootCycle::FailsafeCheck, BootCycle::Stable];
+
+    fn parse(text: &str) -> Option<BootCycle> {
+        BootCycle::ALL.into_iter().find(|cycle| cycle.as_str() == text)
+    }
 
     fn as_str(self) -> &'static str {
         match self {
@@ -203,20 +217,28 @@ pub struct Status {
     pub installed_upgrade: Option<String>,
     /// The layout's targets of each slot: slot, role, partition or volume name.
     pub targets: BTreeMap<String, BTreeMap<String, String>>,
+    /// What is wrong with a copy of the boot state, which `repair` restores.
+    pub boot_state_damage: Option<String>,
 }
 
 impl fmt::Display for Status {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "slot {}, boot_cycle {}, version {}; ", self.slot, self.boot_cycle, self.version)?;
-        let Some(inactive_slot) = self.inactive_slot else {
-            return formatter.write_str("the only slot: no upgrades in place");
-        };
-        write!(formatter, "slot {inactive_slot}: ")?;
-        match &self.installed_upgrade {
-            Some(version) => write!(formatter, "upgrade {version} installed, not committed"),
-            None if self.next_boot == inactive_slot => formatter.write_str("committed, boots next"),
-            None => formatter.write_str("no upgrade installed"),
+        match self.inactive_slot {
+            None => formatter.write_str("the only slot: no upgrades in place")?,
+            Some(inactive_slot) => {
+                write!(formatter, "slot {inactive_slot}: ")?;
+                match &self.installed_upgrade {
+                    Some(version) => write!(formatter, "upgrade {version} installed, not committed")?,
+                    None if self.next_boot == inactive_slot => formatter.write_str("committed, boots next")?,
+                    None => formatter.write_str("no upgrade installed")?,
+                }
+            }
         }
+        if let Some(damage) = &self.boot_state_damage {
+            write!(formatter, "; boot state: {damage}")?;
+        }
+        Ok(())
     }
 }
 
@@ -302,6 +324,37 @@ impl fmt::Display for Confirmation {
     }
 }
 
+/// What `repair` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repaired {
+    /// Both copies are valid and the same: nothing was written.
+    Intact,
+    /// The damaged copy was rewritten from the other.
+    Restored { grubenv: PathBuf, copy: PathBuf, slot: Slot, boot_cycle: BootCycle },
+    /// Both were lost: the running slot was written anew, stable.
+    Recreated { grubenv: PathBuf, copy: PathBuf, slot: Slot },
+}
+
+impl fmt::Display for Repaired {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Repaired::Intact => formatter.write_str("both copies of the boot state are intact: nothing to repair"),
+            Repaired::Restored { grubenv, copy, slot, boot_cycle } => write!(
+                formatter,
+                "boot state restored: {} and {} say slot {slot}, boot_cycle {boot_cycle}",
+                grubenv.display(),
+                copy.display()
+            ),
+            Repaired::Recreated { grubenv, copy, slot } => write!(
+                formatter,
+                "boot state written anew: {} and {} say slot {slot} (the running slot), boot_cycle stable",
+                grubenv.display(),
+                copy.display()
+            ),
+        }
+    }
+}
+
 /// A trial boot's watchdog, started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrialArmed {
@@ -358,6 +411,8 @@ struct State {
     env: GrubEnv,
     boot_cycle: BootCycle,
     boot_alternative: Slot,
+    /// What `status` reports of the copies of the boot state.
+    damage: Option<String>,
 }
 
 impl Agent {
@@ -386,18 +441,9 @@ impl Agent {
     fn state(&self) -> Result<State, UpgradeError> {
         let layout = self.read_layout()?;
         let system = System::discover(&self.system_root, &layout)?;
-        let env = GrubEnv::read(&self.grubenv)?;
-        let variable =
-            |name: &'static str, problem: String| UpgradeError::Variable { path: self.grubenv.clone(), name, problem };
-        let cycle_text = env.get(BOOT_CYCLE).ok_or_else(|| variable(BOOT_CYCLE, "is not set".into()))?;
-        let boot_cycle = BootCycle::ALL
-            .into_iter()
-            .find(|cycle| cycle.as_str() == cycle_text)
-            .ok_or_else(|| variable(BOOT_CYCLE, format!("has the unknown value {cycle_text:?}")))?;
-        let alternative_text =
-            env.get(BOOT_ALTERNATIVE).ok_or_else(|| variable(BOOT_ALTERNATIVE, "is not set".into()))?;
-        let boot_alternative = Slot::parse(alternative_text)
-            .ok_or_else(|| variable(BOOT_ALTERNATIVE, format!("is {alternative_text:?}, not A or B")))?;
+        let loaded = boot_state::load(&self.grubenv)?;
+        let damage = loaded.damage(&self.grubenv);
+        let Loaded { state: boot_state::BootState { env, boot_alternative, boot_cycle }, .. } = loaded;
         let expected = if boot_cycle == BootCycle::FirstBoot { system.slot.other() } else { system.slot };
         if boot_alternative != expected {
             return Err(UpgradeError::SlotMismatch {
@@ -410,7 +456,12 @@ impl Agent {
                 expected,
             });
         }
-        Ok(State { layout, system, env, boot_cycle, boot_alternative })
+        Ok(State { layout, system, env, boot_cycle, boot_alternative, damage })
+    }
+
+    /// Writes the boot state, both copies.
+    fn write_state(&self, env: &GrubEnv) -> Result<(), UpgradeError> {
+        boot_state::write(&self.grubenv, env)
     }
 
     /// The version waiting uncommitted in `slot`, from the marker.
@@ -456,6 +507,7 @@ impl Agent {
             next_boot: state.boot_alternative,
             installed_upgrade,
             targets,
+            boot_state_damage: state.damage,
         })
     }
 
@@ -527,7 +579,7 @@ impl Agent {
         // The final block must fit before anything is written.
         installed_env.to_block()?;
         if marker_was_set {
-            state.env.write_in_place(&self.grubenv)?;
+            self.write_state(&state.env)?;
         }
 
         update.copy_images(image, slot, |role, size, reader| {
@@ -549,7 +601,7 @@ impl Agent {
             Ok(())
         })?;
 
-        installed_env.write_in_place(&self.grubenv)?;
+        self.write_state(&installed_env)?;
         Ok(Installed { slot, version: update.version, sha256: update.sha256 })
     }
 
@@ -566,7 +618,7 @@ impl Agent {
         state.env.set(trial::TRIAL_TIMEOUT_VARIABLE, &trial_timeout.to_string())?;
         state.env.unset(INSTALLED_SLOT);
         state.env.unset(INSTALLED_VERSION);
-        state.env.write_in_place(&self.grubenv)?;
+        self.write_state(&state.env)?;
         Ok(Committed { slot, version, trial_timeout })
     }
 
@@ -589,11 +641,40 @@ impl Agent {
                         trial::run_health_checks(dir).map_err(|source| UpgradeError::Unhealthy { slot, source })?.len();
                 }
                 state.env.set(BOOT_CYCLE, BootCycle::Stable.as_str())?;
-                state.env.write_in_place(&self.grubenv)?;
+                self.write_state(&state.env)?;
             }
         }
         let watchdog = trial::stop_armed_watchdog(&self.system_root)?;
         Ok(Confirmation { slot, previous, health_checks: passed, watchdog })
+    }
+
+    /// Restores the copies of the boot state: a damaged one is rewritten from the other (which must
+    /// fit the running system); with both lost, the running slot is written anew, `stable`.
+    pub fn repair(&self) -> Result<Repaired, UpgradeError> {
+        let copy = boot_state::copy_path(&self.grubenv);
+        match boot_state::load(&self.grubenv) {
+            Ok(loaded) if loaded.grubenv_damage.is_none() && loaded.copy_damage.is_none() => Ok(Repaired::Intact),
+            Ok(_) => {
+                let state = self.state()?;
+                self.write_state(&state.env)?;
+                Ok(Repaired::Restored {
+                    grubenv: self.grubenv.clone(),
+                    copy,
+                    slot: state.boot_alternative,
+                    boot_cycle: state.boot_cycle,
+                })
+            }
+            Err(UpgradeError::BootStateLost { .. }) => {
+                let layout = self.read_layout()?;
+                let slot = System::discover(&self.system_root, &layout)?.slot;
+                let mut env = GrubEnv::new();
+                env.set(BOOT_ALTERNATIVE, slot.letter())?;
+                env.set(BOOT_CYCLE, BootCycle::Stable.as_str())?;
+                self.write_state(&env)?;
+                Ok(Repaired::Recreated { grubenv: self.grubenv.clone(), copy, slot })
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Starts the watchdog of a trial boot, when GRUB marked this boot one: `None` otherwise. Waits
@@ -716,6 +797,7 @@ mod tests {
             next_boot: Slot::A,
             installed_upgrade: Some("0.1.0-next".into()),
             targets: BTreeMap::new(),
+            boot_state_damage: None,
         };
         assert_eq!(
             status.to_string(),

@@ -18,7 +18,7 @@ use icos::upgrade::{trial, Agent, InstallEvent};
 #[derive(Parser)]
 #[command(name = "icos-agent", version, about = "A/B upgrades of a running icos GuestOS")]
 struct Cli {
-    /// The GRUB environment block holding the boot state.
+    /// The GRUB environment block holding the boot state; its copy is PATH.copy.
     #[arg(long, global = true, value_name = "PATH", default_value = "/grub/grubenv")]
     grubenv: PathBuf,
     /// The root of the system whose mount table, sysfs, device nodes and version file are used.
@@ -64,6 +64,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         health_checks: Option<PathBuf>,
     },
+    /// Restore the boot state: rewrite a damaged copy (grubenv or grubenv.copy) from the other;
+    /// with both lost, write the running slot anew, boot_cycle stable.
+    Repair,
     /// Start the watchdog of a trial boot (GRUB puts icos.boot_trial=SECONDS on its kernel
     /// command line): the machine's own, else softdog. On other boots, nothing.
     TrialArm {
@@ -138,6 +141,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         }
         Command::UpgradeCommit { trial_timeout } => println!("{}", agent.upgrade_commit(trial_timeout)?),
         Command::Confirm { health_checks } => println!("{}", agent.confirm(health_checks.as_deref())?),
+        Command::Repair => println!("{}", agent.repair()?),
         Command::TrialArm { wait } => match agent.arm_trial(Duration::from_secs(wait))? {
             Some(armed) => println!("icos: {armed}"),
             None => println!("icos: not a trial boot: no watchdog started"),

@@ -54,6 +54,10 @@ const CLEAN_RESTART: &str = "reboot: Restarting system";
 /// The trial deadline of the failed-upgrade scenario: a trial boot that hangs is reset by the
 /// watchdog this long after it started it.
 const HUNG_TRIAL_TIMEOUT: u64 = 120;
+/// What the agent's status and GRUB say of a damaged grubenv.
+const GRUBENV_DAMAGED_STATUS: &str =
+    "boot state: /grub/grubenv is damaged (not a GRUB environment block: the signature line is missing)";
+const GRUBENV_DAMAGED_GRUB: &str = "icos: grubenv is damaged: the boot state comes from grubenv.copy";
 /// What GRUB prints when it falls back from a slot on trial that never confirmed.
 const FALLBACK: &str = "did not confirm its upgrade: falling back.";
 /// The partition and byte the verity-corrupted scenario changes: slot A's root, in its ext4
@@ -99,7 +103,8 @@ enum Scenario {
     /// The system comes up and the serial console offers no login (prod); with --kernel too.
     NoLogin,
     /// Install the update into slot B, commit, reboot: B's trial boot starts the watchdog and,
-    /// with no command typed, confirms itself and stops it; reboot: B again.
+    /// with no command typed, confirms itself and stops it; damage grubenv, reboot: B again, from
+    /// grubenv's copy, which GRUB and status report, and `icos-agent repair` restores.
     Upgrade,
     /// Install and commit; slot B's command line is changed to stop its boot in the rescue shell:
     /// the watchdog its trial boot started resets the machine (no clean restart, no reset from
@@ -782,11 +787,32 @@ fn upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(),
     check(status.contains(&format!("slot B, boot_cycle stable, version {next}")), || {
         format!("after the trial boot, icos-agent status says: {status}")
     })?;
+    // grubenv damaged (its signature overwritten, as a torn write could leave it): the agent reports
+    // it, and GRUB says so and boots from the copy.
+    session.phase("damaging grubenv");
+    session.run("printf garbage | dd of=/grub/grubenv conv=notrunc status=none && sync", COMMAND_TIMEOUT)?;
+    let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
+    check(status.contains(GRUBENV_DAMAGED_STATUS), || {
+        format!("with grubenv damaged, icos-agent status says: {status}")
+    })?;
     // The confirmed slot stays: the next boot is B again, stable, and starts no watchdog.
     session.console.send("reboot\n")?;
+    session.phase("firmware and GRUB");
+    session.expect(GRUBENV_DAMAGED_GRUB, GRUB_TIMEOUT)?;
     session.expect_boot('B', "stable", &next)?;
     let transcript = session.transcript_since_last("icos: booting slot B (stable)")?;
-    check(!transcript.contains("icos: trial boot"), || "a stable boot started the trial's watchdog".to_owned())
+    check(!transcript.contains("icos: trial boot"), || "a stable boot started the trial's watchdog".to_owned())?;
+    session.login(password)?;
+    session.phase("repair");
+    let repaired = session.run("/opt/icos/bin/icos-agent repair", COMMAND_TIMEOUT)?;
+    check(
+        repaired.contains("boot state restored: /grub/grubenv and /grub/grubenv.copy say slot B, boot_cycle stable"),
+        || format!("icos-agent repair says: {repaired}"),
+    )?;
+    let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
+    check(!status.contains("boot state:"), || format!("after repair, icos-agent status says: {status}"))?;
+    session.run("cmp /grub/grubenv /grub/grubenv.copy", COMMAND_TIMEOUT)?;
+    Ok(())
 }
 
 /// Slot B stops in the rescue shell; nothing is typed after the reboot into it.
