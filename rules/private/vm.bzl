@@ -139,6 +139,11 @@ def _boot_test_impl(ctx):
         arguments += ["--update-image", ctx.file.update_image.short_path]
         arguments += ["--update-version-file", ctx.file.update_version.short_path]
         inputs += [ctx.file.update_image, ctx.file.update_version]
+    if ctx.attr.rollback_image:
+        if ctx.attr.scenario != "upgrade":
+            fail("{}: rollback_image goes with the upgrade scenario".format(ctx.label))
+        arguments += ["--rollback-image", ctx.file.rollback_image.short_path]
+        inputs.append(ctx.file.rollback_image)
     if ctx.file.guest_config:
         arguments += ["--guest-config", ctx.file.guest_config.short_path]
         inputs.append(ctx.file.guest_config)
@@ -193,6 +198,9 @@ login and the checks; with expect_refusal the installer must refuse and the targ
         "root_password": attr.string(doc = "The root password of the console login (dev images); the upgrade scenarios need it."),
         "update_image": attr.label(allow_single_file = [".tar.zst"], doc = "The update-img.tar.zst the upgrade scenarios install."),
         "update_version": attr.label(allow_single_file = True, doc = "The version.txt of update_image."),
+        "rollback_image": attr.label(allow_single_file = [".tar.zst"], doc = """upgrade: an update image of a version older
+than update_image's (the disk image's own), which `icos-agent upgrade-install` must refuse once the update runs (anti-rollback)
+and write nothing."""),
         "sev_launch": attr.label(providers = [SevLaunchInfo], doc = """The launch files of a -sev variant: boot slot A by direct kernel boot as its launcher does,
 with `--no-sev` (its kernel, initrd and command line, without SEV-SNP), instead of through GRUB."""),
         "checks": attr.string_dict(doc = """Shell command -> what its output must contain: run at the root prompt after the login of the

@@ -816,6 +816,28 @@ fn health_check(dir: &Path, name: &str, body: &str) {
 }
 
 #[test]
+fn an_older_version_is_refused_before_anything_is_written_unless_a_downgrade_is_asked_for() {
+    let fake = FakeSystem::new("A", &["boot_alternative=A", "boot_cycle=stable"]);
+    let update = make_update(&fake.update_dir(), true);
+    let image = update.package.to_str().unwrap();
+    fake.boot("A", "0.2.0");
+    let before = fake.snapshot();
+    assert_error(
+        &fake.agent(&["upgrade-install", image]),
+        &format!(
+            "{image}: version 0.1.0-next is older than the running 0.2.0: refused (anti-rollback); --allow-downgrade installs it anyway"
+        ),
+    );
+    assert!(fake.snapshot() == before, "a refused downgrade wrote something");
+    fake.boot("A", "nightly");
+    assert_error(&fake.agent(&["upgrade-install", image]), "the running version \"nightly\" is not a semantic version");
+    assert!(fake.snapshot() == before);
+    let output = fake.agent(&["upgrade-install", "--allow-downgrade", image]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_written(&fake, "B", "root", &update.root);
+}
+
+#[test]
 fn commits_take_a_trial_deadline_within_its_range() {
     let variables = ["boot_alternative=A", "boot_cycle=stable", "icos_installed_slot=B", "icos_installed_version=x"];
     let fake = FakeSystem::new("A", &variables);

@@ -117,6 +117,8 @@ pub enum UpgradeError {
     Sha256Mismatch { path: PathBuf, expected: String, actual: String },
     #[error("{path} changed while it was installed: slot {slot} stays uncommitted, install again")]
     ImageChanged { path: PathBuf, slot: Slot },
+    #[error("{path}: {problem}; --allow-downgrade installs it anyway")]
+    Rollback { path: PathBuf, problem: String },
     #[error("no upgrade is installed in slot {slot}: run upgrade-install first")]
     NothingInstalled { slot: Slot },
     #[error(transparent)]
@@ -479,11 +481,16 @@ impl Agent {
         }
     }
 
-    pub fn status(&self) -> Result<Status, UpgradeError> {
-        let state = self.state()?;
+    /// The running system's version.
+    fn running_version(&self) -> Result<String, UpgradeError> {
         let path = self.system_root.join(VERSION_FILE);
         let bytes = fs::read(&path).map_err(|source| UpgradeError::Read { path: path.clone(), source })?;
-        let version = version_line(&bytes).map_err(|problem| UpgradeError::System { path, problem: problem.into() })?;
+        version_line(&bytes).map_err(|problem| UpgradeError::System { path, problem: problem.into() })
+    }
+
+    pub fn status(&self) -> Result<Status, UpgradeError> {
+        let state = self.state()?;
+        let version = self.running_version()?;
         let other = state.system.slot.other();
         let inactive_slot = state.layout.slot(other.letter()).map(|_| other);
         let installed_upgrade = match inactive_slot {
@@ -513,14 +520,16 @@ impl Agent {
 
     /// Installs the update image `image` into the inactive slot. The slot's targets are found, the
     /// image is verified completely (one pass, with the SHA-256 when `expected_sha256` is given;
-    /// one `<role>.img` for each role of the slot) and the targets are opened (exclusively: a
-    /// mounted one is refused); then the marker is cleared, the images are written in a second
-    /// pass that must read the same bytes, and the marker is set. A refusal writes nothing; a
-    /// failure while writing leaves the slot uncommitted.
+    /// one `<role>.img` for each role of the slot), its version is compared with the running one
+    /// (older is refused unless `allow_downgrade`: anti-rollback) and the targets are opened
+    /// (exclusively: a mounted one is refused); then the marker is cleared, the images are written
+    /// in a second pass that must read the same bytes, and the marker is set. A refusal writes
+    /// nothing; a failure while writing leaves the slot uncommitted.
     pub fn upgrade_install(
         &self,
         image: &Path,
         expected_sha256: Option<&str>,
+        allow_downgrade: bool,
         progress: &mut dyn FnMut(InstallEvent<'_>),
     ) -> Result<Installed, UpgradeError> {
         let expected_sha256 = expected_sha256.map(parse_sha256).transpose()?;
@@ -548,6 +557,12 @@ impl Agent {
                     expected,
                     actual: update.sha256.clone(),
                 });
+            }
+        }
+        if !allow_downgrade {
+            let running = self.running_version()?;
+            if let Err(problem) = check_not_older(&update.version, &running) {
+                return Err(UpgradeError::Rollback { path: image.to_owned(), problem });
             }
         }
         let mut targets = Vec::new();
@@ -732,6 +747,24 @@ fn wrong_cycle(state: &State, action: &'static str) -> UpgradeError {
     UpgradeError::WrongCycle { action, boot_cycle: state.boot_cycle, advice }
 }
 
+/// Anti-rollback: `version` may be installed over `running` unless it is older, both read as
+/// semantic versions (so 0.10.0 is newer than 0.9.0, and 1.0.0-rc.1 older than 1.0.0).
+fn check_not_older(version: &str, running: &str) -> Result<(), String> {
+    let parse = |text: &str, what: &str| {
+        semver::Version::parse(text).map_err(|error| {
+            format!(
+                "{what} {text:?} is not a semantic version ({error}), so it cannot be told whether the update is older"
+            )
+        })
+    };
+    let new = parse(version, "the update's version")?;
+    let old = parse(running, "the running version")?;
+    if new < old {
+        return Err(format!("version {version} is older than the running {running}: refused (anti-rollback)"));
+    }
+    Ok(())
+}
+
 /// A SHA-256 given on the command line, as lowercase hex.
 fn parse_sha256(text: &str) -> Result<String, UpgradeError> {
     if text.len() != 64 || !text.chars().all(|character| character.is_ascii_hexdigit()) {
@@ -776,6 +809,29 @@ mod tests {
         ] {
             assert!(version_line(bytes).unwrap_err().contains(problem), "{bytes:?}");
         }
+    }
+
+    #[test]
+    fn only_older_versions_are_refused_compared_as_semantic_versions() {
+        for (version, running) in [
+            ("0.1.0-dev-next", "0.1.0-dev"),
+            ("0.1.0-dev", "0.1.0-dev"),
+            ("0.10.0", "0.9.0"),
+            ("1.0.0", "1.0.0-rc.1"),
+            ("1.0.0-rc.10", "1.0.0-rc.9"),
+        ] {
+            assert_eq!(check_not_older(version, running), Ok(()), "{version} over {running}");
+        }
+        for (version, running) in [("0.9.0", "0.10.0"), ("1.0.0-rc.1", "1.0.0"), ("0.1.0-dev", "0.1.0-dev-next")] {
+            assert_eq!(
+                check_not_older(version, running).unwrap_err(),
+                format!("version {version} is older than the running {running}: refused (anti-rollback)")
+            );
+        }
+        let error = check_not_older("build-42", "0.1.0").unwrap_err();
+        assert!(error.starts_with("the update's version \"build-42\" is not a semantic version ("), "{error}");
+        let error = check_not_older("0.1.0", "1.2").unwrap_err();
+        assert!(error.starts_with("the running version \"1.2\" is not a semantic version ("), "{error}");
     }
 
     #[test]

@@ -48,6 +48,10 @@ enum Command {
         /// Refuse the image unless its SHA-256 is HEX.
         #[arg(long, value_name = "HEX")]
         sha256: Option<String>,
+        /// Install it even if its version is older than the running one (anti-rollback refuses
+        /// that, and a version that is not a semantic version, otherwise).
+        #[arg(long)]
+        allow_downgrade: bool,
     },
     /// Make GRUB boot the installed upgrade once, at the next boot, on trial: it must confirm
     /// itself within the deadline, or the watchdog resets the machine and GRUB falls back.
@@ -136,8 +140,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     match cli.command {
         Command::Status { json: true } => println!("{}", serde_json::to_string_pretty(&agent.status()?)?),
         Command::Status { json: false } => println!("{}", agent.status()?),
-        Command::UpgradeInstall { image, sha256 } => {
-            println!("{}", agent.upgrade_install(&image, sha256.as_deref(), &mut report)?)
+        Command::UpgradeInstall { image, sha256, allow_downgrade } => {
+            println!("{}", agent.upgrade_install(&image, sha256.as_deref(), allow_downgrade, &mut report)?)
         }
         Command::UpgradeCommit { trial_timeout } => println!("{}", agent.upgrade_commit(trial_timeout)?),
         Command::Confirm { health_checks } => println!("{}", agent.confirm(health_checks.as_deref())?),

@@ -78,8 +78,11 @@ const QEMU_ATTEMPTS: u32 = 3;
 const LOGIN_SETTLE: Duration = Duration::from_secs(2);
 const LOGIN_ATTEMPTS: u32 = 3;
 
-/// The 9p mount tag under which the update image is shared with the VM.
+/// The 9p mount tag under which the update image is shared with the VM, and its mount command.
 const SHARE_TAG: &str = "update";
+const MOUNT_SHARE: &str = "mount -t 9p -o trans=virtio,version=9p2000.L,ro update /mnt";
+/// The name of --rollback-image in the share.
+const ROLLBACK_IMAGE: &str = "rollback-img.tar.zst";
 
 /// What an upgrade-install may allocate of the VM's sparse disk beyond the data the update image
 /// carries: the running system's own writes (journal, logs) while it installs.
@@ -144,6 +147,10 @@ struct Args {
     /// The version.txt of the update image.
     #[arg(long)]
     update_version_file: Option<PathBuf>,
+    /// upgrade: an update image of a version older than the update's (the disk image's own), which
+    /// upgrade-install must refuse once the update runs (anti-rollback), writing nothing.
+    #[arg(long, value_name = "PATH", requires = "update_image")]
+    rollback_image: Option<PathBuf>,
     /// Where the unpacked disk and the serial log go (default: $TEST_TMPDIR or a new directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -422,13 +429,24 @@ impl Session {
 
     /// Runs a shell command at the root prompt and returns its output; fails unless it exits 0.
     fn run(&mut self, command: &str, timeout: Duration) -> Result<String, Failure> {
+        let (status, output) = self.run_with_status(command, timeout)?;
+        check(status == "0", || format!("`{command}` exited with {status}: {output}"))?;
+        Ok(output)
+    }
+
+    /// Runs a shell command that must fail, and returns its output.
+    fn run_failing(&mut self, command: &str, timeout: Duration) -> Result<String, Failure> {
+        let (status, output) = self.run_with_status(command, timeout)?;
+        check(status != "0", || format!("`{command}` succeeded; it must fail: {output}"))?;
+        Ok(output)
+    }
+
+    fn run_with_status(&mut self, command: &str, timeout: Duration) -> Result<(String, String), Failure> {
         // The quotes keep the typed command, which the console echoes, from matching the marker.
         self.console.send(&format!("{command}; echo \"icos-test-\"\"exit=$?\"\n"))?;
         let output = self.expect("icos-test-exit=", timeout)?;
         let status = self.rest_of_line()?;
-        let output = output.trim_end_matches("icos-test-exit=").to_owned();
-        check(status == "0", || format!("`{command}` exited with {status}: {output}"))?;
-        Ok(output)
+        Ok((status, output.trim_end_matches("icos-test-exit=").to_owned()))
     }
 }
 
@@ -441,6 +459,8 @@ struct Images {
     version: String,
     share: Option<PathBuf>,
     update: Option<Update>,
+    /// The share holds --rollback-image.
+    rollback: bool,
 }
 
 /// The install scenario's preparations of the SetupOS disk.
@@ -723,7 +743,7 @@ fn install_and_commit(
     session.expect_boot('A', "stable", &images.version)?;
     session.login(password)?;
     session.phase("upgrade-install of the update image");
-    session.run(&format!("mount -t 9p -o trans=virtio,version=9p2000.L,ro {SHARE_TAG} /mnt"), COMMAND_TIMEOUT)?;
+    session.run(MOUNT_SHARE, COMMAND_TIMEOUT)?;
     let allocated_before = allocated_bytes(&session.disk)?;
     session.run(
         &format!("/opt/icos/bin/icos-agent upgrade-install --sha256 {} /mnt/update-img.tar.zst", update.sha256),
@@ -787,6 +807,20 @@ fn upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(),
     check(status.contains(&format!("slot B, boot_cycle stable, version {next}")), || {
         format!("after the trial boot, icos-agent status says: {status}")
     })?;
+    if images.rollback {
+        // The disk image's own version, older than the running update: refused, nothing written.
+        session.phase("upgrade-install of an older version");
+        session.run(MOUNT_SHARE, COMMAND_TIMEOUT)?;
+        let refusal = session
+            .run_failing(&format!("/opt/icos/bin/icos-agent upgrade-install /mnt/{ROLLBACK_IMAGE}"), INSTALL_TIMEOUT)?;
+        let expected = format!("version {} is older than the running {next}: refused (anti-rollback)", images.version);
+        check(refusal.contains(&expected), || format!("upgrade-install of an older version printed {refusal:?}"))?;
+        println!("icos-boot-test: upgrade-install refused the older version: {expected}");
+        let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
+        check(status.contains("slot A: no upgrade installed"), || {
+            format!("after the refused downgrade, icos-agent status says: {status}")
+        })?;
+    }
     // grubenv damaged (its signature overwritten, as a torn write could leave it): the agent reports
     // it, and GRUB says so and boots from the copy.
     session.phase("damaging grubenv");
@@ -915,6 +949,7 @@ fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
         version: read_version(&args.version_file)?,
         share: None,
         update: None,
+        rollback: args.rollback_image.is_some(),
     };
     if let (Some(update), Some(version_file)) = (&args.update_image, &args.update_version_file) {
         // The VM sees a directory holding only the update image, as a file (9p does not follow
@@ -922,6 +957,9 @@ fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
         let share = work.join("share");
         fs::create_dir_all(&share)?;
         fs::copy(update, share.join("update-img.tar.zst"))?;
+        if let Some(rollback) = &args.rollback_image {
+            fs::copy(rollback, share.join(ROLLBACK_IMAGE))?;
+        }
         images.update = Some(Update {
             sha256: icos::sha256sums::sha256_file(update)?,
             version: read_version(version_file)?,
@@ -980,6 +1018,7 @@ fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
                             version: read_version(version_file)?,
                             share: None,
                             update: None,
+                            rollback: false,
                         };
                         let installed_work = work.join("installed");
                         fs::create_dir_all(&installed_work)?;
