@@ -402,7 +402,9 @@ mod tests {
     // - the stateless AmdSev firmware is given with `-bios` instead of the pflash pair;
     // - virtio devices need `iommu_platform=on` (and `disable-legacy=on`) so that the guest's
     //   drivers use the DMA API and bounce through shared memory (QEMU's virtio documentation of
-    //   VIRTIO_F_ACCESS_PLATFORM for confidential guests).
+    //   VIRTIO_F_ACCESS_PLATFORM for confidential guests);
+    // - like every VM, the guest has QEMU's emulated i6300esb watchdog, and `-action
+    //   watchdog=reset` (qemu-options.hx, `-action`) resets it when the watchdog runs out.
     #[test]
     fn sev_snp_exact() {
         let argv = build(&sev(SevKind::SevSnp), &host(Accel::Kvm), SerialMode::Pipe).unwrap();
