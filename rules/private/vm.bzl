@@ -186,7 +186,7 @@ B, from grubenv's copy, reported by GRUB and `icos-agent status`, restored by `i
 `failed-upgrade` (install and commit, B's boot stopped in the rescue shell: the watchdog resets the
 machine, GRUB falls back to slot A), `crashed-upgrade` (install and commit, B's kernel panics:
 panic=10 reboots, GRUB falls back to slot A), `verity-corrupted` (the dm-verity error, the panic's
-reboot, no login) and `install` (SetupOS with install_config on its config
+reboot, the error again, never a login) and `install` (SetupOS with install_config on its config
 partition installs on a blank sparse target disk and powers off; the target then boots to a root
 login and the checks; with expect_refusal the installer must refuse and the target stay all holes). Under TCG a boot takes about a minute: give these tests size "large".
 """,
