@@ -26,6 +26,7 @@ pub mod oci;
 pub mod output;
 pub mod package;
 pub mod partitions;
+pub mod release;
 pub mod repro;
 pub mod rootfs;
 pub mod seed;

@@ -14,6 +14,7 @@ mod lvm;
 mod measure;
 mod oci;
 mod package;
+mod release;
 mod rootfs;
 mod verity;
 mod vm;
@@ -91,6 +92,9 @@ enum Command {
     /// Launch measurements of confidential VMs (AMD SEV-SNP).
     #[command(subcommand)]
     Measure(measure::MeasureCommand),
+    /// Signed release bundles of a published variant: package, verify.
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
     /// dm-verity hash trees, byte for byte as veritysetup writes them.
     #[command(subcommand)]
     Verity(verity::VerityCommand),
@@ -131,6 +135,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Grubenv(command) => grubenv::run(command),
         Command::Vm(command) => vm::run(command),
         Command::Verity(command) => verity::run(command),
+        Command::Release(command) => release::run(command),
         Command::Measure(command) => measure::run(command),
         Command::Package(args) => package::run(args),
         Command::Unpack(args) => package::run_unpack(args),
