@@ -4,8 +4,11 @@
 mod common;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::{Arc, Mutex};
 
 use common::{icos, run, tool_command};
 
@@ -134,4 +137,100 @@ fn a_key_that_is_not_ed25519_is_named() {
         .unwrap();
     refused(&output, "ec.pem: not an Ed25519 private key in PEM");
     assert!(!dir.path().join("out.tar").exists());
+}
+
+/// Serves `bytes` on 127.0.0.1 over HTTP/1.1, with Range requests; the first transfer breaks off
+/// after `cut` bytes. Returns the URL and the Range header of each request ("-" without one).
+fn serve(bytes: Vec<u8>, cut: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/guestos-dev.bundle.tar", listener.local_addr().unwrap());
+    let ranges = Arc::new(Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut range = None;
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    range = Some(value.trim().trim_end_matches('-').parse::<usize>().unwrap());
+                }
+            }
+            let first = seen.lock().unwrap().is_empty();
+            seen.lock().unwrap().push(range.map_or("-".to_owned(), |from| format!("bytes={from}-")));
+            let total = bytes.len();
+            let (head, body) = match range {
+                Some(from) => (
+                    format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{total}\r\nConnection: close\r\n\r\n",
+                        total - from,
+                        total - 1
+                    ),
+                    &bytes[from..],
+                ),
+                None => (format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"), &bytes[..]),
+            };
+            let body = if first { &body[..cut] } else { body };
+            let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
+        }
+    });
+    (url, ranges)
+}
+
+#[test]
+fn fetch_resumes_a_transfer_that_broke_off_then_verifies_and_unpacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (private, public) = key_pair(dir, "release");
+    let image = dir.join("disk-img.tar.zst");
+    fs::write(&image, (0..3_000_000u32).map(|index| (index % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    fs::write(dir.join("version.txt"), b"0.1.0-dev\n").unwrap();
+    let bundle = dir.join("bundle.tar");
+    run(icos()
+        .args(["release", "package", "--os", "guestos", "--variant", "dev", "--key"])
+        .arg(&private)
+        .arg("--version-file")
+        .arg(dir.join("version.txt"))
+        .arg("--output")
+        .arg(&bundle)
+        .arg(&image));
+    let bytes = fs::read(&bundle).unwrap();
+    let cut = 1_234_567;
+    let (url, ranges) = serve(bytes, cut);
+    let output_dir = dir.join("fetched");
+    let output = icos()
+        .args(["release", "fetch", "--public-key"])
+        .arg(&public)
+        .arg("--output")
+        .arg(&output_dir)
+        .arg(&url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("icos: the transfer broke off at 1.2 MiB"), "{stderr}");
+    assert!(stderr.contains("icos: resuming at 1.2 MiB of 2.9 MiB"), "{stderr}");
+    assert_eq!(*ranges.lock().unwrap(), ["-".to_owned(), format!("bytes={cut}-")]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{}: guestos dev 0.1.0-dev, signature and 1 file verified, unpacked\n", output_dir.display())
+    );
+    assert_eq!(fs::read(output_dir.join("disk-img.tar.zst")).unwrap(), fs::read(&image).unwrap());
+    assert!(!dir.join("fetched.download").exists());
+
+    // Into a directory that exists: refused before anything is downloaded.
+    let again = icos()
+        .args(["release", "fetch", "--public-key"])
+        .arg(&public)
+        .arg("--output")
+        .arg(&output_dir)
+        .arg(&url)
+        .output()
+        .unwrap();
+    refused(&again, "it exists already");
+    assert_eq!(ranges.lock().unwrap().len(), 2);
 }

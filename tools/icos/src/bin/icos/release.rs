@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use icos::release::fetch::{fetch, FetchEvent};
 use icos::release::{bundle_inputs, package, read_public_key, read_signing_key, verify};
 
 #[derive(Subcommand)]
@@ -46,6 +47,44 @@ pub enum ReleaseCommand {
         unpack: Option<PathBuf>,
         bundle: PathBuf,
     },
+    /// Download a bundle over HTTP(S) with progress on stderr, resuming a transfer that breaks
+    /// off (also one of an earlier fetch, kept in DIR.download), then verify it and unpack it
+    /// into DIR.
+    Fetch {
+        /// A trusted Ed25519 public key, SPKI PEM; repeatable.
+        #[arg(long = "public-key", value_name = "KEY", required = true)]
+        public_keys: Vec<PathBuf>,
+        /// The directory to unpack into (new).
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+        /// More CA certificates (PEM) to trust for HTTPS, besides the system's.
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+        url: String,
+    },
+}
+
+fn file_count(count: usize) -> String {
+    format!("{count} file{}", if count == 1 { "" } else { "s" })
+}
+
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+fn report(event: FetchEvent) {
+    let of = |total: Option<u64>| total.map(|total| format!(" of {}", mebibytes(total))).unwrap_or_default();
+    match event {
+        FetchEvent::Transfer { from: 0, total } => eprintln!("icos: downloading{}", of(total)),
+        FetchEvent::Transfer { from, total } => eprintln!("icos: resuming at {}{}", mebibytes(from), of(total)),
+        FetchEvent::Progress { bytes, total } => eprintln!("icos: {}{}", mebibytes(bytes), of(total)),
+        FetchEvent::Interrupted { bytes, problem } => {
+            eprintln!("icos: the transfer broke off at {} ({problem})", mebibytes(bytes))
+        }
+        FetchEvent::Downloaded { bytes, elapsed } => {
+            eprintln!("icos: downloaded {} in {:.1} s; verifying", mebibytes(bytes), elapsed.as_secs_f64())
+        }
+    }
 }
 
 pub fn run(command: ReleaseCommand) -> Result<ExitCode, Box<dyn Error>> {
@@ -57,24 +96,36 @@ pub fn run(command: ReleaseCommand) -> Result<ExitCode, Box<dyn Error>> {
             let inputs = bundle_inputs(&files)?;
             let manifest = package(&os, &variant, version.trim_end(), &inputs, &key, &output)?;
             println!(
-                "{}: {} {} {}, {} files, signed",
+                "{}: {} {} {}, {}, signed",
                 output.display(),
                 manifest.os,
                 manifest.variant,
                 manifest.version,
-                manifest.files.len()
+                file_count(manifest.files.len())
+            );
+        }
+        ReleaseCommand::Fetch { public_keys, output, ca_cert, url } => {
+            let keys = public_keys.iter().map(|path| read_public_key(path)).collect::<Result<Vec<_>, _>>()?;
+            let manifest = fetch(&url, &keys, &output, ca_cert.as_deref(), &mut report)?;
+            println!(
+                "{}: {} {} {}, signature and {} verified, unpacked",
+                output.display(),
+                manifest.os,
+                manifest.variant,
+                manifest.version,
+                file_count(manifest.files.len())
             );
         }
         ReleaseCommand::Verify { public_keys, unpack, bundle } => {
             let keys = public_keys.iter().map(|path| read_public_key(path)).collect::<Result<Vec<_>, _>>()?;
             let manifest = verify(&bundle, &keys, unpack.as_deref())?;
             println!(
-                "{}: {} {} {}, signature and {} files verified",
+                "{}: {} {} {}, signature and {} verified",
                 bundle.display(),
                 manifest.os,
                 manifest.variant,
                 manifest.version,
-                manifest.files.len()
+                file_count(manifest.files.len())
             );
         }
     }

@@ -94,7 +94,7 @@ impl fmt::Display for ErrorBody {
 /// The TLS configuration: the system's CA certificates (`SSL_CERT_FILE` and `SSL_CERT_DIR` when
 /// set, as OpenSSL has it, so a proxy's CA installed there is trusted) and those in `ca_cert`, a
 /// PEM file, such as a test registry's self-signed certificate.
-fn tls_config(ca_cert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, RegistryError> {
+pub(crate) fn tls_config(ca_cert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, RegistryError> {
     let mut roots = rustls::RootCertStore::empty();
     // As in ureq's own default: an unreadable system store leaves fewer roots, and whatever then
     // fails to verify says so.

@@ -29,6 +29,7 @@ pub use client::ErrorBody;
 pub use pull::{present, PullReport};
 pub use push::{PushReport, PushedBlob};
 
+pub(crate) use client::tls_config;
 use client::Client;
 
 /// The environment variables of the registry settings that the command line also takes.

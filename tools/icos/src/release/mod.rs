@@ -10,6 +10,8 @@
 //! file given on the command line (PKCS#8 PEM, `openssl genpkey -algorithm ed25519`), never from
 //! the build: packaging is a step after `bazel build`.
 //!
+//! `fetch` downloads a bundle over HTTP(S), resuming, before it verifies and unpacks it.
+//!
 //! Verifying reads the bundle once: the manifest's signature is checked against the trusted public
 //! keys (SPKI PEM, `openssl pkey -pubout`) before any file is looked at, then every member must be
 //! the next file of the manifest with its size and SHA-256, and nothing may follow.
@@ -21,6 +23,8 @@ use std::path::{Component, Path, PathBuf};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
+
+pub mod fetch;
 
 use crate::hashing::HashingReader;
 use crate::io_error::PathIoError;
@@ -49,6 +53,8 @@ pub enum ReleaseError {
     BadSignature { bundle: PathBuf, keys: String },
     #[error("{bundle}: {file}: {problem}")]
     BadFile { bundle: PathBuf, file: String, problem: String },
+    #[error("{url}: {problem}")]
+    Fetch { url: String, problem: String },
 }
 
 /// What a bundle holds.
