@@ -234,3 +234,60 @@ fn fetch_resumes_a_transfer_that_broke_off_then_verifies_and_unpacks() {
     refused(&again, "it exists already");
     assert_eq!(ranges.lock().unwrap().len(), 2);
 }
+
+#[test]
+fn start_boots_an_unpacked_bundle_only_once_it_verifies_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (private, public) = key_pair(dir, "release");
+    fs::write(dir.join("disk.img"), vec![1u8; 1 << 20]).unwrap();
+    run(icos()
+        .args(["package", "--output"])
+        .arg(dir.join("disk-img.tar.zst"))
+        .arg(format!("--member=disk.img={}", dir.join("disk.img").display())));
+    fs::write(dir.join("version.txt"), b"0.1.0-dev\n").unwrap();
+    fs::write(dir.join("vars.fd"), b"uefi variables").unwrap();
+    let bundle = dir.join("bundle.tar");
+    run(icos()
+        .args(["release", "package", "--os", "guestos", "--variant", "dev", "--key"])
+        .arg(&private)
+        .arg("--version-file")
+        .arg(dir.join("version.txt"))
+        .arg("--output")
+        .arg(&bundle)
+        .arg(dir.join("disk-img.tar.zst")));
+    let unpacked = dir.join("unpacked");
+    run(icos().args(["release", "verify", "--public-key"]).arg(&public).arg("--unpack").arg(&unpacked).arg(&bundle));
+    run(icos().args(["release", "verify", "--public-key"]).arg(&public).arg(&unpacked));
+    // /bin/true stands in for QEMU: what is checked is that start verifies, prepares the disk and
+    // runs the command line of `icos vm run`.
+    let start = |work: &str| {
+        icos()
+            .args(["release", "start", "--public-key"])
+            .arg(&public)
+            .arg(&unpacked)
+            .args(["--accel", "tcg", "--vsock-cid", "off", "--qemu", "/bin/true", "--ovmf-vars"])
+            .arg(dir.join("vars.fd"))
+            .arg("--work-dir")
+            .arg(dir.join(work))
+            .output()
+            .unwrap()
+    };
+    let output = start("work");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("guestos dev 0.1.0-dev, signature and 1 file verified; booting disk-img.tar.zst"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("icos: qemu command line: /bin/true -machine q35 -accel tcg"), "{stderr}");
+    assert_eq!(fs::read(dir.join("work/disk.img")).unwrap(), fs::read(dir.join("disk.img")).unwrap());
+
+    let mut image = fs::read(unpacked.join("disk-img.tar.zst")).unwrap();
+    let last = image.len() - 1;
+    image[last] ^= 1;
+    fs::write(unpacked.join("disk-img.tar.zst"), &image).unwrap();
+    let output = start("work-2");
+    refused(&output, "unpacked: disk-img.tar.zst: ");
+    assert!(!dir.join("work-2").exists(), "a bundle that does not verify was prepared to boot");
+}

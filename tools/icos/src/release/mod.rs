@@ -263,20 +263,14 @@ fn verify_stream(
     check_member(&entry, SIGNATURE).map_err(bad)?;
     entry.by_ref().take(65).read_to_end(&mut signature_bytes).map_err(PathIoError::with("read", bundle))?;
     drop(entry);
-    let signature = Signature::from_slice(&signature_bytes)
-        .map_err(|_| bad(format!("{SIGNATURE} is {} bytes, not an Ed25519 signature", signature_bytes.len())))?;
-    if !keys.iter().any(|trusted| trusted.key.verify(&manifest_bytes, &signature).is_ok()) {
-        let keys = keys.iter().map(|trusted| trusted.path.display().to_string()).collect::<Vec<_>>().join(", ");
-        return Err(ReleaseError::BadSignature { bundle: bundle.to_owned(), keys });
-    }
-    // Signed: what it says can be trusted, and is checked for sense all the same.
-    let manifest: Manifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|error| bad(format!("{MANIFEST}: {error}")))?;
-    if manifest.format != FORMAT {
-        return Err(bad(format!("{MANIFEST}: format {:?}, this icos reads {FORMAT:?}", manifest.format)));
-    }
-    for listed in &manifest.files {
-        check_path(&listed.path).map_err(|problem| bad(format!("{MANIFEST} lists {:?}: {problem}", listed.path)))?;
+    check_signature(bundle, &manifest_bytes, &signature_bytes, keys)?;
+    let manifest = parse_manifest(&manifest_bytes).map_err(bad)?;
+    if let Some(dir) = unpack {
+        // With them, the unpacked directory verifies again (`verify_directory`).
+        for (name, bytes) in [(MANIFEST, &manifest_bytes), (SIGNATURE, &signature_bytes)] {
+            let path = dir.join(name);
+            fs::write(&path, bytes).map_err(PathIoError::with("write", &path))?;
+        }
     }
 
     for listed in &manifest.files {
@@ -319,6 +313,86 @@ fn verify_stream(
         return Err(bad(format!("{name:?} follows the files of the manifest: refused")));
     }
     Ok(manifest)
+}
+
+/// Checks the manifest's signature against `keys`.
+fn check_signature(bundle: &Path, manifest: &[u8], signature: &[u8], keys: &[TrustedKey]) -> Result<(), ReleaseError> {
+    let signature = Signature::from_slice(signature).map_err(|_| ReleaseError::BadBundle {
+        bundle: bundle.to_owned(),
+        problem: format!("{SIGNATURE} is {} bytes, not an Ed25519 signature", signature.len()),
+    })?;
+    if !keys.iter().any(|trusted| trusted.key.verify(manifest, &signature).is_ok()) {
+        let keys = keys.iter().map(|trusted| trusted.path.display().to_string()).collect::<Vec<_>>().join(", ");
+        return Err(ReleaseError::BadSignature { bundle: bundle.to_owned(), keys });
+    }
+    Ok(())
+}
+
+/// A signed manifest: what it says can be trusted, and is checked for sense all the same.
+fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
+    let manifest: Manifest = serde_json::from_slice(bytes).map_err(|error| format!("{MANIFEST}: {error}"))?;
+    if manifest.format != FORMAT {
+        return Err(format!("{MANIFEST}: format {:?}, this icos reads {FORMAT:?}", manifest.format));
+    }
+    for listed in &manifest.files {
+        check_path(&listed.path).map_err(|problem| format!("{MANIFEST} lists {:?}: {problem}", listed.path))?;
+    }
+    Ok(manifest)
+}
+
+/// Checks an unpacked bundle (`verify --unpack`, `fetch`): its manifest's signature, every file's
+/// size and SHA-256, and that it holds nothing else.
+pub fn verify_directory(dir: &Path, keys: &[TrustedKey]) -> Result<Manifest, ReleaseError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read(&path).map_err(PathIoError::with("read", &path))
+    };
+    let manifest_bytes = read(MANIFEST)?;
+    check_signature(dir, &manifest_bytes, &read(SIGNATURE)?, keys)?;
+    let manifest = parse_manifest(&manifest_bytes)
+        .map_err(|problem| ReleaseError::BadBundle { bundle: dir.to_owned(), problem })?;
+    let mut expected: std::collections::BTreeSet<String> = [MANIFEST, SIGNATURE].map(str::to_owned).into();
+    for listed in &manifest.files {
+        let path = dir.join(&listed.path);
+        let file_error =
+            |problem: String| ReleaseError::BadFile { bundle: dir.to_owned(), file: listed.path.clone(), problem };
+        let file = File::open(&path).map_err(|error| file_error(format!("cannot be read: {error}")))?;
+        let digest = HashingReader::new(file).finish().map_err(PathIoError::with("read", &path))?;
+        if digest.length != listed.size || digest.sha256_hex() != listed.sha256 {
+            return Err(file_error(format!(
+                "{} bytes with SHA-256 {}, the manifest says {} bytes with {}: refused",
+                digest.length,
+                digest.sha256_hex(),
+                listed.size,
+                listed.sha256
+            )));
+        }
+        expected.insert(listed.path.clone());
+    }
+    let mut found = Vec::new();
+    list_files(dir, "", &mut found)?;
+    if let Some(extra) = found.into_iter().find(|path| !expected.contains(path)) {
+        return Err(ReleaseError::BadBundle {
+            bundle: dir.to_owned(),
+            problem: format!("{extra} is not in the manifest: refused"),
+        });
+    }
+    Ok(manifest)
+}
+
+/// The relative paths of the files under `dir`.
+fn list_files(dir: &Path, prefix: &str, found: &mut Vec<String>) -> Result<(), ReleaseError> {
+    for entry in fs::read_dir(dir).map_err(PathIoError::with("list", dir))? {
+        let entry = entry.map_err(PathIoError::with("list", dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        if entry.file_type().map_err(PathIoError::with("read", &entry.path()))?.is_dir() {
+            list_files(&entry.path(), &path, found)?;
+        } else {
+            found.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// A member must be a regular file named as expected.
@@ -382,6 +456,16 @@ mod tests {
         let unpacked = dir.path().join("unpacked");
         verify(&output, &[trusted(1)], Some(&unpacked)).unwrap();
         assert_eq!(fs::read(unpacked.join("sev-launch/cmdline")).unwrap(), b"console=ttyS0");
+        // The unpacked directory verifies again, and not once changed.
+        assert_eq!(verify_directory(&unpacked, &[trusted(1)]).unwrap(), manifest);
+        assert!(verify_directory(&unpacked, &[trusted(2)]).unwrap_err().to_string().contains("does not verify"));
+        fs::write(unpacked.join("notes.txt"), b"").unwrap();
+        let error = verify_directory(&unpacked, &[trusted(1)]).unwrap_err().to_string();
+        assert!(error.ends_with("notes.txt is not in the manifest: refused"), "{error}");
+        fs::remove_file(unpacked.join("notes.txt")).unwrap();
+        fs::write(unpacked.join("sev-launch/cmdline"), b"console=ttyS1").unwrap();
+        let error = verify_directory(&unpacked, &[trusted(1)]).unwrap_err().to_string();
+        assert!(error.contains(": sev-launch/cmdline: 13 bytes with SHA-256 "), "{error}");
         let first = fs::read(&output).unwrap();
         let again = bundle(dir.path());
         assert_eq!(fs::read(again).unwrap(), first);

@@ -92,7 +92,7 @@ enum Command {
     /// Launch measurements of confidential VMs (AMD SEV-SNP).
     #[command(subcommand)]
     Measure(measure::MeasureCommand),
-    /// Signed release bundles of a published variant: package, verify, fetch.
+    /// Signed release bundles of a published variant: package, verify, fetch, start.
     #[command(subcommand)]
     Release(release::ReleaseCommand),
     /// dm-verity hash trees, byte for byte as veritysetup writes them.

@@ -5,10 +5,13 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use icos::release::fetch::{fetch, FetchEvent};
-use icos::release::{bundle_inputs, package, read_public_key, read_signing_key, verify};
+use icos::release::{bundle_inputs, package, read_public_key, read_signing_key, verify, verify_directory};
+use icos::vm::VmFlags;
+
+use crate::vm::{run_vm, RunArgs, WorkArgs};
 
 #[derive(Subcommand)]
 pub enum ReleaseCommand {
@@ -36,8 +39,9 @@ pub enum ReleaseCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
-    /// Check a bundle: its manifest's signature against the public keys, then every file's size
-    /// and SHA-256, in one pass. Exit status 2, naming the file, when anything does not match.
+    /// Check a bundle, or a directory it was unpacked into: its manifest's signature against the
+    /// public keys, then every file's size and SHA-256 (in one pass through a bundle), and that
+    /// it holds nothing else. Exit status 2, naming the file, when anything does not match.
     Verify {
         /// A trusted Ed25519 public key, SPKI PEM (`openssl pkey -pubout`); repeatable.
         #[arg(long = "public-key", value_name = "KEY", required = true)]
@@ -62,7 +66,26 @@ pub enum ReleaseCommand {
         ca_cert: Option<PathBuf>,
         url: String,
     },
+    /// Verify an unpacked bundle (fetch, verify --unpack) and boot its disk-img.tar.zst as
+    /// `icos vm run` does, with the same VM settings.
+    Start(Box<StartArgs>),
 }
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// A trusted Ed25519 public key, SPKI PEM; repeatable.
+    #[arg(long = "public-key", value_name = "KEY", required = true)]
+    public_keys: Vec<PathBuf>,
+    /// The unpacked bundle.
+    dir: PathBuf,
+    #[command(flatten)]
+    work: WorkArgs,
+    #[command(flatten)]
+    vm: VmFlags,
+}
+
+/// What `start` boots.
+const DISK_IMAGE: &str = "disk-img.tar.zst";
 
 fn file_count(count: usize) -> String {
     format!("{count} file{}", if count == 1 { "" } else { "s" })
@@ -116,9 +139,31 @@ pub fn run(command: ReleaseCommand) -> Result<ExitCode, Box<dyn Error>> {
                 file_count(manifest.files.len())
             );
         }
+        ReleaseCommand::Start(args) => {
+            let StartArgs { public_keys, dir, work, vm } = *args;
+            let keys = public_keys.iter().map(|path| read_public_key(path)).collect::<Result<Vec<_>, _>>()?;
+            let manifest = verify_directory(&dir, &keys)?;
+            let disk_image = dir.join(DISK_IMAGE);
+            if !manifest.files.iter().any(|file| file.path == DISK_IMAGE) {
+                return Err(format!("{}: the bundle has no {DISK_IMAGE} to boot", dir.display()).into());
+            }
+            eprintln!(
+                "icos: {}: {} {} {}, signature and {} verified; booting {DISK_IMAGE}",
+                dir.display(),
+                manifest.os,
+                manifest.variant,
+                manifest.version,
+                file_count(manifest.files.len())
+            );
+            return run_vm(RunArgs { disk_image, work, vm });
+        }
         ReleaseCommand::Verify { public_keys, unpack, bundle } => {
             let keys = public_keys.iter().map(|path| read_public_key(path)).collect::<Result<Vec<_>, _>>()?;
-            let manifest = verify(&bundle, &keys, unpack.as_deref())?;
+            let manifest = if bundle.is_dir() && unpack.is_none() {
+                verify_directory(&bundle, &keys)?
+            } else {
+                verify(&bundle, &keys, unpack.as_deref())?
+            };
             println!(
                 "{}: {} {} {}, signature and {} verified",
                 bundle.display(),

@@ -60,16 +60,23 @@ pub struct HostArgs {
 pub struct RunArgs {
     /// A disk-img.tar.zst package (unpacked sparsely) or a raw disk image (copied with its holes).
     #[arg(long)]
-    disk_image: PathBuf,
+    pub disk_image: PathBuf,
+    #[command(flatten)]
+    pub work: WorkArgs,
+    #[command(flatten)]
+    pub vm: VmFlags,
+}
+
+/// Where `icos vm run` (and `icos release start`) keeps the VM's private files.
+#[derive(Args)]
+pub struct WorkArgs {
     /// Where the private disk image and UEFI variables go; kept. Default: a new temporary directory
     /// under $ICOS_VM_DIR or /var/tmp, removed when QEMU exits unless --keep is given.
     #[arg(long)]
-    work_dir: Option<PathBuf>,
+    pub work_dir: Option<PathBuf>,
     /// Keep the temporary work directory.
     #[arg(long)]
-    keep: bool,
-    #[command(flatten)]
-    vm: VmFlags,
+    pub keep: bool,
 }
 
 #[derive(Args)]
@@ -113,12 +120,12 @@ fn check_host_runs(config: &VmConfig) -> Result<(), Box<dyn Error>> {
     }
 }
 
-fn run_vm(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
+pub fn run_vm(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
     let config = args.vm.into_config()?;
     let host = resolve(&config)?;
     // A temporary directory goes when this returns early; a given one is made after the checks.
     let mut temporary = None;
-    let work_dir = match &args.work_dir {
+    let work_dir = match &args.work.work_dir {
         Some(dir) => dir.clone(),
         None => {
             let base = std::env::var_os("ICOS_VM_DIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
@@ -147,7 +154,7 @@ fn run_vm(args: RunArgs) -> Result<ExitCode, Box<dyn Error>> {
         .args(&argv[1..])
         .status()
         .map_err(|error| format!("cannot start {}: {error}", argv[0]))?;
-    if args.keep {
+    if args.work.keep {
         if let Some(dir) = temporary.take() {
             eprintln!("icos: kept the work directory {}", dir.keep().display());
         }
