@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 use common::{icos, run, tool_command};
@@ -25,6 +25,20 @@ fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     openssl(dir, &["genpkey", "-algorithm", "ed25519", "-out", &private]);
     openssl(dir, &["pkey", "-in", &private, "-pubout", "-out", &public]);
     (dir.join(private), dir.join(public))
+}
+
+/// `icos release package` of `files` for GuestOS dev, with the version in `dir`/version.txt.
+fn package_command(dir: &Path, key: &Path, output: &Path, files: &[PathBuf]) -> Command {
+    let mut command = icos();
+    command
+        .args(["release", "package", "--os", "guestos", "--variant", "dev", "--key"])
+        .arg(key)
+        .arg("--version-file")
+        .arg(dir.join("version.txt"))
+        .arg("--output")
+        .arg(output)
+        .args(files);
+    command
 }
 
 fn verify(bundle: &Path, public: &Path) -> Output {
@@ -50,14 +64,8 @@ fn bundles_are_signed_as_openssl_signs_and_refused_when_a_byte_or_the_key_is_wro
     fs::write(input.join("sev-launch/cmdline"), b"console=ttyS0").unwrap();
     fs::write(input.join("version.txt"), b"0.1.0-dev\n").unwrap();
     let bundle = dir.join("guestos-dev.bundle.tar");
-    let output = run(icos()
-        .args(["release", "package", "--os", "guestos", "--variant", "dev", "--key"])
-        .arg(&private)
-        .arg("--version-file")
-        .arg(input.join("version.txt"))
-        .arg("--output")
-        .arg(&bundle)
-        .args(["disk-img.tar.zst", "SHA256SUMS", "sev-launch"].map(|name| input.join(name))));
+    let files = ["disk-img.tar.zst", "SHA256SUMS", "sev-launch"].map(|name| input.join(name));
+    let output = run(&mut package_command(&input, &private, &bundle, &files));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         format!("{}: guestos dev 0.1.0-dev, 3 files, signed\n", bundle.display())
@@ -122,21 +130,14 @@ fn bundles_are_signed_as_openssl_signs_and_refused_when_a_byte_or_the_key_is_wro
 
 #[test]
 fn a_key_that_is_not_ed25519_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    openssl(dir.path(), &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ec.pem"]);
-    fs::write(dir.path().join("version.txt"), b"1\n").unwrap();
-    let output = icos()
-        .args(["release", "package", "--os", "guestos", "--variant", "dev", "--key"])
-        .arg(dir.path().join("ec.pem"))
-        .arg("--version-file")
-        .arg(dir.path().join("version.txt"))
-        .arg("--output")
-        .arg(dir.path().join("out.tar"))
-        .arg(dir.path().join("version.txt"))
-        .output()
-        .unwrap();
+    let temporary = tempfile::tempdir().unwrap();
+    let dir = temporary.path();
+    openssl(dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ec.pem"]);
+    fs::write(dir.join("version.txt"), b"1\n").unwrap();
+    let output =
+        package_command(dir, &dir.join("ec.pem"), &dir.join("out.tar"), &[dir.join("version.txt")]).output().unwrap();
     refused(&output, "ec.pem: not an Ed25519 private key in PEM");
-    assert!(!dir.path().join("out.tar").exists());
+    assert!(!dir.join("out.tar").exists());
 }
 
 /// Serves `bytes` on 127.0.0.1 over HTTP/1.1, with Range requests; the first transfer breaks off
@@ -190,26 +191,22 @@ fn fetch_resumes_a_transfer_that_broke_off_then_verifies_and_unpacks() {
     fs::write(&image, (0..3_000_000u32).map(|index| (index % 251) as u8).collect::<Vec<u8>>()).unwrap();
     fs::write(dir.join("version.txt"), b"0.1.0-dev\n").unwrap();
     let bundle = dir.join("bundle.tar");
-    run(icos()
-        .args(["release", "package", "--os", "guestos", "--variant", "dev", "--key"])
-        .arg(&private)
-        .arg("--version-file")
-        .arg(dir.join("version.txt"))
-        .arg("--output")
-        .arg(&bundle)
-        .arg(&image));
+    run(&mut package_command(dir, &private, &bundle, std::slice::from_ref(&image)));
     let bytes = fs::read(&bundle).unwrap();
     let cut = 1_234_567;
     let (url, ranges) = serve(bytes, cut);
     let output_dir = dir.join("fetched");
-    let output = icos()
-        .args(["release", "fetch", "--public-key"])
-        .arg(&public)
-        .arg("--output")
-        .arg(&output_dir)
-        .arg(&url)
-        .output()
-        .unwrap();
+    let fetch = || {
+        icos()
+            .args(["release", "fetch", "--public-key"])
+            .arg(&public)
+            .arg("--output")
+            .arg(&output_dir)
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let output = fetch();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("icos: the transfer broke off at 1.2 MiB"), "{stderr}");
@@ -223,14 +220,7 @@ fn fetch_resumes_a_transfer_that_broke_off_then_verifies_and_unpacks() {
     assert!(!dir.join("fetched.download").exists());
 
     // Into a directory that exists: refused before anything is downloaded.
-    let again = icos()
-        .args(["release", "fetch", "--public-key"])
-        .arg(&public)
-        .arg("--output")
-        .arg(&output_dir)
-        .arg(&url)
-        .output()
-        .unwrap();
+    let again = fetch();
     refused(&again, "it exists already");
     assert_eq!(ranges.lock().unwrap().len(), 2);
 }
@@ -248,14 +238,7 @@ fn start_boots_an_unpacked_bundle_only_once_it_verifies_again() {
     fs::write(dir.join("version.txt"), b"0.1.0-dev\n").unwrap();
     fs::write(dir.join("vars.fd"), b"uefi variables").unwrap();
     let bundle = dir.join("bundle.tar");
-    run(icos()
-        .args(["release", "package", "--os", "guestos", "--variant", "dev", "--key"])
-        .arg(&private)
-        .arg("--version-file")
-        .arg(dir.join("version.txt"))
-        .arg("--output")
-        .arg(&bundle)
-        .arg(dir.join("disk-img.tar.zst")));
+    run(&mut package_command(dir, &private, &bundle, &[dir.join("disk-img.tar.zst")]));
     let unpacked = dir.join("unpacked");
     run(icos().args(["release", "verify", "--public-key"]).arg(&public).arg("--unpack").arg(&unpacked).arg(&bundle));
     run(icos().args(["release", "verify", "--public-key"]).arg(&public).arg(&unpacked));
