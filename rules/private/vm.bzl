@@ -184,7 +184,7 @@ login and `icos-agent status`), `no-login` (the system runs and the console offe
 starts the trial's watchdog and confirms itself with nothing typed; grubenv damaged, reboot: still
 B, from grubenv's copy, reported by GRUB and `icos-agent status`, restored by `icos-agent repair`),
 `failed-upgrade` (install and commit, B's boot stopped in the rescue shell: the watchdog resets the
-machine, GRUB falls back to slot A), `crashed-upgrade` (install and commit, B's kernel panics:
+machine, GRUB falls back to slot A; both copies of grubenv damaged: GRUB boots slot A saying so, `icos-agent repair`), `crashed-upgrade` (install and commit, B's kernel panics:
 panic=10 reboots, GRUB falls back to slot A), `verity-corrupted` (the dm-verity error, the panic's
 reboot, the error again, never a login) and `install` (SetupOS with install_config on its config
 partition installs on a blank sparse target disk and powers off; the target then boots to a root

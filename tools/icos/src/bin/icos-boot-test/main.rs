@@ -55,6 +55,7 @@ const HUNG_TRIAL_TIMEOUT: u64 = 120;
 const GRUBENV_DAMAGED_STATUS: &str =
     "boot state: /grub/grubenv is damaged (not a GRUB environment block: the signature line is missing)";
 const GRUBENV_DAMAGED_GRUB: &str = "icos: grubenv is damaged: the boot state comes from grubenv.copy";
+const BOOT_STATE_LOST_GRUB: &str = "icos: both copies of the boot state are damaged: booting slot A";
 /// What GRUB prints when it falls back from a slot on trial that never confirmed.
 const FALLBACK: &str = "did not confirm its upgrade: falling back.";
 /// The partition and byte the verity-corrupted scenario changes: slot A's root, in its ext4
@@ -108,7 +109,8 @@ enum Scenario {
     Upgrade,
     /// Install and commit; slot B's command line is changed to stop its boot in the rescue shell:
     /// the watchdog its trial boot started resets the machine (no clean restart, no reset from
-    /// outside), and GRUB falls back to slot A.
+    /// outside), and GRUB falls back to slot A. Then both copies of grubenv are damaged: GRUB boots
+    /// slot A saying so, status reports it, and `icos-agent repair` writes the state anew.
     FailedUpgrade,
     /// Install and commit; slot B's command line is changed to init=/bin/false: the kernel panics,
     /// panic=10 reboots it, and GRUB falls back to slot A.
@@ -870,7 +872,34 @@ fn failed_upgrade(session: &mut Session, images: &Images, password: &str) -> Res
     check(waited >= Duration::from_secs(HUNG_TRIAL_TIMEOUT - 10), || {
         format!("the reset came {:.1} s after the watchdog started, before its deadline", waited.as_secs_f64())
     })?;
-    session.expect_boot('A', "stable", &images.version)
+    session.expect_boot('A', "stable", &images.version)?;
+
+    // Both copies of the boot state damaged: GRUB says so and boots slot A; status reports the
+    // state lost (on the console too), and repair writes it anew for the running slot.
+    session.login(password)?;
+    session.phase("damaging both copies of grubenv");
+    session.run(
+        "for copy in /grub/grubenv /grub/grubenv.copy; do printf garbage | dd of=$copy conv=notrunc status=none; done; sync",
+        COMMAND_TIMEOUT,
+    )?;
+    session.console.send("reboot\n")?;
+    session.phase("firmware and GRUB");
+    session.expect(BOOT_STATE_LOST_GRUB, GRUB_TIMEOUT)?;
+    session.expect("icos: booting slot A (stable)", GRUB_TIMEOUT)?;
+    session.phase("Linux and systemd");
+    session.expect("icos: system running; icos-agent: error: the boot state is lost: ", SYSTEM_UP_TIMEOUT)?;
+    session.login(password)?;
+    session.phase("repair");
+    let repaired = session.run("/opt/icos/bin/icos-agent repair", COMMAND_TIMEOUT)?;
+    check(repaired.contains("say slot A (the running slot), boot_cycle stable"), || {
+        format!("icos-agent repair says: {repaired}")
+    })?;
+    let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
+    check(
+        status.contains(&format!("slot A, boot_cycle stable, version {}", images.version))
+            && !status.contains("boot state:"),
+        || format!("after repair, icos-agent status says: {status}"),
+    )
 }
 
 /// Slot B's kernel panics (its init exits); nothing is typed after the reboot into it.
