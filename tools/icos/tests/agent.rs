@@ -173,6 +173,8 @@ impl FakeSystem {
         }
         fs::create_dir_all(root.join("proc/self")).unwrap();
         fs::create_dir_all(root.join("opt/icos/share")).unwrap();
+        fs::create_dir_all(root.join("etc/icos")).unwrap();
+        fs::write(root.join("etc/icos/build.conf"), "BUILD_TYPE=dev\nMALICIOUS_BEHAVIOR=0\n").unwrap();
         fs::write(fake.layout_path(), layout(storage, slots).to_json()).unwrap();
         fake.boot(running, "0.1.0-dev");
         fs::create_dir(fake.dir.path().join("grub")).unwrap();
@@ -411,8 +413,13 @@ fn install_commit_and_confirm_walk_through_the_boot_cycle_on_partitions_and_on_v
 fn walk_through_the_boot_cycle(storage: Storage) {
     let fake = FakeSystem::with(storage, &ALL_SLOTS, "A", &["boot_alternative=A", "boot_cycle=stable"]);
     let update = make_update(&fake.update_dir(), true);
-    let output =
-        fake.agent(&["upgrade-install", update.package.to_str().unwrap(), "--sha256", &sha256(&update.package)]);
+    let output = fake.agent(&[
+        "upgrade-install",
+        "--allow-unsigned",
+        update.package.to_str().unwrap(),
+        "--sha256",
+        &sha256(&update.package),
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stdout(&output).starts_with("upgrade 0.1.0-next installed in slot B"), "{}", stdout(&output));
@@ -496,7 +503,7 @@ fn walk_through_the_boot_cycle(storage: Storage) {
 
     // From slot B the next upgrade goes to slot A.
     let update = make_update(&fake.dir.path().join("update-2"), true);
-    let output = fake.agent(&["upgrade-install", update.package.to_str().unwrap()]);
+    let output = fake.agent(&["upgrade-install", "--allow-unsigned", update.package.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout(&output).starts_with("upgrade 0.1.0-next installed in slot A"), "{}", stdout(&output));
     for (role, image) in [("boot", &update.boot), ("root", &update.root), ("var", &update.var)] {
@@ -511,7 +518,7 @@ fn slot_b_installs_into_slot_a_and_a_slot_without_var_keeps_its_var() {
     let slots = ["A:boot=A_boot,root=A_root", "B:boot=B_boot,root=B_root"];
     let fake = FakeSystem::with(Storage::Gpt, &slots, "B", &["boot_alternative=B", "boot_cycle=stable"]);
     let update = make_update(&fake.update_dir(), false);
-    let output = fake.agent(&["upgrade-install", update.package.to_str().unwrap()]);
+    let output = fake.agent(&["upgrade-install", "--allow-unsigned", update.package.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_written(&fake, "A", "boot", &update.boot);
     assert_written(&fake, "A", "root", &update.root);
@@ -528,7 +535,7 @@ fn an_install_replaces_an_uncommitted_one() {
     let stale = ["boot_alternative=A", "boot_cycle=stable", "icos_installed_slot=B", "icos_installed_version=old"];
     let fake = FakeSystem::new("A", &stale);
     let update = make_update(&fake.update_dir(), true);
-    let output = fake.agent(&["upgrade-install", update.package.to_str().unwrap()]);
+    let output = fake.agent(&["upgrade-install", "--allow-unsigned", update.package.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(
         fake.grub_variables(),
@@ -614,7 +621,7 @@ fn refusals_leave_the_targets_and_grubenv_untouched(storage: Storage, kind: &str
     const MARKED: &[&str] =
         &["boot_alternative=A", "boot_cycle=stable", "icos_installed_slot=B", "icos_installed_version=old"];
     const FIRST_BOOT: &[&str] = &["boot_alternative=B", "boot_cycle=first_boot"];
-    const INSTALL: &[&str] = &["upgrade-install", "IMAGE"];
+    const INSTALL: &[&str] = &["upgrade-install", "--allow-unsigned", "IMAGE"];
     const WRONG_SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
     // (grubenv, the image, the arguments with IMAGE for its path, the error)
     let cases: [(&[&str], MakeImage, &[&str], &str); 18] = [
@@ -639,8 +646,8 @@ fn refusals_leave_the_targets_and_grubenv_untouched(storage: Storage, kind: &str
         (MARKED, corrupt, INSTALL, "not a valid update image"),
         (MARKED, truncated, INSTALL, "not a valid update image"),
         (MARKED, absent, INSTALL, "absent.tar.zst"),
-        (MARKED, good_update, &["upgrade-install", "IMAGE", "--sha256", WRONG_SHA256], "the SHA-256 is"),
-        (MARKED, good_update, &["upgrade-install", "IMAGE", "--sha256", "xyz"], "\"xyz\" is not a SHA-256"),
+        (MARKED, good_update, &["upgrade-install", "--allow-unsigned", "IMAGE", "--sha256", WRONG_SHA256], "the SHA-256 is"),
+        (MARKED, good_update, &["upgrade-install", "--allow-unsigned", "IMAGE", "--sha256", "xyz"], "\"xyz\" is not a SHA-256"),
         (
             &["boot_alternative=B", "boot_cycle=stable"],
             absent,
@@ -677,7 +684,7 @@ fn a_target_that_cannot_be_opened_stops_the_install_before_any_write() {
         let device = fake.device_path("B", "root");
         fs::remove_file(&device).unwrap();
         let grubenv = fs::read(fake.grubenv()).unwrap();
-        let output = fake.agent(&["upgrade-install", update.package.to_str().unwrap()]);
+        let output = fake.agent(&["upgrade-install", "--allow-unsigned", update.package.to_str().unwrap()]);
         assert_error(&output, &format!("{}: No such file or directory", device.display()));
         assert_slot_untouched(&fake, "A");
         assert_untouched(&fake, "B", "boot");
@@ -706,7 +713,7 @@ fn a_missing_volume_of_the_inactive_slot_stops_the_install_before_the_image_is_r
     fs::remove_file(fake.root().join("sys/block").join(devname)).unwrap();
     let before = fake.snapshot();
     // The image is not even there: the targets are found first.
-    let output = fake.agent(&["upgrade-install", "/nonexistent/update-img.tar.zst"]);
+    let output = fake.agent(&["upgrade-install", "--allow-unsigned", "/nonexistent/update-img.tar.zst"]);
     assert_error(&output, "no device-mapper device is named hostlvm-B_root");
     assert_error(&output, "is logical volume hostlvm-B_root of volume group hostlvm active?");
     assert!(fake.snapshot() == before);
@@ -749,7 +756,7 @@ fn an_os_with_one_slot_reports_its_state_but_installs_nothing() {
 
     let update = make_update(&fake.update_dir(), true);
     let before = fake.snapshot();
-    for args in [&["upgrade-install", update.package.to_str().unwrap()][..], &["upgrade-commit"]] {
+    for args in [&["upgrade-install", "--allow-unsigned", update.package.to_str().unwrap()][..], &["upgrade-commit"]] {
         assert_error(&fake.agent(args), "this OS has one slot: it cannot be upgraded in place");
     }
     assert!(fake.snapshot() == before);
@@ -823,16 +830,19 @@ fn an_older_version_is_refused_before_anything_is_written_unless_a_downgrade_is_
     fake.boot("A", "0.2.0");
     let before = fake.snapshot();
     assert_error(
-        &fake.agent(&["upgrade-install", image]),
+        &fake.agent(&["upgrade-install", "--allow-unsigned", image]),
         &format!(
             "{image}: version 0.1.0-next is older than the running 0.2.0: refused (anti-rollback); --allow-downgrade installs it anyway"
         ),
     );
     assert!(fake.snapshot() == before, "a refused downgrade wrote something");
     fake.boot("A", "nightly");
-    assert_error(&fake.agent(&["upgrade-install", image]), "the running version \"nightly\" is not a semantic version");
+    assert_error(
+        &fake.agent(&["upgrade-install", "--allow-unsigned", image]),
+        "the running version \"nightly\" is not a semantic version",
+    );
     assert!(fake.snapshot() == before);
-    let output = fake.agent(&["upgrade-install", "--allow-downgrade", image]);
+    let output = fake.agent(&["upgrade-install", "--allow-unsigned", "--allow-downgrade", image]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_written(&fake, "B", "root", &update.root);
 }
@@ -887,4 +897,76 @@ fn a_trial_boot_arms_the_lowest_watchdog_and_other_boots_none() {
         )
     );
     assert_eq!(fs::read(&device).unwrap(), b"V");
+}
+
+/// A release bundle of `update` (and another file, which the agent does not read) signed with the
+/// key made from `seed`.
+fn release_bundle(fake: &FakeSystem, update: &Update, seed: u8) -> PathBuf {
+    let other = fake.dir.path().join("disk-img.tar.zst");
+    fs::write(&other, b"a disk image").unwrap();
+    let inputs = icos::release::bundle_inputs(&[other, update.package.clone()]).unwrap();
+    let bundle = fake.dir.path().join(format!("release-{seed}.bundle.tar"));
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    icos::release::package("guestos", "dev", "0.1.0-next", &inputs, &key, &bundle).unwrap();
+    bundle
+}
+
+/// Makes the image trust the release key made from `seed`.
+fn trust(fake: &FakeSystem, seed: u8) {
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key();
+    let dir = fake.root().join("etc/icos/release-keys");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(format!("key-{seed}.pem")), key.to_public_key_pem(LineEnding::LF).unwrap()).unwrap();
+}
+
+#[test]
+fn only_releases_signed_with_a_trusted_key_install_and_bare_images_only_on_dev_images() {
+    let fake = FakeSystem::new("A", &["boot_alternative=A", "boot_cycle=stable"]);
+    let update = make_update(&fake.update_dir(), true);
+    let bundle = release_bundle(&fake, &update, 1);
+    let bundle_arg = bundle.to_str().unwrap();
+    let before = fake.snapshot();
+    assert_error(&fake.agent(&["upgrade-install", bundle_arg]), "etc/icos/release-keys holds no release key (*.pem)");
+    trust(&fake, 2);
+    assert_error(&fake.agent(&["upgrade-install", bundle_arg]), "the manifest's signature does not verify with");
+    // A bare image without --allow-unsigned: refused with the reason.
+    assert_error(
+        &fake.agent(&["upgrade-install", update.package.to_str().unwrap()]),
+        "is an update image, not a signed release bundle: this image installs only releases signed with a key of",
+    );
+    assert!(fake.snapshot() == before, "a refused install wrote something");
+
+    // A bundle whose update image has one byte changed: its SHA-256 is not the signed one.
+    trust(&fake, 1);
+    let mut bytes = fs::read(&bundle).unwrap();
+    let last = bytes.len() - 1024 - 1;
+    let position = bytes[..last].iter().rposition(|&byte| byte != 0).unwrap();
+    bytes[position] ^= 1;
+    let tampered = fake.dir.path().join("tampered.bundle.tar");
+    fs::write(&tampered, &bytes).unwrap();
+    let output = fake.agent(&["upgrade-install", tampered.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(fake.snapshot() == before, "a tampered release wrote something");
+
+    let output = fake.agent(&["upgrade-install", bundle_arg]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout(&output).starts_with("upgrade 0.1.0-next installed in slot B"), "{}", stdout(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("verified {bundle_arg}:update-img.tar.zst")), "{stderr}");
+    assert_written(&fake, "B", "root", &update.root);
+
+    // The same release unpacked (icos release fetch, verify --unpack) installs too.
+    let unpacked = fake.dir.path().join("unpacked");
+    let keys = [icos::release::read_public_key(&fake.root().join("etc/icos/release-keys/key-1.pem")).unwrap()];
+    icos::release::verify(&bundle, &keys, Some(&unpacked)).unwrap();
+    let output = fake.agent(&["upgrade-install", unpacked.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // A prod image takes no bare image, even when asked.
+    fs::write(fake.root().join("etc/icos/build.conf"), "BUILD_TYPE=prod\n").unwrap();
+    assert_error(
+        &fake.agent(&["upgrade-install", "--allow-unsigned", update.package.to_str().unwrap()]),
+        "this is a prod image, which installs only signed releases: --allow-unsigned is for dev images",
+    );
 }

@@ -242,6 +242,7 @@ fn verify_stream(
     let read_error = PathIoError::with("read", bundle);
     let mut archive = tar::Archive::new(stream);
     let mut entries = archive.entries().map_err(read_error)?;
+    let manifest = read_signed_head(bundle, &mut entries, keys, unpack)?;
     let mut next_member = |expected: &str| -> Result<tar::Entry<'_, _>, ReleaseError> {
         let entry = entries
             .next()
@@ -249,30 +250,6 @@ fn verify_stream(
             .map_err(|error| bad(format!("not a tar ({error})")))?;
         Ok(entry)
     };
-
-    let mut manifest_bytes = Vec::new();
-    let mut entry = next_member(MANIFEST)?;
-    check_member(&entry, MANIFEST).map_err(bad)?;
-    if entry.size() > MAX_MANIFEST {
-        return Err(bad(format!("{MANIFEST} is {} bytes, more than a manifest can be", entry.size())));
-    }
-    entry.read_to_end(&mut manifest_bytes).map_err(PathIoError::with("read", bundle))?;
-    drop(entry);
-    let mut signature_bytes = Vec::new();
-    let mut entry = next_member(SIGNATURE)?;
-    check_member(&entry, SIGNATURE).map_err(bad)?;
-    entry.by_ref().take(65).read_to_end(&mut signature_bytes).map_err(PathIoError::with("read", bundle))?;
-    drop(entry);
-    check_signature(bundle, &manifest_bytes, &signature_bytes, keys)?;
-    let manifest = parse_manifest(&manifest_bytes).map_err(bad)?;
-    if let Some(dir) = unpack {
-        // With them, the unpacked directory verifies again (`verify_directory`).
-        for (name, bytes) in [(MANIFEST, &manifest_bytes), (SIGNATURE, &signature_bytes)] {
-            let path = dir.join(name);
-            fs::write(&path, bytes).map_err(PathIoError::with("write", &path))?;
-        }
-    }
-
     for listed in &manifest.files {
         let entry = next_member(&listed.path)?;
         check_member(&entry, &listed.path).map_err(bad)?;
@@ -311,6 +288,100 @@ fn verify_stream(
             .map(|path| path.display().to_string())
             .unwrap_or_default();
         return Err(bad(format!("{name:?} follows the files of the manifest: refused")));
+    }
+    Ok(manifest)
+}
+
+/// A file of a bundle whose manifest's signature verified: where its bytes are, and what the
+/// manifest says they are. Nothing of the file itself has been read: its reader must check them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedFile {
+    /// The file holding it: the bundle, or the file of an unpacked bundle.
+    pub file: PathBuf,
+    /// Where it is in a bundle: its offset and size.
+    pub section: Option<(u64, u64)>,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Finds `name` in a bundle (or an unpacked bundle) after checking the manifest's signature
+/// against `keys`, reading the bundle's headers only: the upgrade agent takes the update image out
+/// of a bundle that also holds a disk image, and checks its SHA-256 as it reads it.
+pub fn signed_file(bundle: &Path, keys: &[TrustedKey], name: &str) -> Result<(Manifest, SignedFile), ReleaseError> {
+    let bad = |problem: String| ReleaseError::BadBundle { bundle: bundle.to_owned(), problem };
+    let listed = |manifest: &Manifest| {
+        manifest.files.iter().find(|file| file.path == name).cloned().ok_or_else(|| bad(format!("it holds no {name}")))
+    };
+    if bundle.is_dir() {
+        let read = |file: &str| {
+            let path = bundle.join(file);
+            fs::read(&path).map_err(PathIoError::with("read", &path))
+        };
+        let manifest_bytes = read(MANIFEST)?;
+        check_signature(bundle, &manifest_bytes, &read(SIGNATURE)?, keys)?;
+        let manifest = parse_manifest(&manifest_bytes).map_err(bad)?;
+        let entry = listed(&manifest)?;
+        let file = SignedFile { file: bundle.join(name), section: None, size: entry.size, sha256: entry.sha256 };
+        return Ok((manifest, file));
+    }
+    let file = File::open(bundle).map_err(PathIoError::with("read", bundle))?;
+    let mut archive = tar::Archive::new(file);
+    let mut entries = archive.entries_with_seek().map_err(PathIoError::with("read", bundle))?;
+    let manifest = read_signed_head(bundle, &mut entries, keys, None)?;
+    let entry = listed(&manifest)?;
+    for member in entries {
+        let member = member.map_err(|error| bad(format!("not a tar ({error})")))?;
+        if member.path_bytes().as_ref() == name.as_bytes() {
+            check_member(&member, name).map_err(bad)?;
+            if member.size() != entry.size {
+                return Err(ReleaseError::BadFile {
+                    bundle: bundle.to_owned(),
+                    file: name.to_owned(),
+                    problem: format!("{} bytes, the manifest says {}: refused", member.size(), entry.size),
+                });
+            }
+            let section = Some((member.raw_file_position(), entry.size));
+            return Ok((
+                manifest,
+                SignedFile { file: bundle.to_owned(), section, size: entry.size, sha256: entry.sha256 },
+            ));
+        }
+    }
+    Err(bad(format!("{name} is listed but missing")))
+}
+
+/// Reads `manifest.json` and its signature, the first two members, and checks the signature; with
+/// `unpack`, writes both there.
+fn read_signed_head<'a, R: Read + 'a>(
+    bundle: &Path,
+    entries: &mut impl Iterator<Item = io::Result<tar::Entry<'a, R>>>,
+    keys: &[TrustedKey],
+    unpack: Option<&Path>,
+) -> Result<Manifest, ReleaseError> {
+    let bad = |problem: String| ReleaseError::BadBundle { bundle: bundle.to_owned(), problem };
+    let mut read_member = |name: &str, limit: u64| -> Result<Vec<u8>, ReleaseError> {
+        let mut entry = entries
+            .next()
+            .ok_or_else(|| bad(format!("it ends before {name}")))?
+            .map_err(|error| bad(format!("not a tar ({error})")))?;
+        check_member(&entry, name).map_err(bad)?;
+        if entry.size() > limit {
+            return Err(bad(format!("{name} is {} bytes, more than it can be", entry.size())));
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(PathIoError::with("read", bundle))?;
+        Ok(bytes)
+    };
+    let manifest_bytes = read_member(MANIFEST, MAX_MANIFEST)?;
+    let signature_bytes = read_member(SIGNATURE, 64)?;
+    check_signature(bundle, &manifest_bytes, &signature_bytes, keys)?;
+    let manifest = parse_manifest(&manifest_bytes).map_err(bad)?;
+    if let Some(dir) = unpack {
+        // With them, the unpacked directory verifies again (`verify_directory`).
+        for (name, bytes) in [(MANIFEST, &manifest_bytes), (SIGNATURE, &signature_bytes)] {
+            let path = dir.join(name);
+            fs::write(&path, bytes).map_err(PathIoError::with("write", &path))?;
+        }
     }
     Ok(manifest)
 }
@@ -469,6 +540,27 @@ mod tests {
         let first = fs::read(&output).unwrap();
         let again = bundle(dir.path());
         assert_eq!(fs::read(again).unwrap(), first);
+    }
+
+    #[test]
+    fn a_signed_file_is_found_from_the_headers_with_the_manifests_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = bundle(dir.path());
+        let (manifest, file) = signed_file(&output, &[trusted(1)], "sev-launch/cmdline").unwrap();
+        let (offset, size) = file.section.unwrap();
+        let bytes = fs::read(&output).unwrap();
+        assert_eq!(&bytes[offset as usize..(offset + size) as usize], b"console=ttyS0");
+        assert_eq!((file.size, &file.sha256), (13, &manifest.files[1].sha256));
+        assert!(signed_file(&output, &[trusted(2)], "sev-launch/cmdline")
+            .unwrap_err()
+            .to_string()
+            .contains("does not verify"));
+        let error = signed_file(&output, &[trusted(1)], "update-img.tar.zst").unwrap_err().to_string();
+        assert!(error.ends_with("it holds no update-img.tar.zst"), "{error}");
+        let unpacked = dir.path().join("unpacked");
+        verify(&output, &[trusted(1)], Some(&unpacked)).unwrap();
+        let (_, file) = signed_file(&unpacked, &[trusted(1)], "disk-img.tar.zst").unwrap();
+        assert_eq!((file.file, file.section), (unpacked.join("disk-img.tar.zst"), None));
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! verified even if the file changed in between.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
-use std::path::Path;
+use std::io::{BufReader, Read, Seek, SeekFrom, Take};
+use std::path::{Path, PathBuf};
 
 use tar::EntryType;
 
@@ -106,12 +106,32 @@ pub struct UpdateImage {
     pub images: Vec<(String, u64)>,
 }
 
-type Archive = tar::Archive<zstd::stream::read::Decoder<'static, BufReader<HashingReader<File>>>>;
+/// An update image: a whole file, or a stretch of one (the member of a release bundle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFile {
+    /// The file that holds it.
+    pub file: PathBuf,
+    /// Where in the file it starts, and its length; all of the file when `None`.
+    pub section: Option<(u64, u64)>,
+    /// What messages call it: the file, or `<bundle>:update-img.tar.zst`.
+    pub name: PathBuf,
+}
 
-fn open(path: &Path) -> Result<Archive, UpgradeError> {
-    let read_error = |source| UpgradeError::Read { path: path.to_owned(), source };
-    let file = File::open(path).map_err(read_error)?;
-    let decoder = zstd::stream::read::Decoder::new(HashingReader::new(file)).map_err(read_error)?;
+impl ImageFile {
+    /// All of the file at `path`.
+    pub fn whole(path: &Path) -> ImageFile {
+        ImageFile { file: path.to_owned(), section: None, name: path.to_owned() }
+    }
+}
+
+type Archive = tar::Archive<zstd::stream::read::Decoder<'static, BufReader<HashingReader<Take<File>>>>>;
+
+fn open(image: &ImageFile) -> Result<Archive, UpgradeError> {
+    let read_error = |source| UpgradeError::Read { path: image.name.clone(), source };
+    let mut file = File::open(&image.file).map_err(read_error)?;
+    let (start, length) = image.section.unwrap_or((0, u64::MAX));
+    file.seek(SeekFrom::Start(start)).map_err(read_error)?;
+    let decoder = zstd::stream::read::Decoder::new(HashingReader::new(file.take(length))).map_err(read_error)?;
     Ok(tar::Archive::new(decoder))
 }
 
@@ -146,11 +166,12 @@ impl UpdateImage {
     /// the slot (`<role>.img`) and VERSION.TXT (one line), each once. Only the first bytes of each
     /// image are looked at; the rest is decompressed and checked without producing the zeros of
     /// sparse members' holes.
-    pub fn verify(path: &Path, slot: &layout::Slot) -> Result<UpdateImage, UpgradeError> {
+    pub fn verify(image: &ImageFile, slot: &layout::Slot) -> Result<UpdateImage, UpgradeError> {
+        let path = &image.name;
         let bad = |problem: String| UpgradeError::BadImage { path: path.to_owned(), problem };
         let does_not_fit =
             |problem: String| UpgradeError::DoesNotFit { path: path.to_owned(), slot: slot.name.clone(), problem };
-        let mut archive = open(path)?;
+        let mut archive = open(image)?;
         let mut seen = Vec::new();
         let mut images = Vec::new();
         let mut version = None;
@@ -213,13 +234,14 @@ impl UpdateImage {
     /// image whose name or size changed, else at the end, by the SHA-256.
     pub fn copy_images(
         &self,
-        path: &Path,
+        image: &ImageFile,
         slot: Slot,
         mut copy: impl FnMut(&str, u64, &mut dyn Read) -> Result<(), UpgradeError>,
     ) -> Result<(), UpgradeError> {
+        let path = &image.name;
         let changed = || UpgradeError::ImageChanged { path: path.to_owned(), slot };
         let read_error = |source| UpgradeError::Read { path: path.to_owned(), source };
-        let mut archive = open(path)?;
+        let mut archive = open(image)?;
         let mut expected = self.images.iter();
         for entry in archive.entries().map_err(read_error)? {
             let mut entry = entry.map_err(read_error)?;
@@ -298,13 +320,13 @@ mod tests {
         let version = dir.path().join("version");
         fs::write(&version, "1.2.3\n").unwrap();
         let path = update(dir.path(), &[("boot.img", &boot), ("VERSION.TXT", &version), ("root.img", &root)]);
-        let verified = UpdateImage::verify(&path, &slot("B", &["boot", "root"])).unwrap();
+        let verified = UpdateImage::verify(&ImageFile::whole(&path), &slot("B", &["boot", "root"])).unwrap();
         assert_eq!(verified.version, "1.2.3");
         assert_eq!(verified.images, [("boot".to_owned(), 64 << 10), ("root".to_owned(), 256 << 10)]);
         assert_eq!(verified.compressed_size, fs::metadata(&path).unwrap().len());
         let mut copied = Vec::new();
         verified
-            .copy_images(&path, Slot::B, |role, size, reader| {
+            .copy_images(&ImageFile::whole(&path), Slot::B, |role, size, reader| {
                 let mut bytes = Vec::new();
                 reader.read_to_end(&mut bytes).unwrap();
                 assert_eq!(bytes.len() as u64, size);
@@ -324,10 +346,10 @@ mod tests {
         let version = dir.path().join("version");
         fs::write(&version, "1\n").unwrap();
         let path = update(dir.path(), &[("boot.img", &boot), ("root.img", &root), ("VERSION.TXT", &version)]);
-        let verified = UpdateImage::verify(&path, &slot("A", &["boot", "root"])).unwrap();
+        let verified = UpdateImage::verify(&ImageFile::whole(&path), &slot("A", &["boot", "root"])).unwrap();
         fs::write(&version, "2\n").unwrap();
         update(dir.path(), &[("boot.img", &boot), ("root.img", &root), ("VERSION.TXT", &version)]);
-        let result = verified.copy_images(&path, Slot::A, |_, _, _| Ok(()));
+        let result = verified.copy_images(&ImageFile::whole(&path), Slot::A, |_, _, _| Ok(()));
         assert!(matches!(result, Err(UpgradeError::ImageChanged { slot: Slot::A, .. })), "{result:?}");
     }
 
@@ -366,7 +388,8 @@ mod tests {
         ];
         for (members, expected) in cases {
             let path = update(dir.path(), members);
-            let error = UpdateImage::verify(&path, &slot("B", &["boot", "root"])).unwrap_err().to_string();
+            let error =
+                UpdateImage::verify(&ImageFile::whole(&path), &slot("B", &["boot", "root"])).unwrap_err().to_string();
             assert!(error.contains(expected), "{members:?}: {error}");
         }
         // `icos package` refuses a member given twice; an update made otherwise may hold one.
@@ -381,12 +404,15 @@ mod tests {
             }
             let path = dir.path().join("twice.tar.zst");
             fs::write(&path, zstd::encode_all(&builder.into_inner().unwrap()[..], 3).unwrap()).unwrap();
-            let error = UpdateImage::verify(&path, &slot("B", &["boot", "root"])).unwrap_err().to_string();
+            let error =
+                UpdateImage::verify(&ImageFile::whole(&path), &slot("B", &["boot", "root"])).unwrap_err().to_string();
             assert!(error.contains(&format!("member {name} is given twice")), "{error}");
         }
         // The roles come from the slot: with var, an update without var.img does not fit.
         let path = update(dir.path(), &[("boot.img", &ext4), ("root.img", &ext4), ("VERSION.TXT", &version)]);
-        let error = UpdateImage::verify(&path, &slot("A", &["boot", "root", "var"])).unwrap_err().to_string();
+        let error = UpdateImage::verify(&ImageFile::whole(&path), &slot("A", &["boot", "root", "var"]))
+            .unwrap_err()
+            .to_string();
         assert!(
             error
                 .contains("the update does not fit slot A: member var.img is missing: slot A has a var target (A_var)"),
@@ -407,7 +433,8 @@ mod tests {
         tar.extend_from_slice(b"hidden");
         let path = dir.path().join("update-img.tar.zst");
         fs::write(&path, zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
-        let error = UpdateImage::verify(&path, &slot("B", &["boot", "root"])).unwrap_err().to_string();
+        let error =
+            UpdateImage::verify(&ImageFile::whole(&path), &slot("B", &["boot", "root"])).unwrap_err().to_string();
         assert!(error.contains("data follows the end of the tar archive"), "{error}");
     }
 }

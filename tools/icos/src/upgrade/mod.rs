@@ -40,6 +40,7 @@ use crate::grubenv::{GrubEnv, GrubEnvError};
 use crate::layout::{self, Layout, LayoutError, INSTALLED_LAYOUT};
 use crate::sparse::CopyError;
 use boot_state::Loaded;
+pub use image::ImageFile;
 use image::{member_name, UpdateImage};
 use system::System;
 use trial::TrialError;
@@ -55,6 +56,15 @@ const INSTALLED_SLOT: &str = "icos_installed_slot";
 const INSTALLED_VERSION: &str = "icos_installed_version";
 /// The running system's version, relative to the system root.
 const VERSION_FILE: &str = "opt/icos/share/version.txt";
+/// Where an image keeps the public keys (SPKI PEM, `*.pem`) of the releases it installs, relative
+/// to the system root.
+pub const RELEASE_KEYS: &str = "etc/icos/release-keys";
+/// What the rootfs Dockerfile writes: `BUILD_TYPE=dev` or `prod`.
+const BUILD_CONF: &str = "etc/icos/build.conf";
+/// The file of a release bundle that an upgrade installs.
+const UPDATE_IMAGE: &str = "update-img.tar.zst";
+/// The first bytes of a zstd frame: a bare update image, not a bundle.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
@@ -125,6 +135,19 @@ pub enum UpgradeError {
     Trial(#[from] TrialError),
     #[error("slot {slot} is not confirmed: {source}")]
     Unhealthy { slot: Slot, source: TrialError },
+    #[error(transparent)]
+    Release(#[from] crate::release::ReleaseError),
+    #[error(
+        "{path} is an update image, not a signed release bundle: this image installs only releases \
+         signed with a key of {keys} (on a dev image, --allow-unsigned installs it)"
+    )]
+    Unsigned { path: PathBuf, keys: PathBuf },
+    #[error(
+        "{path}: this is a {build_type} image, which installs only signed releases: --allow-unsigned is for dev images"
+    )]
+    UnsignedRefused { path: PathBuf, build_type: String },
+    #[error("{keys} holds no release key (*.pem): this image cannot verify a release")]
+    NoReleaseKeys { keys: PathBuf },
     #[error(
         "the boot state is lost: {grubenv}: {grubenv_problem}; {copy}: {copy_problem} (GRUB boots slot A); \
          icos-agent repair writes it anew for the running slot"
@@ -527,11 +550,12 @@ impl Agent {
     /// nothing; a failure while writing leaves the slot uncommitted.
     pub fn upgrade_install(
         &self,
-        image: &Path,
+        source: &ImageFile,
         expected_sha256: Option<&str>,
         allow_downgrade: bool,
         progress: &mut dyn FnMut(InstallEvent<'_>),
     ) -> Result<Installed, UpgradeError> {
+        let image = source.name.as_path();
         let expected_sha256 = expected_sha256.map(parse_sha256).transpose()?;
         let mut state = self.state()?;
         // The one-slot refusal first: no boot cycle would make an install possible.
@@ -543,7 +567,7 @@ impl Agent {
             devices.insert(role.as_str(), (target, state.system.device(target)?));
         }
         let started = Instant::now();
-        let update = UpdateImage::verify(image, &slot_layout)?;
+        let update = UpdateImage::verify(source, &slot_layout)?;
         progress(InstallEvent::Verified {
             image,
             bytes: update.compressed_size,
@@ -597,7 +621,7 @@ impl Agent {
             self.write_state(&state.env)?;
         }
 
-        update.copy_images(image, slot, |role, size, reader| {
+        update.copy_images(source, slot, |role, size, reader| {
             let (_, target, path, device) = targets
                 .iter_mut()
                 .find(|(candidate, ..)| *candidate == role)
@@ -618,6 +642,77 @@ impl Agent {
 
         self.write_state(&installed_env)?;
         Ok(Installed { slot, version: update.version, sha256: update.sha256 })
+    }
+
+    /// The release keys the image trusts: the `*.pem` files of [`RELEASE_KEYS`].
+    fn release_keys(&self) -> Result<Vec<crate::release::TrustedKey>, UpgradeError> {
+        let dir = self.system_root.join(RELEASE_KEYS);
+        let mut paths = Vec::new();
+        match fs::read_dir(&dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    let path = entry.map_err(|source| UpgradeError::Read { path: dir.clone(), source })?.path();
+                    if path.extension().is_some_and(|extension| extension == "pem") {
+                        paths.push(path);
+                    }
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(UpgradeError::Read { path: dir, source }),
+        }
+        if paths.is_empty() {
+            return Err(UpgradeError::NoReleaseKeys { keys: dir });
+        }
+        paths.sort();
+        paths.iter().map(|path| crate::release::read_public_key(path).map_err(UpgradeError::from)).collect()
+    }
+
+    /// Installs the update image of a release bundle (a bundle or an unpacked one) into the
+    /// inactive slot, once the bundle's manifest verifies against the image's release keys: the
+    /// update image must have the SHA-256 the signed manifest gives it. Only its headers are read
+    /// from the bundle before the install's own passes over the update image.
+    pub fn install_release(
+        &self,
+        bundle: &Path,
+        allow_downgrade: bool,
+        progress: &mut dyn FnMut(InstallEvent<'_>),
+    ) -> Result<Installed, UpgradeError> {
+        if is_bare_image(bundle)? {
+            return Err(UpgradeError::Unsigned { path: bundle.to_owned(), keys: self.system_root.join(RELEASE_KEYS) });
+        }
+        let keys = self.release_keys()?;
+        let (_, file) = crate::release::signed_file(bundle, &keys, UPDATE_IMAGE)?;
+        let name = match file.section {
+            Some(_) => PathBuf::from(format!("{}:{UPDATE_IMAGE}", bundle.display())),
+            None => file.file.clone(),
+        };
+        let image = ImageFile { file: file.file, section: file.section, name };
+        self.upgrade_install(&image, Some(&file.sha256), allow_downgrade, progress)
+    }
+
+    /// Installs a bare update image, which nobody signed: on dev images only.
+    pub fn install_unsigned(
+        &self,
+        image: &Path,
+        expected_sha256: Option<&str>,
+        allow_downgrade: bool,
+        progress: &mut dyn FnMut(InstallEvent<'_>),
+    ) -> Result<Installed, UpgradeError> {
+        let build_type = self.build_type()?;
+        if build_type != "dev" {
+            return Err(UpgradeError::UnsignedRefused { path: image.to_owned(), build_type });
+        }
+        self.upgrade_install(&ImageFile::whole(image), expected_sha256, allow_downgrade, progress)
+    }
+
+    /// The image's build type, from [`BUILD_CONF`].
+    fn build_type(&self) -> Result<String, UpgradeError> {
+        let path = self.system_root.join(BUILD_CONF);
+        let text = fs::read_to_string(&path).map_err(|source| UpgradeError::Read { path: path.clone(), source })?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("BUILD_TYPE="))
+            .map(|value| value.trim().to_owned())
+            .ok_or_else(|| UpgradeError::System { path, problem: "it sets no BUILD_TYPE".into() })
     }
 
     /// Makes GRUB boot the upgrade installed in the inactive slot once, at the next boot, on trial:
@@ -745,6 +840,18 @@ fn wrong_cycle(state: &State, action: &'static str) -> UpgradeError {
         }
     };
     UpgradeError::WrongCycle { action, boot_cycle: state.boot_cycle, advice }
+}
+
+/// Whether `path` is a bare update image (a zstd stream) rather than a bundle (a tar, or an
+/// unpacked bundle's directory).
+fn is_bare_image(path: &Path) -> Result<bool, UpgradeError> {
+    if path.is_dir() {
+        return Ok(false);
+    }
+    let mut magic = [0u8; 4];
+    let read = fs::File::open(path).and_then(|mut file| crate::sparse::read_full(&mut file, &mut magic));
+    let count = read.map_err(|source| UpgradeError::Read { path: path.to_owned(), source })?;
+    Ok(count == magic.len() && magic == ZSTD_MAGIC)
 }
 
 /// Anti-rollback: `version` may be installed over `running` unless it is older, both read as

@@ -41,12 +41,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Verify an update image, then write it to the inactive slot (needs boot_cycle stable).
+    /// Verify a release, then write its update image to the inactive slot (needs boot_cycle
+    /// stable). The release is a bundle (icos release package), or one unpacked, whose manifest
+    /// must verify against a key of /etc/icos/release-keys.
     UpgradeInstall {
-        /// The update image, update-img.tar.zst.
-        image: PathBuf,
-        /// Refuse the image unless its SHA-256 is HEX.
-        #[arg(long, value_name = "HEX")]
+        /// The release bundle or unpacked bundle; with --allow-unsigned, a bare update-img.tar.zst.
+        source: PathBuf,
+        /// Install a bare update image, which nobody signed: dev images only.
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// With --allow-unsigned: refuse the image unless its SHA-256 is HEX.
+        #[arg(long, value_name = "HEX", requires = "allow_unsigned")]
         sha256: Option<String>,
         /// Install it even if its version is older than the running one (anti-rollback refuses
         /// that, and a version that is not a semantic version, otherwise).
@@ -140,8 +145,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     match cli.command {
         Command::Status { json: true } => println!("{}", serde_json::to_string_pretty(&agent.status()?)?),
         Command::Status { json: false } => println!("{}", agent.status()?),
-        Command::UpgradeInstall { image, sha256, allow_downgrade } => {
-            println!("{}", agent.upgrade_install(&image, sha256.as_deref(), allow_downgrade, &mut report)?)
+        Command::UpgradeInstall { source, allow_unsigned: true, sha256, allow_downgrade } => {
+            println!("{}", agent.install_unsigned(&source, sha256.as_deref(), allow_downgrade, &mut report)?)
+        }
+        Command::UpgradeInstall { source, allow_unsigned: false, allow_downgrade, .. } => {
+            println!("{}", agent.install_release(&source, allow_downgrade, &mut report)?)
         }
         Command::UpgradeCommit { trial_timeout } => println!("{}", agent.upgrade_commit(trial_timeout)?),
         Command::Confirm { health_checks } => println!("{}", agent.confirm(health_checks.as_deref())?),

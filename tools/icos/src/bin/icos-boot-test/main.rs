@@ -79,6 +79,8 @@ const LOGIN_ATTEMPTS: u32 = 3;
 /// The 9p mount tag under which the update image is shared with the VM, and its mount command.
 const SHARE_TAG: &str = "update";
 const MOUNT_SHARE: &str = "mount -t 9p -o trans=virtio,version=9p2000.L,ro update /mnt";
+/// What the agent says of an update image that is not a signed release.
+const UNSIGNED_REFUSAL: &str = "is an update image, not a signed release bundle";
 /// The name of --rollback-image in the share.
 const ROLLBACK_IMAGE: &str = "rollback-img.tar.zst";
 
@@ -750,8 +752,15 @@ fn install_and_commit(
     session.phase("upgrade-install of the update image");
     session.run(MOUNT_SHARE, COMMAND_TIMEOUT)?;
     let allocated_before = allocated_bytes(&session.disk)?;
+    // Nobody signed it: the agent refuses it unless told that this dev image may take it.
+    let refusal =
+        session.run_failing("/opt/icos/bin/icos-agent upgrade-install /mnt/update-img.tar.zst", COMMAND_TIMEOUT)?;
+    check(refusal.contains(UNSIGNED_REFUSAL), || format!("upgrade-install of an unsigned image printed {refusal:?}"))?;
     session.run(
-        &format!("/opt/icos/bin/icos-agent upgrade-install --sha256 {} /mnt/update-img.tar.zst", update.sha256),
+        &format!(
+            "/opt/icos/bin/icos-agent upgrade-install --allow-unsigned --sha256 {} /mnt/update-img.tar.zst",
+            update.sha256
+        ),
         INSTALL_TIMEOUT,
     )?;
     // The agent zeroes the rest of each partition without writing zeros: on a thin disk the
@@ -816,8 +825,10 @@ fn upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(),
         // The disk image's own version, older than the running update: refused, nothing written.
         session.phase("upgrade-install of an older version");
         session.run(MOUNT_SHARE, COMMAND_TIMEOUT)?;
-        let refusal = session
-            .run_failing(&format!("/opt/icos/bin/icos-agent upgrade-install /mnt/{ROLLBACK_IMAGE}"), INSTALL_TIMEOUT)?;
+        let refusal = session.run_failing(
+            &format!("/opt/icos/bin/icos-agent upgrade-install --allow-unsigned /mnt/{ROLLBACK_IMAGE}"),
+            INSTALL_TIMEOUT,
+        )?;
         let expected = format!("version {} is older than the running {next}: refused (anti-rollback)", images.version);
         check(refusal.contains(&expected), || format!("upgrade-install of an older version printed {refusal:?}"))?;
         println!("icos-boot-test: upgrade-install refused the older version: {expected}");
