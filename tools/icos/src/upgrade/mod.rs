@@ -541,14 +541,15 @@ impl Agent {
         })
     }
 
-    /// Installs the update image `image` into the inactive slot. The slot's targets are found, the
+    /// Installs the update image `source` into the inactive slot ([`Agent::install_release`] and
+    /// [`Agent::install_unsigned`] decide what may be installed). The slot's targets are found, the
     /// image is verified completely (one pass, with the SHA-256 when `expected_sha256` is given;
     /// one `<role>.img` for each role of the slot), its version is compared with the running one
     /// (older is refused unless `allow_downgrade`: anti-rollback) and the targets are opened
     /// (exclusively: a mounted one is refused); then the marker is cleared, the images are written
     /// in a second pass that must read the same bytes, and the marker is set. A refusal writes
     /// nothing; a failure while writing leaves the slot uncommitted.
-    pub fn upgrade_install(
+    fn install_image(
         &self,
         source: &ImageFile,
         expected_sha256: Option<&str>,
@@ -687,7 +688,7 @@ impl Agent {
             None => file.file.clone(),
         };
         let image = ImageFile { file: file.file, section: file.section, name };
-        self.upgrade_install(&image, Some(&file.sha256), allow_downgrade, progress)
+        self.install_image(&image, Some(&file.sha256), allow_downgrade, progress)
     }
 
     /// Installs a bare update image, which nobody signed: on dev images only.
@@ -702,7 +703,7 @@ impl Agent {
         if build_type != "dev" {
             return Err(UpgradeError::UnsignedRefused { path: image.to_owned(), build_type });
         }
-        self.upgrade_install(&ImageFile::whole(image), expected_sha256, allow_downgrade, progress)
+        self.install_image(&ImageFile::whole(image), expected_sha256, allow_downgrade, progress)
     }
 
     /// The image's build type, from [`BUILD_CONF`].
