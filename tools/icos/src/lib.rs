@@ -1,8 +1,9 @@
 //! Building blocks of icos disk images. The image writers (`rootfs`, `ext4`, `fat`, `gpt_disk`,
-//! `lvm`, `package`, `grubenv`, `oci::write`, `verity`) and the measurements (`snp`, and
-//! `sev_launch`, which writes a `-sev` variant's launch files) are functions of their inputs only, so that two builds of the same sources give the same bytes; `container`,
-//! `base_image`, `build_root`, `upgrade`, `install`, `vm` and `repro` drive programs, machines,
-//! disks and VMs and are not.
+//! `lvm`, `package`, `grubenv`, `oci::write`, `verity`), the measurements (`snp`, and
+//! `sev_launch`, which writes a `-sev` variant's launch files) and `release::package` are functions
+//! of their inputs only, so that two builds of the same sources give the same bytes; `container`,
+//! `base_image`, `build_root`, `upgrade`, `install`, `vm`, `repro` and `release::fetch` drive
+//! programs, machines, disks, VMs and downloads and are not.
 
 pub mod base_image;
 pub mod build_record;
