@@ -1,5 +1,6 @@
 //! Sizes given on the command line: a number of bytes, optionally with a binary unit suffix
-//! (`K`, `M`, `G`, `T`, each 1024 times the previous; `KiB`/`MiB`/... are accepted as synonyms).
+//! (`K`, `M`, `G`, `T`, each 1024 times the previous; `KiB`/`MiB`/... are accepted as synonyms);
+//! and sizes in progress lines, in MiB.
 
 /// Why a size could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,9 +33,21 @@ pub fn parse_size(value: &str) -> Result<u64, SizeError> {
     number.checked_mul(1u64 << shift).ok_or_else(too_large)
 }
 
+/// A size for a progress line: MiB with one decimal, such as `1.2 MiB`.
+pub fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_sizes_are_mebibytes_with_one_decimal() {
+        assert_eq!(mebibytes(0), "0.0 MiB");
+        assert_eq!(mebibytes(1_234_567), "1.2 MiB");
+        assert_eq!(mebibytes(3 << 30), "3072.0 MiB");
+    }
 
     #[test]
     fn plain_bytes_and_binary_suffixes() {

@@ -11,9 +11,11 @@
 //! kernel's software watchdog, softdog. `icos-agent confirm --health-checks DIR` confirms a trial
 //! boot only after every executable of DIR succeeded.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -183,7 +185,7 @@ pub fn arm(root: &Path, watchdog: &Watchdog, seconds: u32) -> Result<u32, TrialE
     if let Some(parent) = record.parent() {
         fs::create_dir_all(parent).map_err(PathIoError::with("create", parent))?;
     }
-    fs::write(&record, device.as_os_str().as_encoded_bytes()).map_err(PathIoError::with("write", &record))?;
+    fs::write(&record, device.as_os_str().as_bytes()).map_err(PathIoError::with("write", &record))?;
     drop(file);
     Ok(u32::try_from(timeout).unwrap_or(seconds))
 }
@@ -193,7 +195,7 @@ pub fn arm(root: &Path, watchdog: &Watchdog, seconds: u32) -> Result<u32, TrialE
 pub fn stop_armed_watchdog(root: &Path) -> Result<Option<PathBuf>, TrialError> {
     let record = root.join(ARMED_WATCHDOG);
     let device = match fs::read(&record) {
-        Ok(bytes) => PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()),
+        Ok(bytes) => PathBuf::from(OsString::from_vec(bytes)),
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(PathIoError::with("read", &record)(error).into()),
     };
@@ -351,7 +353,7 @@ mod tests {
         let device = root.path().join("dev-watchdog0");
         fs::write(&device, b"").unwrap();
         fs::create_dir_all(root.path().join("run/icos")).unwrap();
-        fs::write(root.path().join(ARMED_WATCHDOG), device.as_os_str().as_encoded_bytes()).unwrap();
+        fs::write(root.path().join(ARMED_WATCHDOG), device.as_os_str().as_bytes()).unwrap();
         assert_eq!(stop_armed_watchdog(root.path()).unwrap(), Some(device.clone()));
         assert_eq!(fs::read(&device).unwrap(), b"V");
         assert!(!root.path().join(ARMED_WATCHDOG).exists());

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use icos::install::apply::{guest_config_disk, read_config_from_fat, set_hostname, summary, write_network_unit};
 use icos::install::config::read_config;
 use icos::output::write_file_atomically;
+use icos::size::mebibytes;
 use icos::upgrade::{trial, Agent, InstallEvent};
 
 #[derive(Parser)]
@@ -107,10 +108,6 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         output: PathBuf,
     },
-}
-
-fn mebibytes(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 /// Megabytes per second; a millisecond at least, for members written in no measurable time.

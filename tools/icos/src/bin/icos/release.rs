@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 
 use icos::release::fetch::{fetch, FetchEvent};
 use icos::release::{bundle_inputs, package, read_public_key, read_signing_key, verify, verify_directory};
+use icos::size::mebibytes;
 use icos::vm::VmFlags;
 
 use crate::vm::{run_vm, RunArgs, WorkArgs};
@@ -89,10 +90,6 @@ const DISK_IMAGE: &str = "disk-img.tar.zst";
 
 fn file_count(count: usize) -> String {
     format!("{count} file{}", if count == 1 { "" } else { "s" })
-}
-
-fn mebibytes(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 fn report(event: FetchEvent) {
