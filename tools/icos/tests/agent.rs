@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
-use common::{icos, run};
+use common::{icos, run, serve};
 use icos::layout::{resolve, Layout, SlotSpec};
 use icos::lvm::parse_volumes_csv;
 use icos::lvm::PartitionVolumeGroup;
@@ -968,5 +968,74 @@ fn only_releases_signed_with_a_trusted_key_install_and_bare_images_only_on_dev_i
     assert_error(
         &fake.agent(&["upgrade-install", "--allow-unsigned", update.package.to_str().unwrap()]),
         "this is a prod image, which installs only signed releases: --allow-unsigned is for dev images",
+    );
+}
+
+/// The grubenv variables of the install marker.
+fn marker(fake: &FakeSystem) -> Vec<String> {
+    fake.grub_variables().into_iter().filter(|variable| variable.starts_with("icos_installed_")).collect()
+}
+
+#[test]
+fn a_release_at_a_url_installs_as_it_downloads_and_only_a_whole_signed_newer_one_is_marked_installed() {
+    let fake = FakeSystem::new("A", &["boot_alternative=A", "boot_cycle=stable"]);
+    let update = make_update(&fake.update_dir(), true);
+    let bundle = fs::read(release_bundle(&fake, &update, 1)).unwrap();
+    trust(&fake, 2);
+    let before = fake.snapshot();
+
+    // Signed with a key the image does not trust: refused before anything is written.
+    let (url, _) = serve(bundle.clone(), bundle.len());
+    assert_error(&fake.agent(&["upgrade-install", &url]), "the manifest's signature does not verify with");
+    assert!(fake.snapshot() == before, "a release signed with an unknown key wrote something");
+
+    // Older than the running version: refused from the signed manifest, before anything is written.
+    trust(&fake, 1);
+    fake.boot("A", "0.2.0");
+    let before = fake.snapshot();
+    let (url, _) = serve(bundle.clone(), bundle.len());
+    assert_error(
+        &fake.agent(&["upgrade-install", &url]),
+        &format!("{url}: version 0.1.0-next is older than the running 0.2.0: refused (anti-rollback)"),
+    );
+    assert!(fake.snapshot() == before, "a refused downgrade wrote something");
+    fake.boot("A", "0.1.0-dev");
+
+    // The transfer breaks off within the update image, or one byte of the update image differs from
+    // what was signed: the slot is written in part, but not marked installed, so nothing commits it.
+    let mut tampered = bundle.clone();
+    let last = tampered.len() - 1024 - 1;
+    // The last byte of the update image, the bundle's last file (its zstd frame's checksum).
+    let position = tampered[..last].iter().rposition(|&byte| byte != 0).unwrap();
+    tampered[position] ^= 1;
+    for (bytes, cut, expected) in [
+        (bundle.clone(), position, "response body closed before all bytes were read"),
+        (tampered, bundle.len(), "update-img.tar.zst"),
+    ] {
+        let (url, _) = serve(bytes, cut);
+        let output = fake.agent(&["upgrade-install", &url]);
+        assert_error(&output, expected);
+        assert!(marker(&fake).is_empty(), "a failed install left the marker: {:?}", marker(&fake));
+        assert_error(&fake.agent(&["upgrade-commit"]), "no upgrade is installed in slot B: run upgrade-install first");
+    }
+
+    let (url, requests) = serve(bundle.clone(), bundle.len());
+    let output = fake.agent(&["upgrade-install", &url]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout(&output).starts_with("upgrade 0.1.0-next installed in slot B"), "{}", stdout(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("verified {url}:update-img.tar.zst")), "{stderr}");
+    // One request, read once: no local copy, no second pass.
+    assert_eq!(*requests.lock().unwrap(), ["-"]);
+    assert_written(&fake, "B", "boot", &update.boot);
+    assert_written(&fake, "B", "root", &update.root);
+    assert_written(&fake, "B", "var", &update.var);
+    assert_eq!(marker(&fake), ["icos_installed_slot=B", "icos_installed_version=0.1.0-next"]);
+    assert_slot_untouched(&fake, "A");
+
+    // --allow-unsigned is for local files.
+    assert_error(
+        &fake.agent(&["upgrade-install", "--allow-unsigned", &url]),
+        "--allow-unsigned installs a local file only",
     );
 }

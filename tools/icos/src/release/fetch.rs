@@ -53,14 +53,7 @@ pub fn fetch(
     if output.exists() {
         return Err(ReleaseError::BadInput { path: output.to_owned(), problem: "it exists already".into() });
     }
-    let tls = crate::oci::registry::tls_config(ca_cert)
-        .map_err(|error| ReleaseError::Fetch { url: url.to_owned(), problem: error.to_string() })?;
-    let agent = ureq::AgentBuilder::new()
-        .tls_config(tls)
-        .timeout_connect(CONNECT_TIMEOUT)
-        .timeout_read(READ_TIMEOUT)
-        .user_agent(concat!("icos/", env!("CARGO_PKG_VERSION")))
-        .build();
+    let agent = client(url, ca_cert)?;
     let download = download_path(output);
     let started = Instant::now();
     let bytes = download_resuming(&agent, url, &download, progress)?;
@@ -70,6 +63,31 @@ pub fn fetch(
     let verified = verify(&download, keys, Some(output));
     fs::remove_file(&download).map_err(PathIoError::with("remove", &download))?;
     verified
+}
+
+/// An HTTP(S) client trusting the system's CA certificates and `ca_cert`.
+fn client(url: &str, ca_cert: Option<&Path>) -> Result<ureq::Agent, ReleaseError> {
+    let tls = crate::oci::registry::tls_config(ca_cert)
+        .map_err(|error| ReleaseError::Fetch { url: url.to_owned(), problem: error.to_string() })?;
+    Ok(ureq::AgentBuilder::new()
+        .tls_config(tls)
+        .timeout_connect(CONNECT_TIMEOUT)
+        .timeout_read(READ_TIMEOUT)
+        .user_agent(concat!("icos/", env!("CARGO_PKG_VERSION")))
+        .build())
+}
+
+/// Starts the download of `url` and returns its body as a stream, with its length when the
+/// server gives it: for a reader that needs no local copy ([`super::stream_signed_file`]).
+pub fn open(url: &str, ca_cert: Option<&Path>) -> Result<(Box<dyn Read + Send>, Option<u64>), ReleaseError> {
+    let failed = |problem: String| ReleaseError::Fetch { url: url.to_owned(), problem };
+    let response = match client(url, ca_cert)?.get(url).call() {
+        Ok(response) => response,
+        Err(ureq::Error::Status(status, _)) => return Err(failed(format!("the server answered {status}"))),
+        Err(ureq::Error::Transport(transport)) => return Err(failed(transport.to_string())),
+    };
+    let length = response.header("Content-Length").and_then(|value| value.parse().ok());
+    Ok((response.into_reader(), length))
 }
 
 fn download_resuming(

@@ -10,7 +10,9 @@
 //! file given on the command line (PKCS#8 PEM, `openssl genpkey -algorithm ed25519`), never from
 //! the build: packaging is a step after `bazel build`.
 //!
-//! `fetch` downloads a bundle over HTTP(S), resuming, before it verifies and unpacks it.
+//! `fetch` downloads a bundle over HTTP(S), resuming, before it verifies and unpacks it;
+//! [`stream_signed_file`] reads one file of a bundle as it downloads (the upgrade agent's installs
+//! from a URL).
 //!
 //! Verifying reads the bundle once: the manifest's signature is checked against the trusted public
 //! keys (SPKI PEM, `openssl pkey -pubout`) before any file is looked at, then every member must be
@@ -348,6 +350,59 @@ pub fn signed_file(bundle: &Path, keys: &[TrustedKey], name: &str) -> Result<(Ma
         }
     }
     Err(bad(format!("{name} is listed but missing")))
+}
+
+/// Reads a bundle from `stream` (a download) in one pass, as far as the file `name`: the manifest's
+/// signature is checked against `keys` before anything else is read, the files before `name` are
+/// read past (each must be the next one of the manifest), and `use_file` gets the manifest and a
+/// reader of `name`'s bytes as they come. Once `use_file` returns, what it left unread is read, and
+/// the file must have the size and SHA-256 of the manifest: what `use_file` made of the bytes may
+/// be trusted only when this returns `Ok`. Nothing after `name` is read.
+pub fn stream_signed_file<T, E: From<ReleaseError>>(
+    bundle: &Path,
+    stream: impl Read,
+    keys: &[TrustedKey],
+    name: &str,
+    use_file: impl FnOnce(&Manifest, &mut dyn Read) -> Result<T, E>,
+) -> Result<T, E> {
+    let bad = |problem: String| ReleaseError::BadBundle { bundle: bundle.to_owned(), problem };
+    let mut archive = tar::Archive::new(stream);
+    let mut entries = archive.entries().map_err(PathIoError::with("read", bundle)).map_err(ReleaseError::from)?;
+    let manifest = read_signed_head(bundle, &mut entries, keys, None)?;
+    let Some(position) = manifest.files.iter().position(|file| file.path == name) else {
+        return Err(bad(format!("it holds no {name}")).into());
+    };
+    for listed in &manifest.files[..position] {
+        let entry = entries
+            .next()
+            .ok_or_else(|| bad(format!("it ends before {}", listed.path)))?
+            .map_err(|error| bad(format!("not a tar ({error})")))?;
+        // Read past by the next call: its bytes are not used, so not hashed.
+        check_member(&entry, &listed.path).map_err(bad)?;
+    }
+    let listed = &manifest.files[position];
+    let entry = entries
+        .next()
+        .ok_or_else(|| bad(format!("it ends before {name}")))?
+        .map_err(|error| bad(format!("not a tar ({error})")))?;
+    check_member(&entry, name).map_err(bad)?;
+    let mut reader = HashingReader::new(entry);
+    let result = use_file(&manifest, &mut reader)?;
+    let digest = reader.finish().map_err(PathIoError::with("read", bundle)).map_err(ReleaseError::from)?;
+    let file_error =
+        |problem: String| ReleaseError::BadFile { bundle: bundle.to_owned(), file: name.to_owned(), problem };
+    if digest.length != listed.size {
+        return Err(file_error(format!("{} bytes, the manifest says {}: refused", digest.length, listed.size)).into());
+    }
+    if digest.sha256_hex() != listed.sha256 {
+        return Err(file_error(format!(
+            "its SHA-256 is {}, the manifest says {}: refused",
+            digest.sha256_hex(),
+            listed.sha256
+        ))
+        .into());
+    }
+    Ok(result)
 }
 
 /// Reads `manifest.json` and its signature, the first two members, and checks the signature; with

@@ -2,11 +2,13 @@
 //! holding one ext4 image `<role>.img` for each role of a slot (`boot.img`, `root.img`, `var.img`
 //! for the roles of [`crate::layout::ROLES`]) and `VERSION.TXT`.
 //!
-//! It is read twice as a stream, never unpacked: once to verify all of it before anything is
+//! A file is read twice as a stream, never unpacked: once to verify all of it before anything is
 //! written (zstd frame checksums, tar headers, member names and types against the roles of the
 //! slot it is for, ext4 magics, the version, the SHA-256 of the file), and once to write the
 //! images. The second pass computes the SHA-256 again, so that what was written is what was
-//! verified even if the file changed in between.
+//! verified even if the file changed in between. A download is read once ([`UpdateImage::stream`]):
+//! the same checks are made as the images are written, and the slot counts as installed only once
+//! all of them passed.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Take};
@@ -124,22 +126,27 @@ impl ImageFile {
     }
 }
 
-type Archive = tar::Archive<zstd::stream::read::Decoder<'static, BufReader<HashingReader<Take<File>>>>>;
+type Archive<R> = tar::Archive<zstd::stream::read::Decoder<'static, BufReader<HashingReader<R>>>>;
 
-fn open(image: &ImageFile) -> Result<Archive, UpgradeError> {
+fn archive<R: Read>(reader: R, path: &Path) -> Result<Archive<R>, UpgradeError> {
+    let decoder = zstd::stream::read::Decoder::new(HashingReader::new(reader))
+        .map_err(|source| UpgradeError::Read { path: path.to_owned(), source })?;
+    Ok(tar::Archive::new(decoder))
+}
+
+fn open(image: &ImageFile) -> Result<Archive<Take<File>>, UpgradeError> {
     let read_error = |source| UpgradeError::Read { path: image.name.clone(), source };
     let mut file = File::open(&image.file).map_err(read_error)?;
     let (start, length) = image.section.unwrap_or((0, u64::MAX));
     file.seek(SeekFrom::Start(start)).map_err(read_error)?;
-    let decoder = zstd::stream::read::Decoder::new(HashingReader::new(file.take(length))).map_err(read_error)?;
-    Ok(tar::Archive::new(decoder))
+    archive(file.take(length), &image.name)
 }
 
 /// Reads what the tar reader left: the rest of the zstd stream, whose frame checksum is checked
 /// only at its end, including the padding after the tar's end marker, which must be zeros. The
-/// decoder stops only at the end of the file (it decodes a next frame, refuses anything else), so
-/// the returned SHA-256 and size are those of the whole file.
-fn finish(archive: Archive, path: &Path) -> Result<(String, u64), UpgradeError> {
+/// decoder stops only at the end of the stream (it decodes a next frame, refuses anything else),
+/// so the returned SHA-256 and size are those of the whole file.
+fn finish<R: Read>(archive: Archive<R>, path: &Path) -> Result<(String, u64), UpgradeError> {
     let bad = |problem: String| UpgradeError::BadImage { path: path.to_owned(), problem };
     let mut decoder = archive.into_inner();
     let mut buffer = vec![0u8; 64 << 10];
@@ -161,17 +168,38 @@ fn finish(archive: Archive, path: &Path) -> Result<(String, u64), UpgradeError> 
 }
 
 impl UpdateImage {
-    /// Reads all of `path` once and checks it for `slot`, the slot it is to be written to: a zstd
-    /// stream with valid checksums of a tar whose members are exactly one ext4 image per role of
-    /// the slot (`<role>.img`) and VERSION.TXT (one line), each once. Only the first bytes of each
-    /// image are looked at; the rest is decompressed and checked without producing the zeros of
-    /// sparse members' holes.
+    /// Reads all of `image` once and checks it for `slot`, the slot it is to be written to: a
+    /// zstd stream with valid checksums of a tar whose members are exactly one ext4 image per role
+    /// of the slot (`<role>.img`) and VERSION.TXT (one line), each once. Only the first bytes of
+    /// each image are looked at; the rest is decompressed and checked without producing the zeros
+    /// of sparse members' holes.
     pub fn verify(image: &ImageFile, slot: &layout::Slot) -> Result<UpdateImage, UpgradeError> {
-        let path = &image.name;
+        Self::read_checked(open(image)?, &image.name, slot, |_, _, _| Ok(()))
+    }
+
+    /// Reads an update image from `stream` (a download) in one pass, checking it as
+    /// [`UpdateImage::verify`] does, and hands each image to `copy` with its role and size as a
+    /// reader of all its bytes as it comes. The checks that need all of it (the SHA-256, the
+    /// frame checksum at its end, a role left out) are made after the last image was handed on:
+    /// what `copy` wrote may be used only when this returns `Ok`.
+    pub fn stream(
+        stream: impl Read,
+        path: &Path,
+        slot: &layout::Slot,
+        copy: impl FnMut(&str, u64, &mut dyn Read) -> Result<(), UpgradeError>,
+    ) -> Result<UpdateImage, UpgradeError> {
+        Self::read_checked(archive(stream, path)?, path, slot, copy)
+    }
+
+    fn read_checked<R: Read>(
+        mut archive: Archive<R>,
+        path: &Path,
+        slot: &layout::Slot,
+        mut on_image: impl FnMut(&str, u64, &mut dyn Read) -> Result<(), UpgradeError>,
+    ) -> Result<UpdateImage, UpgradeError> {
         let bad = |problem: String| UpgradeError::BadImage { path: path.to_owned(), problem };
         let does_not_fit =
             |problem: String| UpgradeError::DoesNotFit { path: path.to_owned(), slot: slot.name.clone(), problem };
-        let mut archive = open(image)?;
         let mut seen = Vec::new();
         let mut images = Vec::new();
         let mut version = None;
@@ -195,7 +223,9 @@ impl UpdateImage {
                             member_name(&role)
                         )));
                     }
-                    images.push((role, entry.size()));
+                    let size = entry.size();
+                    on_image(&role, size, &mut (&head[..]).chain(&mut entry))?;
+                    images.push((role, size));
                 }
                 Member::Version => {
                     if entry.size() > MAX_VERSION_BYTES {

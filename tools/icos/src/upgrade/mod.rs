@@ -30,7 +30,7 @@ mod write;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -270,7 +270,7 @@ impl fmt::Display for Status {
 /// Progress of an install, which takes tens of seconds in an emulated VM.
 #[derive(Debug)]
 pub enum InstallEvent<'a> {
-    /// The whole image was read once and is valid.
+    /// The whole image was read once and is valid (a download's: once it is written).
     Verified { image: &'a Path, bytes: u64, sha256: &'a str, elapsed: Duration },
     /// A member starts being written to its target (a partition or volume of the layout).
     Writing { member: &'a str, target: &'a str, device: &'a Path, size: u64 },
@@ -541,6 +541,42 @@ impl Agent {
         })
     }
 
+    /// What every install starts with: the state, which must be stable, the inactive slot and the
+    /// block device of each of its targets (a layout that does not fit the system fails here,
+    /// before the long read).
+    fn begin_install(&self) -> Result<Install, UpgradeError> {
+        let state = self.state()?;
+        // The one-slot refusal first: no boot cycle would make an install possible.
+        let (slot, slot_layout) = inactive_slot(&state)?;
+        require_stable(&state, "install an upgrade")?;
+        let mut targets = Vec::new();
+        for (role, target) in &slot_layout.members {
+            targets.push(SlotTarget {
+                role: role.clone(),
+                name: target.name.clone(),
+                block: state.system.device(target)?,
+                device: None,
+            });
+        }
+        Ok(Install { state, slot, slot_layout, targets })
+    }
+
+    /// Clears the marker of an earlier install, before the slot is written, and returns the boot
+    /// state that records this one, to be written once all of it is written and verified.
+    fn start_writing(&self, install: &Install, version: &str) -> Result<GrubEnv, UpgradeError> {
+        let mut env = install.state.env.clone();
+        let marker_was_set = env.unset(INSTALLED_SLOT) | env.unset(INSTALLED_VERSION);
+        let mut installed_env = env.clone();
+        installed_env.set(INSTALLED_SLOT, install.slot.letter())?;
+        installed_env.set(INSTALLED_VERSION, version)?;
+        // The final block must fit before anything is written.
+        installed_env.to_block()?;
+        if marker_was_set {
+            self.write_state(&env)?;
+        }
+        Ok(installed_env)
+    }
+
     /// Installs the update image `source` into the inactive slot ([`Agent::install_release`] and
     /// [`Agent::install_unsigned`] decide what may be installed). The slot's targets are found, the
     /// image is verified completely (one pass, with the SHA-256 when `expected_sha256` is given;
@@ -558,17 +594,9 @@ impl Agent {
     ) -> Result<Installed, UpgradeError> {
         let image = source.name.as_path();
         let expected_sha256 = expected_sha256.map(parse_sha256).transpose()?;
-        let mut state = self.state()?;
-        // The one-slot refusal first: no boot cycle would make an install possible.
-        let (slot, slot_layout) = inactive_slot(&state)?;
-        require_stable(&state, "install an upgrade")?;
-        // The devices first: a layout that does not fit the system fails before the long read.
-        let mut devices = BTreeMap::new();
-        for (role, target) in &slot_layout.members {
-            devices.insert(role.as_str(), (target, state.system.device(target)?));
-        }
+        let mut install = self.begin_install()?;
         let started = Instant::now();
-        let update = UpdateImage::verify(source, &slot_layout)?;
+        let update = UpdateImage::verify(source, &install.slot_layout)?;
         progress(InstallEvent::Verified {
             image,
             bytes: update.compressed_size,
@@ -585,64 +613,75 @@ impl Agent {
             }
         }
         if !allow_downgrade {
-            let running = self.running_version()?;
-            if let Err(problem) = check_not_older(&update.version, &running) {
-                return Err(UpgradeError::Rollback { path: image.to_owned(), problem });
-            }
+            self.check_not_older(image, &update.version)?;
         }
-        let mut targets = Vec::new();
         for (role, size) in &update.images {
-            // verify() accepts only images of the slot's roles.
-            let (target, block) = devices.get(role.as_str()).ok_or_else(|| UpgradeError::DoesNotFit {
-                path: image.to_owned(),
-                slot: slot_layout.name.clone(),
-                problem: format!("slot {} has no role {role:?}", slot_layout.name),
-            })?;
-            if *size > block.size {
-                return Err(UpgradeError::TooLarge {
-                    path: image.to_owned(),
-                    member: member_name(role),
-                    size: *size,
-                    target: format!("{} {}", block.kind, target.name),
-                    device: block.device.clone(),
-                    capacity: block.size,
-                });
-            }
-            let device = Device::open(&block.device)
-                .map_err(|source| UpgradeError::Write { path: block.device.clone(), source })?;
-            targets.push((role.as_str(), target.name.as_str(), &block.device, device));
+            install.target_for(image, role, *size)?;
         }
-        let marker_was_set = state.env.unset(INSTALLED_SLOT) | state.env.unset(INSTALLED_VERSION);
-        let mut installed_env = state.env.clone();
-        installed_env.set(INSTALLED_SLOT, slot.letter())?;
-        installed_env.set(INSTALLED_VERSION, &update.version)?;
-        // The final block must fit before anything is written.
-        installed_env.to_block()?;
-        if marker_was_set {
-            self.write_state(&state.env)?;
-        }
-
-        update.copy_images(source, slot, |role, size, reader| {
-            let (_, target, path, device) = targets
-                .iter_mut()
-                .find(|(candidate, ..)| *candidate == role)
-                .ok_or_else(|| UpgradeError::ImageChanged { path: image.to_owned(), slot })?;
-            let member = member_name(role);
-            progress(InstallEvent::Writing { member: &member, target, device: path, size });
-            let started = Instant::now();
-            let written = device.write_image(reader).map_err(|error| match error {
-                CopyError::Read(source) => UpgradeError::Read { path: image.to_owned(), source },
-                CopyError::Write(source) => UpgradeError::Write { path: path.to_path_buf(), source },
-            })?;
-            if written != size {
-                return Err(UpgradeError::ImageChanged { path: image.to_owned(), slot });
-            }
-            progress(InstallEvent::Written { member: &member, size, elapsed: started.elapsed() });
-            Ok(())
-        })?;
-
+        install.open_targets()?;
+        let installed_env = self.start_writing(&install, &update.version)?;
+        let slot = install.slot;
+        update.copy_images(source, slot, |role, size, reader| install.write(image, role, size, reader, progress))?;
         self.write_state(&installed_env)?;
         Ok(Installed { slot, version: update.version, sha256: update.sha256 })
+    }
+
+    /// Installs the update image of the release bundle at `url` (HTTP or HTTPS) into the inactive
+    /// slot as it downloads, with no local copy: the manifest's signature is checked against the
+    /// image's release keys and its version against the running one (anti-rollback, unless
+    /// `allow_downgrade`) before anything is written; the update image is checked as it is written
+    /// ([`UpdateImage::stream`]), and its SHA-256 against the manifest's at its end. Only then is
+    /// the slot marked installed: an install that fails at any point leaves it uncommitted.
+    pub fn install_release_url(
+        &self,
+        url: &str,
+        ca_cert: Option<&Path>,
+        allow_downgrade: bool,
+        progress: &mut dyn FnMut(InstallEvent<'_>),
+    ) -> Result<Installed, UpgradeError> {
+        let name = PathBuf::from(url);
+        let image = PathBuf::from(format!("{url}:{UPDATE_IMAGE}"));
+        let mut install = self.begin_install()?;
+        let keys = self.release_keys()?;
+        install.open_targets()?;
+        let started = Instant::now();
+        let (stream, _) = crate::release::fetch::open(url, ca_cert)?;
+        let (update, installed_env) =
+            crate::release::stream_signed_file(&name, stream, &keys, UPDATE_IMAGE, |manifest, reader| {
+                if !allow_downgrade {
+                    self.check_not_older(&name, &manifest.version)?;
+                }
+                let installed_env = self.start_writing(&install, &manifest.version)?;
+                let slot_layout = install.slot_layout.clone();
+                let update = UpdateImage::stream(reader, &image, &slot_layout, |role, size, reader| {
+                    install.write(&image, role, size, reader, progress)
+                })?;
+                if update.version != manifest.version {
+                    return Err(UpgradeError::BadImage {
+                        path: image.clone(),
+                        problem: format!(
+                            "its version is {}, the signed manifest says {}",
+                            update.version, manifest.version
+                        ),
+                    });
+                }
+                Ok::<_, UpgradeError>((update, installed_env))
+            })?;
+        progress(InstallEvent::Verified {
+            image: &image,
+            bytes: update.compressed_size,
+            sha256: &update.sha256,
+            elapsed: started.elapsed(),
+        });
+        self.write_state(&installed_env)?;
+        Ok(Installed { slot: install.slot, version: update.version, sha256: update.sha256 })
+    }
+
+    /// Anti-rollback: refuses `version` of the update `source` when it is older than the running one.
+    fn check_not_older(&self, source: &Path, version: &str) -> Result<(), UpgradeError> {
+        let running = self.running_version()?;
+        check_not_older(version, &running)
+            .map_err(|problem| UpgradeError::Rollback { path: source.to_owned(), problem })
     }
 
     /// The release keys the image trusts: the `*.pem` files of [`RELEASE_KEYS`].
@@ -813,6 +852,90 @@ impl Agent {
             }
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+/// An install under way: the state it started from, the inactive slot and its targets.
+struct Install {
+    state: State,
+    slot: Slot,
+    slot_layout: layout::Slot,
+    targets: Vec<SlotTarget>,
+}
+
+/// A target of the inactive slot: a partition or volume of the layout, and its block device.
+struct SlotTarget {
+    role: String,
+    /// The layout's name of the partition or volume.
+    name: String,
+    block: system::BlockDevice,
+    /// Opened for writing ([`Install::open_targets`]).
+    device: Option<Device>,
+}
+
+impl Install {
+    /// The target of `role`, which must hold `size` bytes: an image that does not fit is refused.
+    fn target_for(&mut self, image: &Path, role: &str, size: u64) -> Result<&mut SlotTarget, UpgradeError> {
+        let slot_name = &self.slot_layout.name;
+        // The image readers accept only images of the slot's roles.
+        let target =
+            self.targets.iter_mut().find(|target| target.role == role).ok_or_else(|| UpgradeError::DoesNotFit {
+                path: image.to_owned(),
+                slot: slot_name.clone(),
+                problem: format!("slot {slot_name} has no role {role:?}"),
+            })?;
+        if size > target.block.size {
+            return Err(UpgradeError::TooLarge {
+                path: image.to_owned(),
+                member: member_name(role),
+                size,
+                target: format!("{} {}", target.block.kind, target.name),
+                device: target.block.device.clone(),
+                capacity: target.block.size,
+            });
+        }
+        Ok(target)
+    }
+
+    /// Opens every target for writing, exclusively: a mounted one is refused before anything is
+    /// written.
+    fn open_targets(&mut self) -> Result<(), UpgradeError> {
+        for target in &mut self.targets {
+            let device = Device::open(&target.block.device)
+                .map_err(|source| UpgradeError::Write { path: target.block.device.clone(), source })?;
+            target.device = Some(device);
+        }
+        Ok(())
+    }
+
+    /// Writes the image of `role`, `size` bytes read from `reader`, to its target.
+    fn write(
+        &mut self,
+        image: &Path,
+        role: &str,
+        size: u64,
+        reader: &mut dyn Read,
+        progress: &mut dyn FnMut(InstallEvent<'_>),
+    ) -> Result<(), UpgradeError> {
+        let slot = self.slot;
+        let target = self.target_for(image, role, size)?;
+        let path = target.block.device.clone();
+        let device = target.device.as_mut().ok_or_else(|| UpgradeError::Write {
+            path: path.clone(),
+            source: io::Error::other("the target was not opened"),
+        })?;
+        let member = member_name(role);
+        progress(InstallEvent::Writing { member: &member, target: &target.name, device: &path, size });
+        let started = Instant::now();
+        let written = device.write_image(reader).map_err(|error| match error {
+            CopyError::Read(source) => UpgradeError::Read { path: image.to_owned(), source },
+            CopyError::Write(source) => UpgradeError::Write { path: path.clone(), source },
+        })?;
+        if written != size {
+            return Err(UpgradeError::ImageChanged { path: image.to_owned(), slot });
+        }
+        progress(InstallEvent::Written { member: &member, size, elapsed: started.elapsed() });
+        Ok(())
     }
 }
 

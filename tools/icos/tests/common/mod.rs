@@ -3,8 +3,11 @@
 
 use std::env;
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 
 /// A command running the icos binary under test.
 pub fn icos() -> Command {
@@ -71,4 +74,46 @@ pub fn dumpe2fs_field(header: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} in {header}"))
         .trim()
         .to_owned()
+}
+
+/// Serves `bytes` on 127.0.0.1 over HTTP/1.1, with Range requests; the first transfer breaks off
+/// after `cut` bytes (all of it when `cut` is the length). Returns the URL and the Range header of each request ("-" without one).
+pub fn serve(bytes: Vec<u8>, cut: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/guestos-dev.bundle.tar", listener.local_addr().unwrap());
+    let ranges = Arc::new(Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut range = None;
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    range = Some(value.trim().trim_end_matches('-').parse::<usize>().unwrap());
+                }
+            }
+            let first = seen.lock().unwrap().is_empty();
+            seen.lock().unwrap().push(range.map_or("-".to_owned(), |from| format!("bytes={from}-")));
+            let total = bytes.len();
+            let (head, body) = match range {
+                Some(from) => (
+                    format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{total}\r\nConnection: close\r\n\r\n",
+                        total - from,
+                        total - 1
+                    ),
+                    &bytes[from..],
+                ),
+                None => (format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"), &bytes[..]),
+            };
+            let body = if first { &body[..cut] } else { body };
+            let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
+        }
+    });
+    (url, ranges)
 }

@@ -44,10 +44,17 @@ enum Command {
     },
     /// Verify a release, then write its update image to the inactive slot (needs boot_cycle
     /// stable). The release is a bundle (icos release package), or one unpacked, whose manifest
-    /// must verify against a key of /etc/icos/release-keys.
+    /// must verify against a key of /etc/icos/release-keys. A bundle at an http:// or https:// URL
+    /// is installed as it downloads, with no local copy: its manifest is checked before anything
+    /// is written, the update image as it is written, and the slot counts as installed only once
+    /// all of it verified.
     UpgradeInstall {
-        /// The release bundle or unpacked bundle; with --allow-unsigned, a bare update-img.tar.zst.
+        /// The release bundle (a file or a URL) or unpacked bundle; with --allow-unsigned, a bare
+        /// update-img.tar.zst.
         source: PathBuf,
+        /// More CA certificates (PEM) to trust for an https:// source, besides the system's.
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
         /// Install a bare update image, which nobody signed: dev images only.
         #[arg(long)]
         allow_unsigned: bool,
@@ -142,11 +149,18 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     match cli.command {
         Command::Status { json: true } => println!("{}", serde_json::to_string_pretty(&agent.status()?)?),
         Command::Status { json: false } => println!("{}", agent.status()?),
-        Command::UpgradeInstall { source, allow_unsigned: true, sha256, allow_downgrade } => {
-            println!("{}", agent.install_unsigned(&source, sha256.as_deref(), allow_downgrade, &mut report)?)
-        }
-        Command::UpgradeInstall { source, allow_unsigned: false, allow_downgrade, .. } => {
-            println!("{}", agent.install_release(&source, allow_downgrade, &mut report)?)
+        Command::UpgradeInstall { source, ca_cert, allow_unsigned, sha256, allow_downgrade } => {
+            let url = source.to_str().filter(|text| text.starts_with("http://") || text.starts_with("https://"));
+            let installed = match (url, allow_unsigned) {
+                (Some(url), false) => {
+                    agent.install_release_url(url, ca_cert.as_deref(), allow_downgrade, &mut report)?
+                }
+                (Some(url), true) => return Err(format!("{url}: --allow-unsigned installs a local file only").into()),
+                (None, _) if ca_cert.is_some() => return Err("--ca-cert is for an https:// source".into()),
+                (None, true) => agent.install_unsigned(&source, sha256.as_deref(), allow_downgrade, &mut report)?,
+                (None, false) => agent.install_release(&source, allow_downgrade, &mut report)?,
+            };
+            println!("{installed}");
         }
         Command::UpgradeCommit { trial_timeout } => println!("{}", agent.upgrade_commit(trial_timeout)?),
         Command::Confirm { health_checks } => println!("{}", agent.confirm(health_checks.as_deref())?),
