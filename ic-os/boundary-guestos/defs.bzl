@@ -1,7 +1,7 @@
 """Boundary-guestOS, the boundary node VM that serves the HTTP gateway, as data: envs/<variant>
 build it with icos_build."""
 
-load("//ic-os/components:defs.bzl", "UPGRADE_AGENT_FILES", "VERITY_ROOT_CONTEXT")
+load("//ic-os/components:defs.bzl", "RELEASE_KEYS", "UPGRADE_AGENT_FILES", "VERITY_ROOT_CONTEXT")
 load("//rules:defs.bzl", "icos_os")
 
 BOUNDARY_GUESTOS = icos_os(
@@ -33,6 +33,7 @@ BOUNDARY_GUESTOS = icos_os(
         "//ic-os/boundary-guestos:config/hosts": "/etc/hosts",
         "//ic-os/boundary-guestos:config/resolv.conf": "/etc/resolv.conf",
     },
+    release_keys = RELEASE_KEYS,
     # The agent reports the booted slot and version on the console (boot tests read it).
     root_files = UPGRADE_AGENT_FILES,
     disk_size = "8G",

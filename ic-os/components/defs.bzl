@@ -17,6 +17,20 @@ UPGRADE_AGENT_FILES = [
     "//ic-os/components/upgrade-agent:no_failed_units_check_file",
 ]
 
+# The upgrade channel of the OSes with two slots (icos-agent serve on port 8180): how an image
+# nobody logs in to (prod) takes signed upgrades.
+UPGRADE_CHANNEL_FILES = [
+    "//ic-os/components/upgrade-agent:upgrade_channel_service_file",
+    "//ic-os/components/upgrade-agent:upgrade_channel_wants_file",
+]
+
+# The release keys each build type trusts (icos_os's `release_keys`): dev images the dev key, prod
+# images the keys of --//ic-os/components/release-keys:prod, none by default.
+RELEASE_KEYS = {
+    "dev": "//ic-os/components/release-keys:dev_keys",
+    "prod": "//ic-os/components/release-keys:prod_keys",
+}
+
 # What applies the node's configuration at boot: config.ini on the OS's config volume or partition,
 # mounted read-only at /mnt/config (icos_os(mounts)), sets the host name and the network
 # (icos-agent apply-config, so UPGRADE_AGENT_FILES come with it).

@@ -1,6 +1,6 @@
 """GuestOS, the OS that runs the replica, as data: envs/<variant> build it with icos_build."""
 
-load("//ic-os/components:defs.bzl", "GUEST_NODE_CONFIG_FILES", "UPGRADE_AGENT_FILES", "VERITY_ROOT_CONTEXT")
+load("//ic-os/components:defs.bzl", "GUEST_NODE_CONFIG_FILES", "RELEASE_KEYS", "UPGRADE_AGENT_FILES", "UPGRADE_CHANNEL_FILES", "VERITY_ROOT_CONTEXT")
 load("//rules:defs.bzl", "ab_slots", "icos_os")
 
 GUESTOS = icos_os(
@@ -35,6 +35,8 @@ GUESTOS = icos_os(
         "//ic-os/guestos:config/hosts": "/etc/hosts",
         "//ic-os/guestos:config/resolv.conf": "/etc/resolv.conf",
     },
-    # The agent, and what applies the configuration disk HostOS attaches to the VM.
-    root_files = UPGRADE_AGENT_FILES + GUEST_NODE_CONFIG_FILES,
+    release_keys = RELEASE_KEYS,
+    # The agent and its upgrade channel, and what applies the configuration disk HostOS attaches
+    # to the VM.
+    root_files = UPGRADE_AGENT_FILES + UPGRADE_CHANNEL_FILES + GUEST_NODE_CONFIG_FILES,
 )

@@ -1,7 +1,7 @@
 """HostOS, the OS of the node that runs GuestOS as a virtual machine, as data: envs/<variant> build
 it with icos_build."""
 
-load("//ic-os/components:defs.bzl", "NODE_CONFIG_FILES", "UPGRADE_AGENT_FILES")
+load("//ic-os/components:defs.bzl", "NODE_CONFIG_FILES", "RELEASE_KEYS", "UPGRADE_AGENT_FILES", "UPGRADE_CHANNEL_FILES")
 load("//rules:defs.bzl", "ab_slots", "icos_os")
 
 HOSTOS = icos_os(
@@ -38,7 +38,8 @@ HOSTOS = icos_os(
         "//ic-os/hostos:config/hosts": "/etc/hosts",
         "//ic-os/hostos:config/resolv.conf": "/etc/resolv.conf",
     },
-    root_files = UPGRADE_AGENT_FILES + NODE_CONFIG_FILES + [
+    release_keys = RELEASE_KEYS,
+    root_files = UPGRADE_AGENT_FILES + UPGRADE_CHANNEL_FILES + NODE_CONFIG_FILES + [
         "//ic-os/hostos/guestos-vm:icos_file",
         "//ic-os/hostos/guestos-vm:service_file",
         "//ic-os/hostos/guestos-vm:wants_file",

@@ -44,6 +44,7 @@ def icos_os(
         vg_name = None,
         replace = {},
         root_files = [],
+        release_keys = {},
         extra_images = {},
         esp_partition = "esp",
         grub_partition = "grub",
@@ -72,6 +73,9 @@ def icos_os(
         vg_name: the volume group's name.
         replace: file label -> path it replaces in the rootfs (/etc/hostname, ...).
         root_files: placed_file targets added to every variant's root filesystem.
+        release_keys: build type (dev, prod) -> the keys (a placed_files target) that the variants
+            of that build type trust to sign their upgrades; every variant with an update image
+            needs its build type's.
         extra_images: partition or volume name -> image that fills it in every variant's disk image
             (a variant's own extra_images win), such as an empty configuration filesystem.
         esp_partition: the EFI system partition.
@@ -113,6 +117,7 @@ def icos_os(
         vg_name = vg_name,
         replace = replace,
         root_files = root_files,
+        release_keys = release_keys,
         extra_images = extra_images,
         esp_partition = esp_partition,
         grub_partition = grub_partition,
@@ -167,6 +172,8 @@ def icos_build(
         base = None,
         build_args = {},
         rootfs = None,
+        build_type = None,
+        release_keys = None,
         root_files = [],
         extra_images = {},
         version = "//ic-os:version",
@@ -195,6 +202,10 @@ def icos_build(
         rootfs: instead of base and build_args: the canonical rootfs tree of another variant (its
             rootfs-tree.tar), for a variant that differs only in what the rules add, such as the
             version.
+        build_type: dev or prod, which picks the release keys of `os` the variant trusts; by
+            default build_args' BUILD_TYPE (a variant made from another's `rootfs` gives it).
+        release_keys: instead of the release keys of `os` for the build type, these (a
+            placed_files target), such as a test key for a test variant.
         root_files: placed_file targets this variant adds to its root filesystem (after the OS's).
         extra_images: partition or volume name -> image (a raw image, a partition .tzst or a
             disk-img.tar.zst) that fills it in the disk image, such as a GuestOS disk for HostOS's
@@ -241,9 +252,22 @@ def icos_build(
         verity_boot_args(name = prefix + "_boot_args", layout = os.layout, root = ":{}partition-root.tzst".format(prefix), tags = manual)
         placed_file(name = prefix + "_boot_args_file", src = ":{}_boot_args".format(prefix), path = "/boot_args", tags = manual)
         boot_args_file = ":{}_boot_args_file".format(prefix)
+    trusted_keys = ()
+    if release_keys:
+        trusted_keys = (release_keys,)
+    elif update_image and os.release_keys:
+        build_type = build_type or build_args.get("BUILD_TYPE")
+        if build_type not in os.release_keys:
+            fail("icos_build {}: build_type {} has no release keys in {} (it has {}); set build_type or build_args' BUILD_TYPE".format(
+                name,
+                build_type,
+                os.name,
+                ", ".join(sorted(os.release_keys.keys())),
+            ))
+        trusted_keys = (os.release_keys[build_type],)
     trees = {
         "boot": (":{}_version_boot".format(prefix), boot_args_file),
-        "root": (":{}_version_root".format(prefix), os.layout_file) + tuple(os.root_files) + tuple(root_files),
+        "root": (":{}_version_root".format(prefix), os.layout_file) + tuple(os.root_files) + trusted_keys + tuple(root_files),
         "var": (),
     }
     slot_a = os.slots["A"]

@@ -1,16 +1,19 @@
 """Partition trees, filesystem images, disks and the published packages."""
 
-load(":providers.bzl", "OsLayoutInfo", "PartitionImageInfo", "PlacedFileInfo", "RootfsTreeInfo")
+load(":providers.bzl", "OsLayoutInfo", "PartitionImageInfo", "PlacedFileInfo", "PlacedFilesInfo", "RootfsTreeInfo")
 load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "ICOS_ATTRS", "host_tool", "output_name", "run_icos")
 
 # Loaded only through //rules:defs.bzl.
 visibility("//rules/...")
 
+def _check_mode(ctx):
+    if len(ctx.attr.mode) != 4 or [c for c in ctx.attr.mode.elems() if c not in "01234567"]:
+        fail("{}: mode {} must be four octal digits, such as 0644".format(ctx.label, ctx.attr.mode))
+
 def _placed_file_impl(ctx):
     if not ctx.attr.path.startswith("/") or ctx.attr.path.endswith("/"):
         fail("{}: path {} must be an absolute file path".format(ctx.label, ctx.attr.path))
-    if len(ctx.attr.mode) != 4 or [c for c in ctx.attr.mode.elems() if c not in "01234567"]:
-        fail("{}: mode {} must be four octal digits, such as 0644".format(ctx.label, ctx.attr.mode))
+    _check_mode(ctx)
     return [
         DefaultInfo(files = depset([ctx.file.src])),
         PlacedFileInfo(file = ctx.file.src, path = ctx.attr.path, mode = ctx.attr.mode, uid = ctx.attr.uid, gid = ctx.attr.gid),
@@ -25,6 +28,31 @@ placed_file = rule(
         "mode": attr.string(default = "0644", doc = "The permission bits as four octal digits."),
         "uid": attr.int(default = 0, doc = "The numeric owner."),
         "gid": attr.int(default = 0, doc = "The numeric group."),
+    },
+)
+
+def _placed_files_impl(ctx):
+    if not ctx.attr.dir.startswith("/") or ctx.attr.dir.endswith("/"):
+        fail("{}: dir {} must be an absolute directory path without a trailing /".format(ctx.label, ctx.attr.dir))
+    _check_mode(ctx)
+    placed = {}
+    for file in ctx.files.srcs:
+        path = "{}/{}".format(ctx.attr.dir, file.basename)
+        if path in placed:
+            fail("{}: {} and {} would both be {}".format(ctx.label, placed[path].file.short_path, file.short_path, path))
+        placed[path] = PlacedFileInfo(file = file, path = path, mode = ctx.attr.mode, uid = 0, gid = 0)
+    return [
+        DefaultInfo(files = depset(ctx.files.srcs)),
+        PlacedFilesInfo(files = [placed[path] for path in sorted(placed.keys())]),
+    ]
+
+placed_files = rule(
+    implementation = _placed_files_impl,
+    doc = "Files placed in one directory of a file tree under their own names, owned by root; none is fine.",
+    attrs = {
+        "srcs": attr.label_list(allow_files = True, doc = "The files (or filegroups of them); their base names must differ."),
+        "dir": attr.string(mandatory = True, doc = "The absolute directory they go in, such as /etc/icos/release-keys."),
+        "mode": attr.string(default = "0644", doc = "The permission bits of each, four octal digits."),
     },
 )
 
@@ -46,9 +74,9 @@ def _file_tree_impl(ctx):
         args += ["--input", base.path]
         inputs.append(base)
     for target in ctx.attr.files:
-        placed = target[PlacedFileInfo]
-        args += ["--inject", "{}:{}:{}:{}={}".format(placed.mode, placed.uid, placed.gid, placed.path, placed.file.path)]
-        inputs.append(placed.file)
+        for placed in target[PlacedFilesInfo].files if PlacedFilesInfo in target else [target[PlacedFileInfo]]:
+            args += ["--inject", "{}:{}:{}:{}={}".format(placed.mode, placed.uid, placed.gid, placed.path, placed.file.path)]
+            inputs.append(placed.file)
     run_icos(
         ctx,
         arguments = args,
@@ -64,7 +92,7 @@ file_tree = rule(
     doc = "A canonical tree: `base` (or an empty root) plus placed files. Missing parent directories become 0755 root directories.",
     attrs = dict({
         "base": attr.label(allow_single_file = [".tar"], doc = "The canonical tree to add to; an empty root when not given."),
-        "files": attr.label_list(providers = [PlacedFileInfo], doc = "The files to add (placed_file targets)."),
+        "files": attr.label_list(providers = [[PlacedFileInfo], [PlacedFilesInfo]], doc = "The files to add (placed_file and placed_files targets)."),
     }, **ICOS_ATTRS),
 )
 

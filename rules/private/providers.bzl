@@ -54,6 +54,13 @@ PlacedFileInfo = provider(
     },
 )
 
+PlacedFilesInfo = provider(
+    doc = "Several files placed in a file tree, as file_tree takes them: a PlacedFileInfo each.",
+    fields = {
+        "files": "list of PlacedFileInfo",
+    },
+)
+
 SevLaunchInfo = provider(
     doc = "What a host starts a variant with as an SEV-SNP guest by direct kernel boot, and its measurements.",
     fields = {

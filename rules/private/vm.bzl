@@ -110,8 +110,13 @@ without SEV.
 
 def _boot_test_impl(ctx):
     if ctx.attr.scenario in _UPGRADE_SCENARIOS:
-        if not (ctx.attr.root_password and ctx.attr.update_image and ctx.attr.update_version):
-            fail("{}: scenario {} needs root_password, update_image and update_version".format(ctx.label, ctx.attr.scenario))
+        if not (ctx.attr.root_password and ctx.attr.update_image and ctx.attr.update_version and ctx.attr.update_bundle):
+            fail("{}: scenario {} needs root_password, update_image, update_version and update_bundle".format(ctx.label, ctx.attr.scenario))
+    if (ctx.attr.scenario == "channel-upgrade") != bool(ctx.attr.refused_bundle):
+        fail("{}: refused_bundle goes with the channel-upgrade scenario".format(ctx.label))
+    if ctx.attr.scenario == "channel-upgrade":
+        if not (ctx.attr.update_image and ctx.attr.update_version and ctx.attr.update_bundle and ctx.attr.guest_config):
+            fail("{}: scenario channel-upgrade needs update_image, update_version, update_bundle and guest_config".format(ctx.label))
     qemu = host_tool(ctx, _QEMU)
     arguments = [ctx.attr.scenario, "--disk-image", ctx.file.disk_image.short_path]
     arguments += ["--version-file", ctx.file.version.short_path]
@@ -139,6 +144,16 @@ def _boot_test_impl(ctx):
         arguments += ["--update-image", ctx.file.update_image.short_path]
         arguments += ["--update-version-file", ctx.file.update_version.short_path]
         inputs += [ctx.file.update_image, ctx.file.update_version]
+    if ctx.attr.update_bundle:
+        arguments += ["--update-bundle", ctx.file.update_bundle.short_path]
+        inputs.append(ctx.file.update_bundle)
+    if ctx.attr.refused_bundle:
+        arguments += ["--refused-bundle", ctx.file.refused_bundle.short_path]
+        inputs.append(ctx.file.refused_bundle)
+    if ctx.attr.serve_bundle:
+        if not (ctx.attr.update_bundle and ctx.file.guest_config):
+            fail("{}: serve_bundle needs update_bundle, and guest_config for the VM's network".format(ctx.label))
+        arguments.append("--serve-bundle")
     if ctx.attr.rollback_image:
         if ctx.attr.scenario != "upgrade":
             fail("{}: rollback_image goes with the upgrade scenario".format(ctx.label))
@@ -180,24 +195,34 @@ boot_test = rule(
 
 Scenarios: `boot` (OVMF, GRUB slot A, systemd reports the system running; with root_password, a
 login and `icos-agent status`), `no-login` (the system runs and the console offers no login),
-`upgrade` (install update_image into slot B, commit, reboot into B with the new version, which
-starts the trial's watchdog and confirms itself with nothing typed; grubenv damaged, reboot: still
-B, from grubenv's copy, reported by GRUB and `icos-agent status`, restored by `icos-agent repair`),
-`failed-upgrade` (install and commit, B's boot stopped in the rescue shell: the watchdog resets the
-machine, GRUB falls back to slot A; both copies of grubenv damaged: GRUB boots slot A saying so, `icos-agent repair`), `crashed-upgrade` (install and commit, B's kernel panics:
-panic=10 reboots, GRUB falls back to slot A), `verity-corrupted` (the dm-verity error, the panic's
+`upgrade` (update_image, unsigned, is refused; update_bundle is installed into slot B, from a file
+or over HTTP, and committed; reboot into B with the new version, which starts the trial's watchdog
+and confirms itself with nothing typed; grubenv damaged, reboot: still B, from grubenv's copy,
+reported by GRUB and `icos-agent status`, restored by `icos-agent repair`), `failed-upgrade`
+(install and commit, B's boot stopped in the rescue shell: the watchdog resets the machine, GRUB
+falls back to slot A; both copies of grubenv damaged: GRUB boots slot A saying so, `icos-agent
+repair`), `crashed-upgrade` (install and commit, B's kernel panics: panic=10 reboots, GRUB falls
+back to slot A; then the `upgrade` scenario from there), `channel-upgrade` (a prod image: the
+console offers no login; its upgrade channel, `icos-agent serve` on port 8180 reached through a
+port forward, refuses update_image, unsigned, and refused_bundle, then installs update_bundle,
+commits it and reboots into slot B, which confirms itself), `verity-corrupted` (the dm-verity error, the panic's
 reboot, the error again, never a login) and `install` (SetupOS with install_config on its config
 partition installs on a blank sparse target disk and powers off; the target then boots to a root
 login and the checks; with expect_refusal the installer must refuse and the target stay all holes). Under TCG a boot takes about a minute: give these tests size "large".
 """,
     test = True,
     attrs = {
-        "scenario": attr.string(mandatory = True, values = ["boot", "no-login", "verity-corrupted", "install"] + _UPGRADE_SCENARIOS, doc = "What to check."),
+        "scenario": attr.string(mandatory = True, values = ["boot", "no-login", "verity-corrupted", "install", "channel-upgrade"] + _UPGRADE_SCENARIOS, doc = "What to check."),
         "disk_image": attr.label(mandatory = True, allow_single_file = [".tar.zst"], doc = "The disk-img.tar.zst to boot."),
         "version": attr.label(mandatory = True, allow_single_file = True, doc = "The version.txt of the disk image."),
         "root_password": attr.string(doc = "The root password of the console login (dev images); the upgrade scenarios need it."),
-        "update_image": attr.label(allow_single_file = [".tar.zst"], doc = "The update-img.tar.zst the upgrade scenarios install."),
+        "update_image": attr.label(allow_single_file = [".tar.zst"], doc = "The update-img.tar.zst of the upgrade scenarios, which the image must refuse unsigned."),
         "update_version": attr.label(allow_single_file = True, doc = "The version.txt of update_image."),
+        "update_bundle": attr.label(allow_single_file = [".tar"], doc = """The release bundle of update_image, signed with a key
+the disk image trusts (release_bundle): what the upgrade scenarios install."""),
+        "refused_bundle": attr.label(allow_single_file = [".tar"], doc = "channel-upgrade: a release bundle signed with a key the image does not trust."),
+        "serve_bundle": attr.bool(doc = """The VM installs update_bundle from a URL, served over HTTP by the test on the host
+(QEMU's 10.0.2.2), as it downloads; it needs guest_config for its network. Otherwise from a file shared with the VM."""),
         "rollback_image": attr.label(allow_single_file = [".tar.zst"], doc = """upgrade: an update image of a version older
 than update_image's (the disk image's own), which `icos-agent upgrade-install` must refuse once the update runs (anti-rollback)
 and write nothing."""),

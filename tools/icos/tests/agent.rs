@@ -1039,3 +1039,96 @@ fn a_release_at_a_url_installs_as_it_downloads_and_only_a_whole_signed_newer_one
         "--allow-unsigned installs a local file only",
     );
 }
+
+/// `icos-agent serve` on a free port of 127.0.0.1, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl FakeSystem {
+    fn serve(&self) -> Server {
+        use std::io::{BufRead, BufReader};
+        let mut child = icos_agent()
+            .arg("--system-root")
+            .arg(self.root())
+            .arg("--grubenv")
+            .arg(self.grubenv())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot start icos-agent serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let address = line.trim().strip_prefix("icos-agent: serving upgrades on ").unwrap_or_else(|| panic!("{line}"));
+        // The server logs each request on stdout: read it to the end.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Server { child, url: format!("http://{address}") }
+    }
+}
+
+/// A request to the server: its status and body.
+fn request(method: &str, url: &str, body: Option<&[u8]>) -> (u16, String) {
+    let request = ureq::request(method, url);
+    let response = match body {
+        Some(bytes) => request.send_bytes(bytes),
+        None => request.call(),
+    };
+    match response {
+        Ok(response) => (response.status(), response.into_string().unwrap()),
+        Err(ureq::Error::Status(status, response)) => (status, response.into_string().unwrap()),
+        Err(error) => panic!("{method} {url}: {error}"),
+    }
+}
+
+#[test]
+fn the_upgrade_channel_installs_and_commits_only_signed_bundles_and_answers_the_status() {
+    let fake = FakeSystem::new("A", &["boot_alternative=A", "boot_cycle=stable"]);
+    let update = make_update(&fake.update_dir(), true);
+    let bundle = fs::read(release_bundle(&fake, &update, 1)).unwrap();
+    let unknown_key = fs::read(release_bundle(&fake, &update, 3)).unwrap();
+    trust(&fake, 1);
+    fake.boot("A", "0.1.0-dev");
+    let server = fake.serve();
+    let upgrade = format!("{}/upgrade", server.url);
+
+    let (status, body) = request("GET", &format!("{}/status", server.url), None);
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((json["slot"].as_str(), json["boot_cycle"].as_str()), (Some("A"), Some("stable")), "{body}");
+
+    let before = fake.snapshot();
+    for (body, expected_status, expected) in [
+        (fs::read(&update.package).unwrap(), 422, "is an update image, not a signed release bundle"),
+        (unknown_key, 422, "the manifest's signature does not verify with"),
+    ] {
+        let (status, text) = request("PUT", &upgrade, Some(&body));
+        assert_eq!(status, expected_status, "{text}");
+        assert!(text.contains(expected), "{text}");
+    }
+    assert!(fake.snapshot() == before, "a refused bundle wrote something");
+    assert_eq!(request("GET", &format!("{}/other", server.url), None).0, 404);
+    assert_eq!(request("DELETE", &upgrade, None).0, 405);
+
+    let (status, text) = request("PUT", &upgrade, Some(&bundle));
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("upgrade 0.1.0-next installed in slot B"), "{text}");
+    assert!(text.contains("slot B (upgrade 0.1.0-next) boots next, once, on trial"), "{text}");
+    assert_written(&fake, "B", "root", &update.root);
+    let variables = fake.grub_variables();
+    assert!(variables.contains(&"boot_alternative=B".to_owned()), "{variables:?}");
+    assert!(variables.contains(&"boot_cycle=first_boot".to_owned()), "{variables:?}");
+
+    // Committed, the machine must boot the upgrade before it takes another.
+    let (status, text) = request("POST", &upgrade, Some(&bundle));
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("cannot install an upgrade while boot_cycle is first_boot"), "{text}");
+}

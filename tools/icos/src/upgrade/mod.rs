@@ -23,6 +23,7 @@
 
 pub mod boot_state;
 mod image;
+pub mod server;
 mod system;
 pub mod trial;
 mod write;
@@ -627,11 +628,7 @@ impl Agent {
     }
 
     /// Installs the update image of the release bundle at `url` (HTTP or HTTPS) into the inactive
-    /// slot as it downloads, with no local copy: the manifest's signature is checked against the
-    /// image's release keys and its version against the running one (anti-rollback, unless
-    /// `allow_downgrade`) before anything is written; the update image is checked as it is written
-    /// ([`UpdateImage::stream`]), and its SHA-256 against the manifest's at its end. Only then is
-    /// the slot marked installed: an install that fails at any point leaves it uncommitted.
+    /// slot as it downloads, with no local copy ([`Agent::install_release_stream`]).
     pub fn install_release_url(
         &self,
         url: &str,
@@ -639,13 +636,41 @@ impl Agent {
         allow_downgrade: bool,
         progress: &mut dyn FnMut(InstallEvent<'_>),
     ) -> Result<Installed, UpgradeError> {
-        let name = PathBuf::from(url);
-        let image = PathBuf::from(format!("{url}:{UPDATE_IMAGE}"));
+        // The refusals that need no download come first.
+        self.begin_install()?;
+        self.release_keys()?;
+        let (stream, _) = crate::release::fetch::open(url, ca_cert)?;
+        self.install_release_stream(url, stream, allow_downgrade, progress)
+    }
+
+    /// Installs the update image of the release bundle read from `stream` (a download, or the
+    /// body of a request to [`server`]) into the inactive slot, in one pass: the manifest's
+    /// signature is checked against the image's release keys and its version against the running
+    /// one (anti-rollback, unless `allow_downgrade`) before anything is written; the update image
+    /// is checked as it is written ([`UpdateImage::stream`]), and its SHA-256 against the
+    /// manifest's at its end. Only then is the slot marked installed: an install that fails at any
+    /// point leaves it uncommitted. `source` names the bundle in messages.
+    pub fn install_release_stream(
+        &self,
+        source: &str,
+        stream: impl Read,
+        allow_downgrade: bool,
+        progress: &mut dyn FnMut(InstallEvent<'_>),
+    ) -> Result<Installed, UpgradeError> {
+        let name = PathBuf::from(source);
+        let image = PathBuf::from(format!("{source}:{UPDATE_IMAGE}"));
         let mut install = self.begin_install()?;
         let keys = self.release_keys()?;
         install.open_targets()?;
         let started = Instant::now();
-        let (stream, _) = crate::release::fetch::open(url, ca_cert)?;
+        let mut stream = stream;
+        let mut magic = [0u8; ZSTD_MAGIC.len()];
+        let count = crate::sparse::read_full(&mut stream, &mut magic)
+            .map_err(|source| UpgradeError::Read { path: name.clone(), source })?;
+        if magic[..count] == ZSTD_MAGIC {
+            return Err(UpgradeError::Unsigned { path: name, keys: self.system_root.join(RELEASE_KEYS) });
+        }
+        let stream = (&magic[..count]).chain(stream);
         let (update, installed_env) =
             crate::release::stream_signed_file(&name, stream, &keys, UPDATE_IMAGE, |manifest, reader| {
                 if !allow_downgrade {

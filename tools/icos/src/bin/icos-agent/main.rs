@@ -14,7 +14,7 @@ use icos::install::apply::{guest_config_disk, read_config_from_fat, set_hostname
 use icos::install::config::read_config;
 use icos::output::write_file_atomically;
 use icos::size::mebibytes;
-use icos::upgrade::{trial, Agent, InstallEvent};
+use icos::upgrade::{server, trial, Agent, InstallEvent};
 
 #[derive(Parser)]
 #[command(name = "icos-agent", version, about = "A/B upgrades of a running icos GuestOS")]
@@ -84,6 +84,18 @@ enum Command {
     /// Restore the boot state: rewrite a damaged copy (grubenv or grubenv.copy) from the other;
     /// with both lost, write the running slot anew, boot_cycle stable.
     Repair,
+    /// Serve the upgrade channel of images without a login (prod): HTTP/1.1 on ADDRESS, where
+    /// `PUT /upgrade` with a release bundle as its body installs and commits it as upgrade-install
+    /// URL and upgrade-commit do (only signed, not older), and `GET /status` answers the status as
+    /// JSON. One request at a time.
+    Serve {
+        /// The address and port to listen on.
+        #[arg(long, value_name = "ADDRESS", default_value_t = format!("0.0.0.0:{}", server::DEFAULT_PORT))]
+        listen: String,
+        /// Once an upgrade is committed, reboot into it (systemctl reboot) instead of serving on.
+        #[arg(long)]
+        reboot: bool,
+    },
     /// Start the watchdog of a trial boot (GRUB puts icos.boot_trial=SECONDS on its kernel
     /// command line): the machine's own, else softdog. On other boots, nothing.
     TrialArm {
@@ -165,6 +177,37 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::UpgradeCommit { trial_timeout } => println!("{}", agent.upgrade_commit(trial_timeout)?),
         Command::Confirm { health_checks } => println!("{}", agent.confirm(health_checks.as_deref())?),
         Command::Repair => println!("{}", agent.repair()?),
+        Command::Serve { listen, reboot } => {
+            let listener =
+                std::net::TcpListener::bind(&listen).map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+            println!("icos-agent: serving upgrades on {}", listener.local_addr()?);
+            for stream in listener.incoming() {
+                let stream = match stream {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        eprintln!("icos-agent: cannot accept a connection: {error}");
+                        continue;
+                    }
+                };
+                match server::handle(&agent, stream, &mut report) {
+                    Ok((request, status, outcome)) => {
+                        println!("icos-agent: {request}: {status}");
+                        if let server::Outcome::Committed(installed, committed) = outcome {
+                            println!("icos-agent: {installed}\nicos-agent: {committed}");
+                            if reboot {
+                                println!("icos-agent: rebooting into slot {}", committed.slot);
+                                let status = std::process::Command::new("systemctl").arg("reboot").status()?;
+                                if !status.success() {
+                                    return Err(format!("systemctl reboot failed: {status}").into());
+                                }
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Err(error) => eprintln!("icos-agent: a connection failed: {error}"),
+                }
+            }
+        }
         Command::TrialArm { wait } => match agent.arm_trial(Duration::from_secs(wait))? {
             Some(armed) => println!("icos: {armed}"),
             None => println!("icos: not a trial boot: no watchdog started"),

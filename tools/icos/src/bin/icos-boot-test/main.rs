@@ -83,6 +83,10 @@ const MOUNT_SHARE: &str = "mount -t 9p -o trans=virtio,version=9p2000.L,ro updat
 const UNSIGNED_REFUSAL: &str = "is an update image, not a signed release bundle";
 /// The name of --rollback-image in the share.
 const ROLLBACK_IMAGE: &str = "rollback-img.tar.zst";
+/// The name of --update-bundle in the share, and in the URL it is served at.
+const BUNDLE: &str = "release.tar";
+/// The host as QEMU's user network shows it to the guest: its 127.0.0.1.
+const HOST_FROM_GUEST: &str = "10.0.2.2";
 
 /// What an upgrade-install may allocate of the VM's sparse disk beyond the data the update image
 /// carries: the running system's own writes (journal, logs) while it installs.
@@ -105,7 +109,9 @@ enum Scenario {
     Boot,
     /// The system comes up and the serial console offers no login (prod); with --kernel too.
     NoLogin,
-    /// Install the update into slot B, commit, reboot: B's trial boot starts the watchdog and,
+    /// The unsigned update image is refused; the signed bundle is installed into slot B (from a
+    /// file, or as it downloads with --serve-bundle), committed, reboot: B's trial boot starts the
+    /// watchdog and,
     /// with no command typed, confirms itself and stops it; damage grubenv, reboot: B again, from
     /// grubenv's copy, which GRUB and status report, and `icos-agent repair` restores.
     Upgrade,
@@ -115,8 +121,13 @@ enum Scenario {
     /// slot A saying so, status reports it, and `icos-agent repair` writes the state anew.
     FailedUpgrade,
     /// Install and commit; slot B's command line is changed to init=/bin/false: the kernel panics,
-    /// panic=10 reboots it, and GRUB falls back to slot A.
+    /// panic=10 reboots it, and GRUB falls back to slot A. Then the upgrade scenario, from there.
     CrashedUpgrade,
+    /// An image without a login (prod), upgraded through its channel: the console offers no login;
+    /// the test sends icos-agent serve (port 8180, forwarded from the host) the unsigned update
+    /// image and --refused-bundle, which it must refuse, then --update-bundle, which it installs
+    /// and commits before it reboots into slot B, whose trial boot confirms itself.
+    ChannelUpgrade,
     /// One byte of the verity root of slot A changed (its ext4 volume name, which ext4 itself
     /// ignores): the boot stops with a dm-verity error on the console and never offers a login.
     VerityCorrupted,
@@ -148,6 +159,17 @@ struct Args {
     /// The version.txt of the update image.
     #[arg(long)]
     update_version_file: Option<PathBuf>,
+    /// The update's release bundle, signed with a key the disk image trusts: what the upgrade
+    /// scenarios install.
+    #[arg(long, value_name = "PATH", requires = "update_image")]
+    update_bundle: Option<PathBuf>,
+    /// Serve --update-bundle over HTTP on the host, for the VM to install as it downloads (its
+    /// network comes from --guest-config), instead of sharing it as a file.
+    #[arg(long, requires = "update_bundle")]
+    serve_bundle: bool,
+    /// channel-upgrade: a release bundle signed with a key the image does not trust.
+    #[arg(long, value_name = "PATH", requires = "update_bundle")]
+    refused_bundle: Option<PathBuf>,
     /// upgrade: an update image of a version older than the update's (the disk image's own), which
     /// upgrade-install must refuse once the update runs (anti-rollback), writing nothing.
     #[arg(long, value_name = "PATH", requires = "update_image")]
@@ -220,6 +242,57 @@ const GUEST_HTTP_PORT: u16 = 80;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A host port free now, for QEMU to forward: the kernel picks it, the listener is closed again.
+/// Serves `file` on 127.0.0.1 over HTTP/1.1 to every GET, whatever its path, as a release server
+/// would, for the rest of the test; prints each request and what was sent. Returns the port.
+fn serve_file(file: PathBuf) -> Result<u16, Failure> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let outcome = serve_one(stream, &file);
+            match outcome {
+                Ok((request, sent, size)) => {
+                    println!("icos-boot-test: HTTP server: {request}: 200, sent {sent} of {size} bytes")
+                }
+                Err(error) => println!("icos-boot-test: HTTP server: {error}"),
+            }
+        }
+    });
+    Ok(port)
+}
+
+/// Answers one request with `file`; returns the request line, the bytes sent and the file's size.
+/// A client that closes the connection once it has what it needs ends the copy early.
+fn serve_one(stream: std::net::TcpStream, file: &Path) -> std::io::Result<(String, u64, u64)> {
+    use std::io::{BufRead, Write};
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let mut content = fs::File::open(file)?;
+    let size = content.metadata()?.len();
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: application/x-tar\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut sent = 0;
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let count = content.read(&mut buffer)?;
+        if count == 0 || stream.write_all(&buffer[..count]).is_err() {
+            break;
+        }
+        sent += count as u64;
+    }
+    Ok((request.trim_end().to_owned(), sent, size))
+}
+
 fn free_host_port() -> Result<u16, Failure> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -551,8 +624,12 @@ fn corrupt_copy_of(disk: &Path, partition: &str, reference: &Path) -> Result<(),
 /// The update image shared with the VM.
 #[derive(Clone)]
 struct Update {
-    sha256: String,
     version: String,
+    /// What `upgrade-install` is given: the bundle in the share, or its URL.
+    bundle: String,
+    /// The bundle, and the unsigned update image, on the host.
+    bundle_file: PathBuf,
+    image_file: PathBuf,
     /// The bytes of image data it carries (its members without their holes).
     data_bytes: u64,
 }
@@ -564,7 +641,11 @@ fn vm_config(flags: VmFlags, scenario: Scenario) -> Result<VmConfig, Failure> {
     let config = flags.into_config()?;
     let checks_grub = matches!(
         scenario,
-        Scenario::Upgrade | Scenario::FailedUpgrade | Scenario::CrashedUpgrade | Scenario::VerityCorrupted
+        Scenario::Upgrade
+            | Scenario::FailedUpgrade
+            | Scenario::CrashedUpgrade
+            | Scenario::ChannelUpgrade
+            | Scenario::VerityCorrupted
     );
     if config.direct_boot.is_some() && checks_grub {
         let name = scenario.to_possible_value().map(|value| value.get_name().to_owned()).unwrap_or_default();
@@ -738,17 +819,10 @@ fn verity_corrupted(session: &mut Session) -> Result<(), Failure> {
     })
 }
 
-/// Boots slot A, installs the update into slot B and commits it with a trial deadline of
+/// In slot A, logged in: installs the update into slot B and commits it with a trial deadline of
 /// `trial_timeout` seconds; returns the update's version.
-fn install_and_commit(
-    session: &mut Session,
-    images: &Images,
-    password: &str,
-    trial_timeout: u64,
-) -> Result<String, Failure> {
+fn install_and_commit(session: &mut Session, images: &Images, trial_timeout: u64) -> Result<String, Failure> {
     let update = images.update.clone().ok_or_else(|| Failure::Setup("this scenario needs --update-image".into()))?;
-    session.expect_boot('A', "stable", &images.version)?;
-    session.login(password)?;
     session.phase("upgrade-install of the update image");
     session.run(MOUNT_SHARE, COMMAND_TIMEOUT)?;
     let allocated_before = allocated_bytes(&session.disk)?;
@@ -756,13 +830,19 @@ fn install_and_commit(
     let refusal =
         session.run_failing("/opt/icos/bin/icos-agent upgrade-install /mnt/update-img.tar.zst", COMMAND_TIMEOUT)?;
     check(refusal.contains(UNSIGNED_REFUSAL), || format!("upgrade-install of an unsigned image printed {refusal:?}"))?;
-    session.run(
-        &format!(
-            "/opt/icos/bin/icos-agent upgrade-install --allow-unsigned --sha256 {} /mnt/update-img.tar.zst",
-            update.sha256
-        ),
-        INSTALL_TIMEOUT,
-    )?;
+    if update.bundle.starts_with("http") {
+        // The network (DHCP, from the configuration disk) may still be coming up.
+        session.run(
+            "timeout 90 sh -c 'until ip -4 route show default | grep -q default; do sleep 1; done'",
+            COMMAND_TIMEOUT,
+        )?;
+    }
+    // Signed with the dev release key, which dev images trust.
+    let installed =
+        session.run(&format!("/opt/icos/bin/icos-agent upgrade-install {}", update.bundle), INSTALL_TIMEOUT)?;
+    check(installed.contains(&format!("upgrade {} installed in slot B", update.version)), || {
+        format!("upgrade-install of {} printed {installed:?}", update.bundle)
+    })?;
     // The agent zeroes the rest of each partition without writing zeros: on a thin disk the
     // install allocates about the data it writes, not the whole inactive slot.
     let allocated = allocated_bytes(&session.disk)?.saturating_sub(allocated_before);
@@ -802,8 +882,15 @@ fn break_slot_b(session: &mut Session, arguments: &str) -> Result<(), Failure> {
 }
 
 fn upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
+    session.expect_boot('A', "stable", &images.version)?;
+    session.login(password)?;
+    upgrade_from_a(session, images, password)
+}
+
+/// The upgrade scenario from slot A, logged in.
+fn upgrade_from_a(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
     let timeout = u64::from(icos::upgrade::trial::DEFAULT_TRIAL_TIMEOUT);
-    let next = install_and_commit(session, images, password, timeout)?;
+    let next = install_and_commit(session, images, timeout)?;
     session.console.send("reboot\n")?;
     // From here on nothing is typed until slot B has confirmed itself.
     session.expect_grub('B', "failsafe_check")?;
@@ -867,7 +954,9 @@ fn upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(),
 
 /// Slot B stops in the rescue shell; nothing is typed after the reboot into it.
 fn failed_upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
-    install_and_commit(session, images, password, HUNG_TRIAL_TIMEOUT)?;
+    session.expect_boot('A', "stable", &images.version)?;
+    session.login(password)?;
+    install_and_commit(session, images, HUNG_TRIAL_TIMEOUT)?;
     break_slot_b(session, "systemd.unit=rescue.target")?;
     session.console.send("reboot\n")?;
     session.expect_grub('B', "failsafe_check")?;
@@ -913,9 +1002,87 @@ fn failed_upgrade(session: &mut Session, images: &Images, password: &str) -> Res
     )
 }
 
-/// Slot B's kernel panics (its init exits); nothing is typed after the reboot into it.
+/// `GET /status` of the upgrade channel at `base`, once it answers (the VM's network and the
+/// service may still be coming up).
+fn channel_status(agent: &ureq::Agent, base: &str) -> Result<String, Failure> {
+    let started = Instant::now();
+    loop {
+        match agent.get(&format!("{base}/status")).call() {
+            Ok(response) => return Ok(response.into_string()?),
+            Err(error) if started.elapsed() > COMMAND_TIMEOUT => {
+                return Err(Failure::Check(format!("the upgrade channel does not answer GET /status: {error}")))
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// `PUT /upgrade` of `file` to the upgrade channel at `base`: the status code and the answer.
+fn channel_put(agent: &ureq::Agent, base: &str, file: &Path) -> Result<(u16, String), Failure> {
+    let body = fs::File::open(file)?;
+    let length = body.metadata()?.len();
+    let response = agent.put(&format!("{base}/upgrade")).set("Content-Length", &length.to_string()).send(body);
+    let (status, response) = match response {
+        Ok(response) => (response.status(), response),
+        Err(ureq::Error::Status(status, response)) => (status, response),
+        Err(error) => return Err(Failure::Check(format!("PUT /upgrade of {}: {error}", file.display()))),
+    };
+    let text = response.into_string()?;
+    println!(
+        "icos-boot-test: PUT /upgrade of {} ({} MiB): {status}: {}",
+        file.display(),
+        length >> 20,
+        text.trim_end()
+    );
+    Ok((status, text))
+}
+
+fn channel_upgrade(session: &mut Session, images: &Images, port: u16, refused_bundle: &Path) -> Result<(), Failure> {
+    let update = images.update.clone().ok_or_else(|| Failure::Setup("this scenario needs --update-image".into()))?;
+    session.expect_boot('A', "stable", &images.version)?;
+    session.phase("watching the console for a login");
+    session.console.send("\n\n")?;
+    session
+        .console
+        .absent_for("login:", NO_LOGIN_WATCH)
+        .map_err(|error| Failure::Check(format!("the console offers a login: {error}")))?;
+    session.phase("the upgrade channel");
+    let base = format!("http://127.0.0.1:{port}");
+    let agent =
+        ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(10)).timeout_read(INSTALL_TIMEOUT).build();
+    let status = channel_status(&agent, &base)?;
+    check(status.contains("\"slot\": \"A\""), || format!("GET /status answered {status}"))?;
+    for (file, expected) in [
+        (update.image_file.as_path(), UNSIGNED_REFUSAL),
+        (refused_bundle, "the manifest's signature does not verify with"),
+    ] {
+        let (code, text) = channel_put(&agent, &base, file)?;
+        check(code == 422 && text.contains(expected), || {
+            format!("PUT /upgrade of {} answered {code}: {text:?}; expected 422 with {expected:?}", file.display())
+        })?;
+    }
+    let (code, text) = channel_put(&agent, &base, &update.bundle_file)?;
+    check(code == 200 && text.contains(&format!("upgrade {} installed in slot B", update.version)), || {
+        format!("PUT /upgrade of the signed bundle answered {code}: {text:?}")
+    })?;
+    // The agent reboots into slot B by itself: nothing is sent or typed until B has confirmed itself.
+    session.expect_grub('B', "failsafe_check")?;
+    session.expect_trial_watchdog(u64::from(icos::upgrade::trial::DEFAULT_TRIAL_TIMEOUT))?;
+    session.phase("the trial boot until it confirms itself");
+    session.expect("slot B confirmed: boot_cycle failsafe_check -> stable, ", SYSTEM_UP_TIMEOUT)?;
+    session.expect_system('B', &update.version)?;
+    let status = channel_status(&agent, &base)?;
+    check(status.contains("\"slot\": \"B\"") && status.contains("\"boot_cycle\": \"stable\""), || {
+        format!("after the trial boot, GET /status answered {status}")
+    })
+}
+
+/// Slot B's kernel panics (its init exits); nothing is typed after the reboot into it. Back in slot
+/// A, the upgrade is installed again and goes through.
 fn crashed_upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
-    install_and_commit(session, images, password, u64::from(icos::upgrade::trial::DEFAULT_TRIAL_TIMEOUT))?;
+    session.expect_boot('A', "stable", &images.version)?;
+    session.login(password)?;
+    install_and_commit(session, images, u64::from(icos::upgrade::trial::DEFAULT_TRIAL_TIMEOUT))?;
     break_slot_b(session, "init=/bin/false")?;
     session.console.send("reboot\n")?;
     session.expect_grub('B', "failsafe_check")?;
@@ -923,7 +1090,9 @@ fn crashed_upgrade(session: &mut Session, images: &Images, password: &str) -> Re
     session.expect("Kernel panic - not syncing: Attempted to kill init!", SYSTEM_UP_TIMEOUT)?;
     session.expect(PANIC_REBOOT, COMMAND_TIMEOUT)?;
     session.expect(&format!("Slot B {FALLBACK}"), GRUB_TIMEOUT)?;
-    session.expect_boot('A', "stable", &images.version)
+    session.expect_boot('A', "stable", &images.version)?;
+    session.login(password)?;
+    upgrade_from_a(session, images, password)
 }
 
 fn allocated_bytes(path: &Path) -> Result<u64, Failure> {
@@ -1003,9 +1172,22 @@ fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
         if let Some(rollback) = &args.rollback_image {
             fs::copy(rollback, share.join(ROLLBACK_IMAGE))?;
         }
+        let bundle = args
+            .update_bundle
+            .as_ref()
+            .ok_or_else(|| Failure::Setup("the upgrade scenarios need --update-bundle".into()))?;
+        let bundle = if args.serve_bundle {
+            let port = serve_file(bundle.clone())?;
+            format!("http://{HOST_FROM_GUEST}:{port}/{BUNDLE}")
+        } else {
+            fs::copy(bundle, share.join(BUNDLE))?;
+            format!("/mnt/{BUNDLE}")
+        };
         images.update = Some(Update {
-            sha256: icos::sha256sums::sha256_file(update)?,
             version: read_version(version_file)?,
+            bundle_file: args.update_bundle.clone().unwrap_or_default(),
+            image_file: update.clone(),
+            bundle,
             data_bytes: stored_data_bytes(update)?,
         });
         images.share = Some(share);
@@ -1030,6 +1212,17 @@ fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
         });
         Some(port)
     };
+    let channel_port = if args.scenario == Scenario::ChannelUpgrade {
+        let port = free_host_port()?;
+        config.port_forwards.push(PortForward {
+            protocol: Protocol::Tcp,
+            host_port: port,
+            guest_port: icos::upgrade::server::DEFAULT_PORT,
+        });
+        Some(port)
+    } else {
+        None
+    };
     let needs_password = || password.ok_or_else(|| Failure::Setup("this scenario needs --root-password".into()));
     let mut attempt = 1;
     loop {
@@ -1044,6 +1237,13 @@ fn run_in(args: &Args, config: &VmConfig, work: &Path) -> Result<(), Failure> {
             Scenario::FailedUpgrade => failed_upgrade(&mut session, &images, needs_password()?),
             Scenario::CrashedUpgrade => crashed_upgrade(&mut session, &images, needs_password()?),
             Scenario::VerityCorrupted => verity_corrupted(&mut session),
+            Scenario::ChannelUpgrade => {
+                let refused = args
+                    .refused_bundle
+                    .as_deref()
+                    .ok_or_else(|| Failure::Setup("channel-upgrade needs --refused-bundle".into()))?;
+                channel_upgrade(&mut session, &images, channel_port.expect("a port for the channel"), refused)
+            }
             Scenario::Install => {
                 let setup = images.setup.as_ref().expect("the install scenario has its setup");
                 let target = setup.target.clone();
