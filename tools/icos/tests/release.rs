@@ -229,3 +229,68 @@ fn start_boots_an_unpacked_bundle_only_once_it_verifies_again() {
     refused(&output, "unpacked: disk-img.tar.zst: ");
     assert!(!dir.join("work-2").exists(), "a bundle that does not verify was prepared to boot");
 }
+
+#[test]
+fn start_boots_a_sev_bundle_as_the_guest_its_launch_files_were_measured_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (private, public) = key_pair(dir, "release");
+    fs::write(dir.join("disk.img"), vec![1u8; 1 << 20]).unwrap();
+    run(icos()
+        .args(["package", "--output"])
+        .arg(dir.join("disk-img.tar.zst"))
+        .arg(format!("--member=disk.img={}", dir.join("disk.img").display())));
+    let launch = dir.join("sev-launch");
+    fs::create_dir(&launch).unwrap();
+    fs::write(launch.join("vmlinuz"), b"kernel").unwrap();
+    fs::write(launch.join("initrd.img"), b"initrd").unwrap();
+    fs::write(launch.join("cmdline-A"), b"root=/dev/mapper/vroot console=ttyS0").unwrap();
+    fs::write(launch.join("cmdline-B"), b"root=/dev/mapper/vroot slot-b").unwrap();
+    // The fields start reads, as icos measure launch-files writes them: slot A's first
+    // configuration is the one launchers start.
+    let measurement = |slot: &str, vcpus: u32| {
+        format!(r#"{{"slot": "{slot}", "vcpus": {vcpus}, "vcpu_type": "EPYC-v4", "guest_features": "0x1"}}"#)
+    };
+    fs::write(
+        launch.join("launch-measurements.json"),
+        format!(r#"{{"measurements": [{}, {}, {}]}}"#, measurement("B", 4), measurement("A", 3), measurement("A", 1)),
+    )
+    .unwrap();
+    fs::write(dir.join("version.txt"), b"0.1.0-dev\n").unwrap();
+    fs::write(dir.join("vars.fd"), b"uefi variables").unwrap();
+    let bundle = dir.join("bundle.tar");
+    run(&mut package_command(dir, &private, &bundle, &[dir.join("disk-img.tar.zst"), launch.clone()]));
+    let unpacked = dir.join("unpacked");
+    run(icos().args(["release", "verify", "--public-key"]).arg(&public).arg("--unpack").arg(&unpacked).arg(&bundle));
+    let start = |work: &str, extra: &[&str]| {
+        icos()
+            .args(["release", "start", "--public-key"])
+            .arg(&public)
+            .arg(&unpacked)
+            .args(["--accel", "tcg", "--vsock-cid", "off", "--qemu", "/bin/true", "--ovmf-vars"])
+            .arg(dir.join("vars.fd"))
+            .arg("--work-dir")
+            .arg(dir.join(work))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // An SEV-SNP guest needs KVM (and a host with SEV-SNP, which CI lacks): refused under TCG; with
+    // --no-sev the same kernel, initrd and command line boot directly.
+    let output = start("work", &[]);
+    refused(&output, "SEV needs KVM, but the accelerator is TCG");
+    let output = start("work-2", &["--no-sev"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("booting disk-img.tar.zst, slot A as the SEV-SNP guest of sev-launch/"), "{stderr}");
+    let sev_launch = unpacked.join("sev-launch");
+    for expected in [
+        "-smp 3 ".to_owned(),
+        "-cpu EPYC-v4 ".to_owned(),
+        format!("-kernel {} ", sev_launch.join("vmlinuz").display()),
+        format!("-initrd {} ", sev_launch.join("initrd.img").display()),
+        "-append 'root=/dev/mapper/vroot console=ttyS0'".to_owned(),
+    ] {
+        assert!(stderr.contains(&expected), "{expected:?} is not in: {stderr}");
+    }
+}

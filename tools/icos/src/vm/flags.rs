@@ -95,6 +95,36 @@ pub struct VmFlags {
 struct ExtraArgs(Vec<String>);
 
 impl VmFlags {
+    /// Starts slot A of a variant's SEV-SNP launch files (`dir`, the `sev-launch/` that
+    /// `sev_launch_files` makes: vmlinuz, initrd.img, cmdline-A and launch-measurements.json) as the
+    /// guest they were measured for, as `launch-local-vm` of a -sev variant does: SEV-SNP with the
+    /// hashes of the kernel, initrd and command line, by direct boot, with the vCPU count and model of
+    /// slot A's first measurement, the one launchers start. --no-sev still drops the SEV settings.
+    pub fn with_sev_launch(mut self, dir: &Path) -> Result<VmFlags, VmError> {
+        let path = dir.join(crate::sev_launch::MEASUREMENTS_FILE);
+        let text = fs::read_to_string(&path).map_err(|source| VmError::Read { path: path.clone(), source })?;
+        let bad = |problem: &str| VmError::BadConfig { problem: format!("{}: {problem}", path.display()) };
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|error| bad(&error.to_string()))?;
+        let first = json["measurements"]
+            .as_array()
+            .and_then(|measurements| measurements.iter().find(|measurement| measurement["slot"] == "A"))
+            .ok_or_else(|| bad("no measurement of slot A"))?;
+        let vcpus = first["vcpus"].as_u64().and_then(|count| u32::try_from(count).ok()).filter(|&count| count > 0);
+        let vcpu_type = first["vcpu_type"].as_str();
+        let (Some(vcpus), Some(vcpu_type)) = (vcpus, vcpu_type) else {
+            return Err(bad("slot A's measurement has no vcpus and vcpu_type"));
+        };
+        self.cpus = vcpus;
+        self.cpu = Some(vcpu_type.to_owned());
+        self.kernel = Some(dir.join("vmlinuz"));
+        self.initrd = Some(dir.join("initrd.img"));
+        self.append = None;
+        self.append_file = Some(dir.join("cmdline-A"));
+        self.sev = Some(SevKind::SevSnp);
+        self.sev_kernel_hashes = true;
+        Ok(self)
+    }
+
     /// The configuration; reads the --append-file.
     pub fn into_config(self) -> Result<VmConfig, VmError> {
         // clap refuses --append with --append-file.

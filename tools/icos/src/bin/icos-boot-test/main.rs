@@ -50,7 +50,7 @@ const PANIC_REBOOT: &str = "Rebooting in 10 seconds";
 const CLEAN_RESTART: &str = "reboot: Restarting system";
 /// The trial deadline of the failed-upgrade scenario: a trial boot that hangs is reset by the
 /// watchdog this long after it started it.
-const HUNG_TRIAL_TIMEOUT: u64 = 120;
+const HUNG_TRIAL_TIMEOUT: u64 = 60;
 /// What the agent's status and GRUB say of a damaged grubenv.
 const GRUBENV_DAMAGED_STATUS: &str =
     "boot state: /grub/grubenv is damaged (not a GRUB environment block: the signature line is missing)";

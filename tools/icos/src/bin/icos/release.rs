@@ -68,7 +68,9 @@ pub enum ReleaseCommand {
         url: String,
     },
     /// Verify an unpacked bundle (fetch, verify --unpack) and boot its disk-img.tar.zst as
-    /// `icos vm run` does, with the same VM settings.
+    /// `icos vm run` does, with the same VM settings; a bundle with sev-launch/ (a -sev variant) as
+    /// its launcher does: slot A as the SEV-SNP guest its launch files were measured for (--no-sev
+    /// boots the same kernel, initrd and command line without SEV).
     Start(Box<StartArgs>),
 }
 
@@ -87,6 +89,8 @@ pub struct StartArgs {
 
 /// What `start` boots.
 const DISK_IMAGE: &str = "disk-img.tar.zst";
+/// The launch files of a -sev variant in a bundle (`icos_build`'s `sev-launch`).
+const SEV_LAUNCH: &str = "sev-launch";
 
 fn file_count(count: usize) -> String {
     format!("{count} file{}", if count == 1 { "" } else { "s" })
@@ -141,17 +145,22 @@ pub fn run(command: ReleaseCommand) -> Result<ExitCode, Box<dyn Error>> {
             let keys = public_keys.iter().map(|path| read_public_key(path)).collect::<Result<Vec<_>, _>>()?;
             let manifest = verify_directory(&dir, &keys)?;
             let disk_image = dir.join(DISK_IMAGE);
-            if !manifest.files.iter().any(|file| file.path == DISK_IMAGE) {
+            let holds = |path: &str| manifest.files.iter().any(|file| file.path == path);
+            if !holds(DISK_IMAGE) {
                 return Err(format!("{}: the bundle has no {DISK_IMAGE} to boot", dir.display()).into());
             }
+            // A -sev variant's bundle carries the launch files its guest is started from.
+            let sev_launch = holds(&format!("{SEV_LAUNCH}/{}", icos::sev_launch::MEASUREMENTS_FILE));
             eprintln!(
-                "icos: {}: {} {} {}, signature and {} verified; booting {DISK_IMAGE}",
+                "icos: {}: {} {} {}, signature and {} verified; booting {DISK_IMAGE}{}",
                 dir.display(),
                 manifest.os,
                 manifest.variant,
                 manifest.version,
-                file_count(manifest.files.len())
+                file_count(manifest.files.len()),
+                if sev_launch { format!(", slot A as the SEV-SNP guest of {SEV_LAUNCH}/") } else { String::new() }
             );
+            let vm = if sev_launch { vm.with_sev_launch(&dir.join(SEV_LAUNCH))? } else { vm };
             return run_vm(RunArgs { disk_image, work, vm });
         }
         ReleaseCommand::Verify { public_keys, unpack, bundle } => {
