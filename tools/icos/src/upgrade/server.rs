@@ -195,7 +195,10 @@ fn answer(
             let _ = io::copy(&mut bundle, &mut io::sink());
             match result {
                 Ok((installed, committed)) => {
-                    let text = format!("{installed}\n{committed}");
+                    let text = format!(
+                        "upgrade {} installed in slot {} (sha256 {}) and committed: {committed}",
+                        installed.version, installed.slot, installed.sha256
+                    );
                     (Answer::text(200, "OK", text), Outcome::Committed(installed, committed))
                 }
                 Err(error) => {

@@ -193,7 +193,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                     Ok((request, status, outcome)) => {
                         println!("icos-agent: {request}: {status}");
                         if let server::Outcome::Committed(installed, committed) = outcome {
-                            println!("icos-agent: {installed}\nicos-agent: {committed}");
+                            println!("icos-agent: upgrade {} installed and committed: {committed}", installed.version);
                             if reboot {
                                 println!("icos-agent: rebooting into slot {}", committed.slot);
                                 let status = std::process::Command::new("systemctl").arg("reboot").status()?;
