@@ -151,8 +151,8 @@ def _boot_test_impl(ctx):
         arguments += ["--refused-bundle", ctx.file.refused_bundle.short_path]
         inputs.append(ctx.file.refused_bundle)
     if ctx.attr.serve_bundle:
-        if not (ctx.attr.update_bundle and ctx.file.guest_config):
-            fail("{}: serve_bundle needs update_bundle, and guest_config for the VM's network".format(ctx.label))
+        if ctx.attr.scenario != "upgrade" or not (ctx.attr.update_bundle and ctx.file.guest_config):
+            fail("{}: serve_bundle goes with the upgrade scenario, update_bundle, and guest_config for the VM's network".format(ctx.label))
         arguments.append("--serve-bundle")
     if ctx.attr.rollback_image:
         if ctx.attr.scenario != "upgrade":
@@ -221,8 +221,9 @@ login and the checks; with expect_refusal the installer must refuse and the targ
         "update_bundle": attr.label(allow_single_file = [".tar"], doc = """The release bundle of update_image, signed with a key
 the disk image trusts (release_bundle): what the upgrade scenarios install."""),
         "refused_bundle": attr.label(allow_single_file = [".tar"], doc = "channel-upgrade: a release bundle signed with a key the image does not trust."),
-        "serve_bundle": attr.bool(doc = """The VM installs update_bundle from a URL, served over HTTP by the test on the host
-(QEMU's 10.0.2.2), as it downloads; it needs guest_config for its network. Otherwise from a file shared with the VM."""),
+        "serve_bundle": attr.bool(doc = """upgrade: the VM installs update_bundle from a URL, served over HTTP by the test on the
+host (QEMU's 10.0.2.2), as it downloads, commits it and reboots into it, all in one command
+(`upgrade-install --commit --reboot URL`); it needs guest_config for its network. Otherwise from a file shared with the VM."""),
         "rollback_image": attr.label(allow_single_file = [".tar.zst"], doc = """upgrade: an update image of a version older
 than update_image's (the disk image's own), which `icos-agent upgrade-install` must refuse once the update runs (anti-rollback)
 and write nothing."""),

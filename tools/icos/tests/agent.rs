@@ -1038,6 +1038,27 @@ fn a_release_at_a_url_installs_as_it_downloads_and_only_a_whole_signed_newer_one
         &fake.agent(&["upgrade-install", "--allow-unsigned", &url]),
         "--allow-unsigned installs a local file only",
     );
+
+    // The whole upgrade in one command: installed again (it replaces the uncommitted one) and
+    // committed; --reboot goes only with --commit.
+    let output = fake.agent(&["upgrade-install", "--reboot", &url]);
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    let (url, _) = serve(bundle.clone(), bundle.len());
+    let output = fake.agent(&["upgrade-install", "--commit", "--trial-timeout", "120", &url]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout(&output).starts_with(
+            "upgrade 0.1.0-next installed in slot B and committed: slot B (upgrade 0.1.0-next) boots next, once, \
+             on trial: it must confirm itself within 120 s"
+        ),
+        "{}",
+        stdout(&output)
+    );
+    let variables = fake.grub_variables();
+    for expected in ["boot_alternative=B", "boot_cycle=first_boot", "boot_trial_timeout=120"] {
+        assert!(variables.contains(&expected.to_owned()), "{variables:?}");
+    }
+    assert!(marker(&fake).is_empty(), "{:?}", marker(&fake));
 }
 
 /// `icos-agent serve` on a free port of 127.0.0.1, killed when dropped.

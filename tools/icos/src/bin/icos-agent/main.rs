@@ -65,6 +65,15 @@ enum Command {
         /// that, and a version that is not a semantic version, otherwise).
         #[arg(long)]
         allow_downgrade: bool,
+        /// Once installed, commit it as upgrade-commit does.
+        #[arg(long)]
+        commit: bool,
+        /// With --commit: the deadline of the trial boot.
+        #[arg(long, value_name = "SECONDS", requires = "commit", default_value_t = trial::DEFAULT_TRIAL_TIMEOUT)]
+        trial_timeout: u32,
+        /// Once committed, reboot into it (systemctl reboot): the whole upgrade in one command.
+        #[arg(long, requires = "commit")]
+        reboot: bool,
     },
     /// Make GRUB boot the installed upgrade once, at the next boot, on trial: it must confirm
     /// itself within the deadline, or the watchdog resets the machine and GRUB falls back.
@@ -155,13 +164,32 @@ fn report(event: InstallEvent<'_>) {
     }
 }
 
+/// Reboots the machine into the committed `slot`, through systemd.
+fn reboot_into(slot: icos::upgrade::Slot) -> Result<(), Box<dyn Error>> {
+    println!("icos-agent: rebooting into slot {slot}");
+    let status = std::process::Command::new("systemctl").arg("reboot").status()?;
+    if !status.success() {
+        return Err(format!("systemctl reboot failed: {status}").into());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     let layout = cli.layout.unwrap_or_else(|| Agent::installed_layout(&cli.system_root));
     let agent = Agent { system_root: cli.system_root, grubenv: cli.grubenv, layout };
     match cli.command {
         Command::Status { json: true } => println!("{}", serde_json::to_string_pretty(&agent.status()?)?),
         Command::Status { json: false } => println!("{}", agent.status()?),
-        Command::UpgradeInstall { source, ca_cert, allow_unsigned, sha256, allow_downgrade } => {
+        Command::UpgradeInstall {
+            source,
+            ca_cert,
+            allow_unsigned,
+            sha256,
+            allow_downgrade,
+            commit,
+            trial_timeout,
+            reboot,
+        } => {
             let url = source.to_str().filter(|text| text.starts_with("http://") || text.starts_with("https://"));
             let installed = match (url, allow_unsigned) {
                 (Some(url), false) => {
@@ -172,7 +200,15 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                 (None, true) => agent.install_unsigned(&source, sha256.as_deref(), allow_downgrade, &mut report)?,
                 (None, false) => agent.install_release(&source, allow_downgrade, &mut report)?,
             };
-            println!("{installed}");
+            if !commit {
+                println!("{installed}");
+                return Ok(());
+            }
+            let committed = agent.upgrade_commit(trial_timeout)?;
+            println!("upgrade {} installed in slot {} and committed: {committed}", installed.version, installed.slot);
+            if reboot {
+                reboot_into(committed.slot)?;
+            }
         }
         Command::UpgradeCommit { trial_timeout } => println!("{}", agent.upgrade_commit(trial_timeout)?),
         Command::Confirm { health_checks } => println!("{}", agent.confirm(health_checks.as_deref())?),
@@ -195,12 +231,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
                         if let server::Outcome::Committed(installed, committed) = outcome {
                             println!("icos-agent: upgrade {} installed and committed: {committed}", installed.version);
                             if reboot {
-                                println!("icos-agent: rebooting into slot {}", committed.slot);
-                                let status = std::process::Command::new("systemctl").arg("reboot").status()?;
-                                if !status.success() {
-                                    return Err(format!("systemctl reboot failed: {status}").into());
-                                }
-                                return Ok(());
+                                return reboot_into(committed.slot);
                             }
                         }
                     }

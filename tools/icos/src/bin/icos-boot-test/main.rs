@@ -819,9 +819,20 @@ fn verity_corrupted(session: &mut Session) -> Result<(), Failure> {
     })
 }
 
+/// How the update was committed.
+#[derive(PartialEq, Eq)]
+enum Commit {
+    /// By upgrade-commit: the scenario reboots when it wants.
+    Typed,
+    /// By `upgrade-install --commit --reboot`, which is rebooting the machine: the whole upgrade
+    /// in the one command typed.
+    Rebooting,
+}
+
 /// In slot A, logged in: installs the update into slot B and commits it with a trial deadline of
-/// `trial_timeout` seconds; returns the update's version.
-fn install_and_commit(session: &mut Session, images: &Images, trial_timeout: u64) -> Result<String, Failure> {
+/// `trial_timeout` seconds; a bundle served over HTTP is installed, committed and rebooted into
+/// by one command. Returns the update's version.
+fn install_and_commit(session: &mut Session, images: &Images, trial_timeout: u64) -> Result<(String, Commit), Failure> {
     let update = images.update.clone().ok_or_else(|| Failure::Setup("this scenario needs --update-image".into()))?;
     session.phase("upgrade-install of the update image");
     session.run(MOUNT_SHARE, COMMAND_TIMEOUT)?;
@@ -830,19 +841,32 @@ fn install_and_commit(session: &mut Session, images: &Images, trial_timeout: u64
     let refusal =
         session.run_failing("/opt/icos/bin/icos-agent upgrade-install /mnt/update-img.tar.zst", COMMAND_TIMEOUT)?;
     check(refusal.contains(UNSIGNED_REFUSAL), || format!("upgrade-install of an unsigned image printed {refusal:?}"))?;
-    if update.bundle.starts_with("http") {
+    // Signed with the dev release key, which dev images trust.
+    let commit = if update.bundle.starts_with("http") {
         // The network (DHCP, from the configuration disk) may still be coming up.
         session.run(
             "timeout 90 sh -c 'until ip -4 route show default | grep -q default; do sleep 1; done'",
             COMMAND_TIMEOUT,
         )?;
-    }
-    // Signed with the dev release key, which dev images trust.
-    let installed =
-        session.run(&format!("/opt/icos/bin/icos-agent upgrade-install {}", update.bundle), INSTALL_TIMEOUT)?;
-    check(installed.contains(&format!("upgrade {} installed in slot B", update.version)), || {
-        format!("upgrade-install of {} printed {installed:?}", update.bundle)
-    })?;
+        session.console.send(&format!(
+            "/opt/icos/bin/icos-agent upgrade-install --commit --trial-timeout {trial_timeout} --reboot {}\n",
+            update.bundle
+        ))?;
+        session.expect(&format!("upgrade {} installed in slot B and committed: ", update.version), INSTALL_TIMEOUT)?;
+        println!(
+            "icos-boot-test: console: upgrade {} installed in slot B and committed: {}",
+            update.version,
+            session.rest_of_line()?
+        );
+        Commit::Rebooting
+    } else {
+        let installed =
+            session.run(&format!("/opt/icos/bin/icos-agent upgrade-install {}", update.bundle), INSTALL_TIMEOUT)?;
+        check(installed.contains(&format!("upgrade {} installed in slot B", update.version)), || {
+            format!("upgrade-install of {} printed {installed:?}", update.bundle)
+        })?;
+        Commit::Typed
+    };
     // The agent zeroes the rest of each partition without writing zeros: on a thin disk the
     // install allocates about the data it writes, not the whole inactive slot.
     let allocated = allocated_bytes(&session.disk)?.saturating_sub(allocated_before);
@@ -857,12 +881,26 @@ fn install_and_commit(session: &mut Session, images: &Images, trial_timeout: u64
             update.data_bytes
         )
     })?;
-    session.phase("upgrade-commit");
-    session
-        .run(&format!("/opt/icos/bin/icos-agent upgrade-commit --trial-timeout {trial_timeout}"), COMMAND_TIMEOUT)?;
-    let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
-    check(status.contains("first_boot"), || format!("after upgrade-commit, icos-agent status says: {status}"))?;
-    Ok(update.version)
+    if commit == Commit::Typed {
+        session.phase("upgrade-commit");
+        session.run(
+            &format!("/opt/icos/bin/icos-agent upgrade-commit --trial-timeout {trial_timeout}"),
+            COMMAND_TIMEOUT,
+        )?;
+        let status = session.run("/opt/icos/bin/icos-agent status", COMMAND_TIMEOUT)?;
+        check(status.contains("first_boot"), || format!("after upgrade-commit, icos-agent status says: {status}"))?;
+    }
+    Ok((update.version, commit))
+}
+
+/// The scenarios that change slot B before it boots need the machine still up after the commit.
+fn expect_typed_commit((_, commit): (String, Commit)) -> Result<(), Failure> {
+    match commit {
+        Commit::Typed => Ok(()),
+        Commit::Rebooting => Err(Failure::Setup(
+            "this scenario changes slot B after the commit: --serve-bundle is for the upgrade scenario".into(),
+        )),
+    }
 }
 
 /// Adds `arguments` to slot B's kernel command line (BOOT_ARGS_B of /boot_args on its boot
@@ -890,8 +928,10 @@ fn upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(),
 /// The upgrade scenario from slot A, logged in.
 fn upgrade_from_a(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
     let timeout = u64::from(icos::upgrade::trial::DEFAULT_TRIAL_TIMEOUT);
-    let next = install_and_commit(session, images, timeout)?;
-    session.console.send("reboot\n")?;
+    let (next, commit) = install_and_commit(session, images, timeout)?;
+    if commit == Commit::Typed {
+        session.console.send("reboot\n")?;
+    }
     // From here on nothing is typed until slot B has confirmed itself.
     session.expect_grub('B', "failsafe_check")?;
     session.expect_trial_watchdog(timeout)?;
@@ -956,7 +996,7 @@ fn upgrade_from_a(session: &mut Session, images: &Images, password: &str) -> Res
 fn failed_upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
     session.expect_boot('A', "stable", &images.version)?;
     session.login(password)?;
-    install_and_commit(session, images, HUNG_TRIAL_TIMEOUT)?;
+    expect_typed_commit(install_and_commit(session, images, HUNG_TRIAL_TIMEOUT)?)?;
     break_slot_b(session, "systemd.unit=rescue.target")?;
     session.console.send("reboot\n")?;
     session.expect_grub('B', "failsafe_check")?;
@@ -1082,7 +1122,7 @@ fn channel_upgrade(session: &mut Session, images: &Images, port: u16, refused_bu
 fn crashed_upgrade(session: &mut Session, images: &Images, password: &str) -> Result<(), Failure> {
     session.expect_boot('A', "stable", &images.version)?;
     session.login(password)?;
-    install_and_commit(session, images, u64::from(icos::upgrade::trial::DEFAULT_TRIAL_TIMEOUT))?;
+    expect_typed_commit(install_and_commit(session, images, u64::from(icos::upgrade::trial::DEFAULT_TRIAL_TIMEOUT))?)?;
     break_slot_b(session, "init=/bin/false")?;
     session.console.send("reboot\n")?;
     session.expect_grub('B', "failsafe_check")?;
