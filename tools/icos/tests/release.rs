@@ -180,38 +180,61 @@ fn fetch_resumes_a_transfer_that_broke_off_then_verifies_and_unpacks() {
     assert_eq!(ranges.lock().unwrap().len(), 2);
 }
 
+/// A bundle of a 1 MiB disk image (disk.img in `dir`) and `more` files, signed, unpacked into
+/// `dir/unpacked`; and `release start` of it with /bin/true for QEMU (what is checked is that start
+/// verifies, prepares the disk and runs the command line of `icos vm run`), into `dir/WORK`.
+struct StartBundle {
+    dir: PathBuf,
+    public: PathBuf,
+    unpacked: PathBuf,
+}
+
+impl StartBundle {
+    fn new(dir: &Path, more: &[PathBuf]) -> StartBundle {
+        let (private, public) = key_pair(dir, "release");
+        fs::write(dir.join("disk.img"), vec![1u8; 1 << 20]).unwrap();
+        run(icos()
+            .args(["package", "--output"])
+            .arg(dir.join("disk-img.tar.zst"))
+            .arg(format!("--member=disk.img={}", dir.join("disk.img").display())));
+        fs::write(dir.join("version.txt"), b"0.1.0-dev\n").unwrap();
+        fs::write(dir.join("vars.fd"), b"uefi variables").unwrap();
+        let bundle = dir.join("bundle.tar");
+        let mut files = vec![dir.join("disk-img.tar.zst")];
+        files.extend_from_slice(more);
+        run(&mut package_command(dir, &private, &bundle, &files));
+        let unpacked = dir.join("unpacked");
+        run(icos()
+            .args(["release", "verify", "--public-key"])
+            .arg(&public)
+            .arg("--unpack")
+            .arg(&unpacked)
+            .arg(&bundle));
+        StartBundle { dir: dir.to_owned(), public, unpacked }
+    }
+
+    fn start(&self, work: &str, extra: &[&str]) -> Output {
+        icos()
+            .args(["release", "start", "--public-key"])
+            .arg(&self.public)
+            .arg(&self.unpacked)
+            .args(["--accel", "tcg", "--vsock-cid", "off", "--qemu", "/bin/true", "--ovmf-vars"])
+            .arg(self.dir.join("vars.fd"))
+            .arg("--work-dir")
+            .arg(self.dir.join(work))
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+}
+
 #[test]
 fn start_boots_an_unpacked_bundle_only_once_it_verifies_again() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let (private, public) = key_pair(dir, "release");
-    fs::write(dir.join("disk.img"), vec![1u8; 1 << 20]).unwrap();
-    run(icos()
-        .args(["package", "--output"])
-        .arg(dir.join("disk-img.tar.zst"))
-        .arg(format!("--member=disk.img={}", dir.join("disk.img").display())));
-    fs::write(dir.join("version.txt"), b"0.1.0-dev\n").unwrap();
-    fs::write(dir.join("vars.fd"), b"uefi variables").unwrap();
-    let bundle = dir.join("bundle.tar");
-    run(&mut package_command(dir, &private, &bundle, &[dir.join("disk-img.tar.zst")]));
-    let unpacked = dir.join("unpacked");
-    run(icos().args(["release", "verify", "--public-key"]).arg(&public).arg("--unpack").arg(&unpacked).arg(&bundle));
-    run(icos().args(["release", "verify", "--public-key"]).arg(&public).arg(&unpacked));
-    // /bin/true stands in for QEMU: what is checked is that start verifies, prepares the disk and
-    // runs the command line of `icos vm run`.
-    let start = |work: &str| {
-        icos()
-            .args(["release", "start", "--public-key"])
-            .arg(&public)
-            .arg(&unpacked)
-            .args(["--accel", "tcg", "--vsock-cid", "off", "--qemu", "/bin/true", "--ovmf-vars"])
-            .arg(dir.join("vars.fd"))
-            .arg("--work-dir")
-            .arg(dir.join(work))
-            .output()
-            .unwrap()
-    };
-    let output = start("work");
+    let bundle = StartBundle::new(dir, &[]);
+    run(icos().args(["release", "verify", "--public-key"]).arg(&bundle.public).arg(&bundle.unpacked));
+    let output = bundle.start("work", &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
@@ -221,11 +244,11 @@ fn start_boots_an_unpacked_bundle_only_once_it_verifies_again() {
     assert!(stderr.contains("icos: qemu command line: /bin/true -machine q35 -accel tcg"), "{stderr}");
     assert_eq!(fs::read(dir.join("work/disk.img")).unwrap(), fs::read(dir.join("disk.img")).unwrap());
 
-    let mut image = fs::read(unpacked.join("disk-img.tar.zst")).unwrap();
+    let mut image = fs::read(bundle.unpacked.join("disk-img.tar.zst")).unwrap();
     let last = image.len() - 1;
     image[last] ^= 1;
-    fs::write(unpacked.join("disk-img.tar.zst"), &image).unwrap();
-    let output = start("work-2");
+    fs::write(bundle.unpacked.join("disk-img.tar.zst"), &image).unwrap();
+    let output = bundle.start("work-2", &[]);
     refused(&output, "unpacked: disk-img.tar.zst: ");
     assert!(!dir.join("work-2").exists(), "a bundle that does not verify was prepared to boot");
 }
@@ -234,12 +257,6 @@ fn start_boots_an_unpacked_bundle_only_once_it_verifies_again() {
 fn start_boots_a_sev_bundle_as_the_guest_its_launch_files_were_measured_for() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let (private, public) = key_pair(dir, "release");
-    fs::write(dir.join("disk.img"), vec![1u8; 1 << 20]).unwrap();
-    run(icos()
-        .args(["package", "--output"])
-        .arg(dir.join("disk-img.tar.zst"))
-        .arg(format!("--member=disk.img={}", dir.join("disk.img").display())));
     let launch = dir.join("sev-launch");
     fs::create_dir(&launch).unwrap();
     fs::write(launch.join("vmlinuz"), b"kernel").unwrap();
@@ -256,34 +273,15 @@ fn start_boots_a_sev_bundle_as_the_guest_its_launch_files_were_measured_for() {
         format!(r#"{{"measurements": [{}, {}, {}]}}"#, measurement("B", 4), measurement("A", 3), measurement("A", 1)),
     )
     .unwrap();
-    fs::write(dir.join("version.txt"), b"0.1.0-dev\n").unwrap();
-    fs::write(dir.join("vars.fd"), b"uefi variables").unwrap();
-    let bundle = dir.join("bundle.tar");
-    run(&mut package_command(dir, &private, &bundle, &[dir.join("disk-img.tar.zst"), launch.clone()]));
-    let unpacked = dir.join("unpacked");
-    run(icos().args(["release", "verify", "--public-key"]).arg(&public).arg("--unpack").arg(&unpacked).arg(&bundle));
-    let start = |work: &str, extra: &[&str]| {
-        icos()
-            .args(["release", "start", "--public-key"])
-            .arg(&public)
-            .arg(&unpacked)
-            .args(["--accel", "tcg", "--vsock-cid", "off", "--qemu", "/bin/true", "--ovmf-vars"])
-            .arg(dir.join("vars.fd"))
-            .arg("--work-dir")
-            .arg(dir.join(work))
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let bundle = StartBundle::new(dir, &[launch]);
     // An SEV-SNP guest needs KVM (and a host with SEV-SNP, which CI lacks): refused under TCG; with
     // --no-sev the same kernel, initrd and command line boot directly.
-    let output = start("work", &[]);
-    refused(&output, "SEV needs KVM, but the accelerator is TCG");
-    let output = start("work-2", &["--no-sev"]);
+    refused(&bundle.start("work", &[]), "SEV needs KVM, but the accelerator is TCG");
+    let output = bundle.start("work-2", &["--no-sev"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("booting disk-img.tar.zst, slot A as the SEV-SNP guest of sev-launch/"), "{stderr}");
-    let sev_launch = unpacked.join("sev-launch");
+    let sev_launch = bundle.unpacked.join("sev-launch");
     for expected in [
         "-smp 3 ".to_owned(),
         "-cpu EPYC-v4 ".to_owned(),

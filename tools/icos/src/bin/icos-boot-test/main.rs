@@ -1079,13 +1079,7 @@ fn channel_put(agent: &ureq::Agent, base: &str, file: &Path) -> Result<(u16, Str
 
 fn channel_upgrade(session: &mut Session, images: &Images, port: u16, refused_bundle: &Path) -> Result<(), Failure> {
     let update = images.update.clone().ok_or_else(|| Failure::Setup("this scenario needs --update-image".into()))?;
-    session.expect_boot('A', "stable", &images.version)?;
-    session.phase("watching the console for a login");
-    session.console.send("\n\n")?;
-    session
-        .console
-        .absent_for("login:", NO_LOGIN_WATCH)
-        .map_err(|error| Failure::Check(format!("the console offers a login: {error}")))?;
+    no_login(session, images)?;
     session.phase("the upgrade channel");
     let base = format!("http://127.0.0.1:{port}");
     let agent =
