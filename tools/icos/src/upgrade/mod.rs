@@ -636,11 +636,8 @@ impl Agent {
         allow_downgrade: bool,
         progress: &mut dyn FnMut(InstallEvent<'_>),
     ) -> Result<Installed, UpgradeError> {
-        // The refusals that need no download come first.
-        self.begin_install()?;
-        self.release_keys()?;
-        let (stream, _) = crate::release::fetch::open(url, ca_cert)?;
-        self.install_release_stream(url, stream, allow_downgrade, progress)
+        let open = || Ok(crate::release::fetch::open(url, ca_cert)?.0);
+        self.install_release_stream(url, open, allow_downgrade, progress)
     }
 
     /// Installs the update image of the release bundle read from `stream` (a download, or the
@@ -649,11 +646,12 @@ impl Agent {
     /// one (anti-rollback, unless `allow_downgrade`) before anything is written; the update image
     /// is checked as it is written ([`UpdateImage::stream`]), and its SHA-256 against the
     /// manifest's at its end. Only then is the slot marked installed: an install that fails at any
-    /// point leaves it uncommitted. `source` names the bundle in messages.
-    pub fn install_release_stream(
+    /// point leaves it uncommitted. `source` names the bundle in messages; `open` starts the stream
+    /// once the refusals that need none (the boot state, the keys, the targets) have been made.
+    pub fn install_release_stream<R: Read>(
         &self,
         source: &str,
-        stream: impl Read,
+        open: impl FnOnce() -> Result<R, UpgradeError>,
         allow_downgrade: bool,
         progress: &mut dyn FnMut(InstallEvent<'_>),
     ) -> Result<Installed, UpgradeError> {
@@ -663,7 +661,7 @@ impl Agent {
         let keys = self.release_keys()?;
         install.open_targets()?;
         let started = Instant::now();
-        let mut stream = stream;
+        let mut stream = open()?;
         let mut magic = [0u8; ZSTD_MAGIC.len()];
         let count = crate::sparse::read_full(&mut stream, &mut magic)
             .map_err(|source| UpgradeError::Read { path: name.clone(), source })?;

@@ -188,7 +188,7 @@ fn answer(
             let source = format!("the bundle from {peer}");
             let mut bundle = body.take(length);
             let result = agent
-                .install_release_stream(&source, &mut bundle, false, progress)
+                .install_release_stream(&source, || Ok(&mut bundle), false, progress)
                 .and_then(|installed| Ok((installed, agent.upgrade_commit(trial::DEFAULT_TRIAL_TIMEOUT)?)));
             // A client reads the answer once it has sent its body: closing before it has would
             // reset the connection and lose the answer.
