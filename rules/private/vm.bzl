@@ -144,24 +144,23 @@ def _boot_test_impl(ctx):
         arguments += ["--update-image", ctx.file.update_image.short_path]
         arguments += ["--update-version-file", ctx.file.update_version.short_path]
         inputs += [ctx.file.update_image, ctx.file.update_version]
-    if ctx.attr.update_bundle:
-        arguments += ["--update-bundle", ctx.file.update_bundle.short_path]
-        inputs.append(ctx.file.update_bundle)
-    if ctx.attr.refused_bundle:
-        arguments += ["--refused-bundle", ctx.file.refused_bundle.short_path]
-        inputs.append(ctx.file.refused_bundle)
+    # The files passed as they are, each with its flag; the checks of when they apply are above and below.
+    for attr, flag in [
+        ("update_bundle", "--update-bundle"),
+        ("refused_bundle", "--refused-bundle"),
+        ("rollback_image", "--rollback-image"),
+        ("guest_config", "--guest-config"),
+    ]:
+        file = getattr(ctx.file, attr)
+        if file:
+            arguments += [flag, file.short_path]
+            inputs.append(file)
     if ctx.attr.serve_bundle:
         if ctx.attr.scenario != "upgrade" or not (ctx.attr.update_bundle and ctx.file.guest_config):
             fail("{}: serve_bundle goes with the upgrade scenario, update_bundle, and guest_config for the VM's network".format(ctx.label))
         arguments.append("--serve-bundle")
-    if ctx.attr.rollback_image:
-        if ctx.attr.scenario != "upgrade":
-            fail("{}: rollback_image goes with the upgrade scenario".format(ctx.label))
-        arguments += ["--rollback-image", ctx.file.rollback_image.short_path]
-        inputs.append(ctx.file.rollback_image)
-    if ctx.file.guest_config:
-        arguments += ["--guest-config", ctx.file.guest_config.short_path]
-        inputs.append(ctx.file.guest_config)
+    if ctx.attr.rollback_image and ctx.attr.scenario != "upgrade":
+        fail("{}: rollback_image goes with the upgrade scenario".format(ctx.label))
     if (ctx.attr.scenario == "install") != bool(ctx.files.install_config):
         fail("{}: install_config goes with the install scenario".format(ctx.label))
     if ctx.files.install_config:
