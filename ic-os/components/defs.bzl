@@ -1,6 +1,6 @@
 """What every icos OS carries: the parts shared by the OS definitions under ic-os/."""
 
-# The A/B upgrade agent (tools/icos/src/upgrade), the unit that reports the booted slot on the
+# The A/B upgrade agent (tools/icos-agent/src/upgrade), the unit that reports the booted slot on the
 # console, and those of an upgrade's trial boot (a watchdog started early; the confirmation once the
 # system is up and the health checks of /etc/icos/health.d pass): placed_file targets for icos_os's
 # `root_files`. The agent reads the image's layout (/opt/icos/share/layout.json, added by

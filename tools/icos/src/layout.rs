@@ -1,4 +1,5 @@
-//! The layout of an OS disk as data: which partitions (of `partitions.csv`) or LVM logical
+//! The layout of an OS disk as data (its format, which the upgrade agent reads, is
+//! [`icos_agent::layout`]): which partitions (of `partitions.csv`) or LVM logical
 //! volumes (of a `volumes.csv` inside one partition) form each boot slot, and where the GRUB
 //! partition is. From it come, so that nothing repeats the layout by hand:
 //!
@@ -14,117 +15,34 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use icos_agent::layout::*;
 
 use crate::lvm::{LvmIdentity, PartitionVolumeGroup, VolumesError, PE_START};
 use crate::partitions::{PartitionTable, PartitionsError, SECTOR_SIZE};
 use crate::seed::Seed;
 
-/// The version of the `layout.json` format. Version 2 added each target's `offset`.
-pub const LAYOUT_VERSION: u32 = 2;
-/// Where the image carries its layout, for the upgrade agent.
-pub const INSTALLED_LAYOUT: &str = "/opt/icos/share/layout.json";
-/// The roles a slot member can have: the filesystems `icos rootfs split` makes, mounted at `/`,
-/// `/boot` and `/var`.
-pub const ROLES: [&str; 3] = ["boot", "root", "var"];
 /// The shared GRUB EFI binary looks for `grub.cfg` in this partition of the disk it came from.
 pub const GRUB_PARTITION_NUMBER: u32 = 2;
 /// The line of the GRUB template that the generated device assignments replace.
 pub const GRUB_TEMPLATE_MARKER: &str = "@ICOS_LAYOUT@";
-/// Where the booted system mounts the GRUB partition, and so where the agent finds grubenv.
-pub const GRUB_MOUNT: &str = "/grub";
 
+/// Why a layout cannot be resolved, or its boot arguments or GRUB configuration made.
 #[derive(Debug, thiserror::Error)]
-pub enum LayoutError {
+pub enum LayoutBuildError {
     #[error(transparent)]
     Partitions(#[from] PartitionsError),
     #[error(transparent)]
     Volumes(#[from] VolumesError),
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
     #[error("{target} ({size} bytes) is too small for a verity root: its filesystem and hash tree must fit in it")]
     VerityRootTooSmall { target: String, size: u64 },
     #[error("{path}: {problem}")]
     Invalid { path: PathBuf, problem: String },
     #[error("{0}")]
     Spec(String),
-}
-
-/// Where a partition or volume is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Location {
-    /// A GPT partition: its number (from 1) and partition UUID.
-    Partition { number: u32, uuid: Uuid },
-    /// A linear logical volume: its volume group, device-mapper name (`vg-lv`, dashes doubled)
-    /// and LVM UUID.
-    Volume { volume_group: String, dm_name: String, uuid: String },
-}
-
-/// A partition or logical volume of the layout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Target {
-    pub name: String,
-    #[serde(flatten)]
-    pub location: Location,
-    /// Where it starts, in bytes from the start of the disk: an installer writes a volume's
-    /// content there without activating the volume group.
-    pub offset: u64,
-    /// The size in bytes.
-    pub size: u64,
-    /// The UUID the identifiers of a filesystem here derive from ([`crate::seed::FilesystemIds::from_parent`]):
-    /// the partition UUID, or for a volume one derived from the seed and its LVM UUID.
-    pub filesystem_parent: Uuid,
-}
-
-impl Target {
-    /// How the kernel command line names it (`root=`, `systemd.mount-extra=`).
-    pub fn kernel_device(&self) -> String {
-        match &self.location {
-            Location::Partition { uuid, .. } => format!("PARTUUID={uuid}"),
-            Location::Volume { dm_name, .. } => format!("/dev/mapper/{dm_name}"),
-        }
-    }
-
-    /// How GRUB names it, with `$boot_disk` the disk GRUB was loaded from.
-    pub fn grub_device(&self) -> String {
-        match &self.location {
-            Location::Partition { number, .. } => format!("($boot_disk,gpt{number})"),
-            Location::Volume { dm_name, .. } => format!("(lvm/{dm_name})"),
-        }
-    }
-}
-
-/// A boot slot: its name (`A`, `B`) and the target of each role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Slot {
-    pub name: String,
-    pub members: BTreeMap<String, Target>,
-}
-
-/// The volume group inside one partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolumeGroupInfo {
-    pub name: String,
-    pub partition: String,
-    pub extent_size: u64,
-}
-
-/// The resolved layout: `layout.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Layout {
-    pub version: u32,
-    /// The GRUB partition, which holds grubenv.
-    pub grub: Target,
-    pub volume_group: Option<VolumeGroupInfo>,
-    pub slots: Vec<Slot>,
-    /// Every partition and volume, in table order (partitions first).
-    pub targets: Vec<Target>,
 }
 
 /// The description of one slot on the command line: `A:boot=A_boot,root=A_root,var=A_var`.
@@ -135,9 +53,9 @@ pub struct SlotSpec {
 }
 
 impl SlotSpec {
-    pub fn parse(text: &str) -> Result<Self, LayoutError> {
+    pub fn parse(text: &str) -> Result<Self, LayoutBuildError> {
         let bad = |problem: &str| {
-            LayoutError::Spec(format!(
+            LayoutBuildError::Spec(format!(
                 "slot {text:?}: {problem}; expected NAME:ROLE=TARGET,... such as A:boot=A_boot,root=A_root,var=A_var"
             ))
         };
@@ -176,9 +94,9 @@ pub struct MountSpec {
 }
 
 impl MountSpec {
-    pub fn parse(text: &str) -> Result<Self, LayoutError> {
+    pub fn parse(text: &str) -> Result<Self, LayoutBuildError> {
         let bad = |problem: &str| {
-            LayoutError::Spec(format!(
+            LayoutBuildError::Spec(format!(
                 "mount {text:?}: {problem}; expected TARGET:PATH:FSTYPE[:OPTIONS] such as data:/mnt/data:ext4:ro"
             ))
         };
@@ -225,8 +143,8 @@ pub fn resolve(
     slots: &[SlotSpec],
     grub_partition: &str,
     seed: &Seed,
-) -> Result<Layout, LayoutError> {
-    let invalid = |path: &Path, problem: String| LayoutError::Invalid { path: path.to_owned(), problem };
+) -> Result<Layout, LayoutBuildError> {
+    let invalid = |path: &Path, problem: String| LayoutBuildError::Invalid { path: path.to_owned(), problem };
     let uuids = partitions.partition_uuids(Some(seed))?;
     let mut targets: Vec<Target> = partitions
         .partitions
@@ -252,7 +170,7 @@ pub fn resolve(
         let options = lvm.options(holder.size, *seed);
         let extents_offset = holder.offset + PE_START;
         if !lvm.extent_size.is_power_of_two() || lvm.extent_size < 4096 {
-            return Err(LayoutError::Spec(format!(
+            return Err(LayoutBuildError::Spec(format!(
                 "extent size {}: must be a power of two of at least 4096 bytes",
                 lvm.extent_size
             )));
@@ -299,14 +217,14 @@ pub fn resolve(
         ));
     }
     if slots.is_empty() || slots.len() > 2 {
-        return Err(LayoutError::Spec(format!("an OS has one slot or two (A and B), not {}", slots.len())));
+        return Err(LayoutBuildError::Spec(format!("an OS has one slot or two (A and B), not {}", slots.len())));
     }
     let expected_names: &[&str] = if slots.len() == 1 { &["A"] } else { &["A", "B"] };
     let mut resolved = Vec::new();
     let mut used: BTreeMap<&str, String> = BTreeMap::new();
     for (spec, expected) in slots.iter().zip(expected_names) {
         if spec.name != *expected {
-            return Err(LayoutError::Spec(format!(
+            return Err(LayoutBuildError::Spec(format!(
                 "slot {:?}: the slots are named {}",
                 spec.name,
                 expected_names.join(" and ")
@@ -315,160 +233,135 @@ pub fn resolve(
         let mut members = BTreeMap::new();
         for (role, name) in &spec.members {
             let target = find(name).ok_or_else(|| {
-                LayoutError::Spec(format!(
+                LayoutBuildError::Spec(format!(
                     "slot {}: {role} is {name:?}, which is neither a partition nor a volume",
                     spec.name
                 ))
             })?;
             if let Some(previous) = used.insert(name, format!("{} {role}", spec.name)) {
-                return Err(LayoutError::Spec(format!("slot {} {role} and {previous} are both {name:?}", spec.name)));
+                return Err(LayoutBuildError::Spec(format!(
+                    "slot {} {role} and {previous} are both {name:?}",
+                    spec.name
+                )));
             }
             members.insert(role.clone(), target);
         }
         if slots.len() == 2 && spec.name == "B" && spec.members.keys().ne(slots[0].members.keys()) {
-            return Err(LayoutError::Spec("slots A and B must have the same roles".into()));
+            return Err(LayoutBuildError::Spec("slots A and B must have the same roles".into()));
         }
         resolved.push(Slot { name: spec.name.clone(), members });
     }
     Ok(Layout { version: LAYOUT_VERSION, grub, volume_group, slots: resolved, targets })
 }
 
-impl Layout {
-    /// Reads a `layout.json`.
-    pub fn read(path: &Path) -> Result<Layout, LayoutError> {
-        let text = fs::read_to_string(path).map_err(|source| LayoutError::Read { path: path.to_owned(), source })?;
-        let layout: Layout = serde_json::from_str(&text)
-            .map_err(|error| LayoutError::Invalid { path: path.to_owned(), problem: error.to_string() })?;
-        if layout.version != LAYOUT_VERSION {
-            return Err(LayoutError::Invalid {
-                path: path.to_owned(),
-                problem: format!("layout version {}, but this icos reads version {LAYOUT_VERSION}", layout.version),
-            });
-        }
-        Ok(layout)
-    }
+/// The slot that boots when GRUB picks `name`: a one-slot OS boots slot A for both.
+fn boot_slot<'a>(layout: &'a Layout, name: &str) -> &'a Slot {
+    layout.slot(name).unwrap_or(&layout.slots[0])
+}
 
-    /// The JSON text, one key per line, ending in a newline.
-    pub fn to_json(&self) -> String {
-        let mut text = serde_json::to_string_pretty(self).expect("a layout always serialises");
-        text.push('\n');
-        text
-    }
-
-    /// The partition or volume called `name`.
-    pub fn target(&self, name: &str) -> Option<&Target> {
-        self.targets.iter().find(|target| target.name == name)
-    }
-
-    /// The slot called `name`.
-    pub fn slot(&self, name: &str) -> Option<&Slot> {
-        self.slots.iter().find(|slot| slot.name == name)
-    }
-
-    /// The slot that boots when GRUB picks `name`: a one-slot OS boots slot A for both.
-    fn boot_slot(&self, name: &str) -> &Slot {
-        self.slot(name).unwrap_or(&self.slots[0])
-    }
-
-    /// `boot_args`: `BOOT_ARGS_A` and `BOOT_ARGS_B`, each the slot's root, `kernel_args`, and the
-    /// mounts of its other members, of the GRUB partition and of `mounts`.
-    ///
-    /// With `verity_root`, the initramfs opens each slot's root with dm-verity
-    /// (`icos.verity_data=DEVICE:HASH_OFFSET`, `icos.verity_root_hash=`, the placeholder
-    /// [`crate::verity::ROOT_HASH_PLACEHOLDER`] until `icos verity boot-args` fills it in) and the
-    /// kernel mounts the verified device.
-    pub fn boot_args(&self, kernel_args: &str, verity_root: bool, mounts: &[MountSpec]) -> Result<String, LayoutError> {
-        let mut extra_mounts = Vec::new();
-        for mount in mounts {
-            let target = self.target(&mount.target).ok_or_else(|| {
-                LayoutError::Spec(format!("mount {}: no partition or volume is named {:?}", mount.path, mount.target))
-            })?;
-            if self.slots.iter().any(|slot| slot.members.values().any(|member| member.name == target.name)) {
-                return Err(LayoutError::Spec(format!(
-                    "mount {}: {} is a slot member, which its slot mounts already",
-                    mount.path, target.name
-                )));
-            }
-            let options = mount.options.as_ref().map(|options| format!(":{options}")).unwrap_or_default();
-            extra_mounts.push(format!(
-                "systemd.mount-extra={}:{}:{}{options}",
-                target.kernel_device(),
-                mount.path,
-                mount.fs_type
-            ));
+/// `boot_args`: `BOOT_ARGS_A` and `BOOT_ARGS_B`, each the slot's root, `kernel_args`, and the
+/// mounts of its other members, of the GRUB partition and of `mounts`.
+///
+/// With `verity_root`, the initramfs opens each slot's root with dm-verity
+/// (`icos.verity_data=DEVICE:HASH_OFFSET`, `icos.verity_root_hash=`, the placeholder
+/// [`crate::verity::ROOT_HASH_PLACEHOLDER`] until `icos verity boot-args` fills it in) and the
+/// kernel mounts the verified device.
+pub fn boot_args(
+    layout: &Layout,
+    kernel_args: &str,
+    verity_root: bool,
+    mounts: &[MountSpec],
+) -> Result<String, LayoutBuildError> {
+    let mut extra_mounts = Vec::new();
+    for mount in mounts {
+        let target = layout.target(&mount.target).ok_or_else(|| {
+            LayoutBuildError::Spec(format!("mount {}: no partition or volume is named {:?}", mount.path, mount.target))
+        })?;
+        if layout.slots.iter().any(|slot| slot.members.values().any(|member| member.name == target.name)) {
+            return Err(LayoutBuildError::Spec(format!(
+                "mount {}: {} is a slot member, which its slot mounts already",
+                mount.path, target.name
+            )));
         }
-        let mut text = String::from(
-            "# Kernel arguments of each slot, generated by `icos layout` from the partition table: grub.cfg\n\
-             # sources this file from the boot filesystem of the slot it boots.\n",
-        );
-        for name in ["A", "B"] {
-            let slot = self.boot_slot(name);
-            let root = &slot.members["root"];
-            let mut args = if verity_root {
-                let offset = crate::verity::root_hash_offset(root.size)
-                    .ok()
-                    .filter(|&offset| offset > 0)
-                    .ok_or_else(|| LayoutError::VerityRootTooSmall { target: root.name.clone(), size: root.size })?;
-                vec![
-                    format!("root=/dev/mapper/{}", crate::verity::ROOT_DEVICE_NAME),
-                    format!("icos.verity_data={}:{offset}", root.kernel_device()),
-                    format!("icos.verity_root_hash={}", crate::verity::ROOT_HASH_PLACEHOLDER),
-                ]
-            } else {
-                vec![format!("root={}", root.kernel_device())]
-            };
-            args.extend(kernel_args.split_whitespace().map(str::to_owned));
-            for (role, target) in &slot.members {
-                if role != "root" {
-                    args.push(format!("systemd.mount-extra={}:/{role}:ext4", target.kernel_device()));
-                }
-            }
-            args.push(format!("systemd.mount-extra={}:{GRUB_MOUNT}:vfat", self.grub.kernel_device()));
-            args.extend(extra_mounts.iter().cloned());
-            let _ = writeln!(text, "BOOT_ARGS_{name}=\"{}\"", args.join(" "));
-        }
-        Ok(text)
+        let options = mount.options.as_ref().map(|options| format!(":{options}")).unwrap_or_default();
+        extra_mounts.push(format!(
+            "systemd.mount-extra={}:{}:{}{options}",
+            target.kernel_device(),
+            mount.path,
+            mount.fs_type
+        ));
     }
-
-    /// The GRUB configuration: `template` with its marker line replaced by the devices of grubenv
-    /// and of each slot's boot filesystem.
-    pub fn grub_cfg(&self, template: &str, template_path: &Path) -> Result<String, LayoutError> {
-        let mut assignments = String::from("# Generated by `icos layout` from the partition table.\n");
-        let _ = writeln!(assignments, "set grubenv={}/grubenv", self.grub.grub_device());
-        if self.volume_group.is_some() {
-            assignments.push_str("insmod lvm\n");
-        }
-        for name in ["A", "B"] {
-            let _ = writeln!(assignments, "set boot_{name}={}", self.boot_slot(name).members["boot"].grub_device());
-        }
-        let marker_lines = template.lines().filter(|line| line.trim() == GRUB_TEMPLATE_MARKER).count();
-        if marker_lines != 1 {
-            return Err(LayoutError::Invalid {
-                path: template_path.to_owned(),
-                problem: format!("expected one line {GRUB_TEMPLATE_MARKER}, found {marker_lines}"),
-            });
-        }
-        let mut text = String::new();
-        for line in template.lines() {
-            if line.trim() == GRUB_TEMPLATE_MARKER {
-                text.push_str(&assignments);
-            } else {
-                text.push_str(line);
-                text.push('\n');
+    let mut text = String::from(
+        "# Kernel arguments of each slot, generated by `icos layout` from the partition table: grub.cfg\n\
+         # sources this file from the boot filesystem of the slot it boots.\n",
+    );
+    for name in ["A", "B"] {
+        let slot = boot_slot(layout, name);
+        let root = &slot.members["root"];
+        let mut args = if verity_root {
+            let offset = crate::verity::root_hash_offset(root.size)
+                .ok()
+                .filter(|&offset| offset > 0)
+                .ok_or_else(|| LayoutBuildError::VerityRootTooSmall { target: root.name.clone(), size: root.size })?;
+            vec![
+                format!("root=/dev/mapper/{}", VERITY_ROOT_DEVICE_NAME),
+                format!("icos.verity_data={}:{offset}", root.kernel_device()),
+                format!("icos.verity_root_hash={}", crate::verity::ROOT_HASH_PLACEHOLDER),
+            ]
+        } else {
+            vec![format!("root={}", root.kernel_device())]
+        };
+        args.extend(kernel_args.split_whitespace().map(str::to_owned));
+        for (role, target) in &slot.members {
+            if role != "root" {
+                args.push(format!("systemd.mount-extra={}:/{role}:ext4", target.kernel_device()));
             }
         }
-        Ok(text)
+        args.push(format!("systemd.mount-extra={}:{GRUB_MOUNT}:vfat", layout.grub.kernel_device()));
+        args.extend(extra_mounts.iter().cloned());
+        let _ = writeln!(text, "BOOT_ARGS_{name}=\"{}\"", args.join(" "));
     }
+    Ok(text)
+}
+
+/// The GRUB configuration: `template` with its marker line replaced by the devices of grubenv
+/// and of each slot's boot filesystem.
+pub fn grub_cfg(layout: &Layout, template: &str, template_path: &Path) -> Result<String, LayoutBuildError> {
+    let mut assignments = String::from("# Generated by `icos layout` from the partition table.\n");
+    let _ = writeln!(assignments, "set grubenv={}/grubenv", layout.grub.grub_device());
+    if layout.volume_group.is_some() {
+        assignments.push_str("insmod lvm\n");
+    }
+    for name in ["A", "B"] {
+        let _ = writeln!(assignments, "set boot_{name}={}", boot_slot(layout, name).members["boot"].grub_device());
+    }
+    let marker_lines = template.lines().filter(|line| line.trim() == GRUB_TEMPLATE_MARKER).count();
+    if marker_lines != 1 {
+        return Err(LayoutBuildError::Invalid {
+            path: template_path.to_owned(),
+            problem: format!("expected one line {GRUB_TEMPLATE_MARKER}, found {marker_lines}"),
+        });
+    }
+    let mut text = String::new();
+    for line in template.lines() {
+        if line.trim() == GRUB_TEMPLATE_MARKER {
+            text.push_str(&assignments);
+        } else {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::lvm::{parse_volumes_csv, VolumeTable};
     use crate::partitions::parse_partitions_csv;
 
     /// The volume group hostlvm in partition hostlvm.
-    pub(crate) fn test_group(volumes: VolumeTable, extent_size: u64) -> PartitionVolumeGroup {
+    fn test_group(volumes: VolumeTable, extent_size: u64) -> PartitionVolumeGroup {
         PartitionVolumeGroup {
             partition: "hostlvm".into(),
             volumes,
@@ -495,6 +388,76 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The layout of a GuestOS-like disk: partitions 1 to 9, slots on 4 to 9.
+    fn upgrade_test_gpt_layout() -> Layout {
+        let table = parse_partitions_csv(
+            Path::new("partitions.csv"),
+            "esp,2048,2048,U,\ngrub,4096,2048,L,\nconfig,6144,2048,L,\n\
+             A_boot,8192,2048,L,\nA_root,10240,2048,L,\nA_var,12288,2048,L,\n\
+             B_boot,14336,2048,L,\nB_root,16384,2048,L,\nB_var,18432,2048,L,\n",
+        )
+        .unwrap();
+        let slots = ["A:boot=A_boot,root=A_root,var=A_var", "B:boot=B_boot,root=B_root,var=B_var"];
+        let slots: Vec<SlotSpec> = slots.iter().map(|slot| SlotSpec::parse(slot).unwrap()).collect();
+        resolve(&table, None, &slots, "grub", &seed()).unwrap()
+    }
+
+    /// A HostOS-like layout: volume group `hostlvm` in partition 3, each slot's root and var on
+    /// volumes and, with `boot_partitions`, its boot on partitions 4 (A) and 5 (B) of the disk.
+    fn upgrade_test_lvm_layout(boot_partitions: bool) -> Layout {
+        let table = parse_partitions_csv(
+            Path::new("partitions.csv"),
+            "esp,2048,2048,U,\ngrub,4096,2048,L,\nhostlvm,6144,65536,lvm,\n\
+             A_boot,71680,2048,L,\nB_boot,73728,2048,L,\n",
+        )
+        .unwrap();
+        let volumes = parse_volumes_csv(
+            Path::new("volumes.csv"),
+            "config,0,1,\nA_root,1,2,\nA_var,3,1,\nB_root,4,2,\nB_var,6,1,\nvol_A_boot,7,1,\nvol_B_boot,8,1,\n",
+            1 << 20,
+        )
+        .unwrap();
+        let lvm = test_group(volumes, 1 << 20);
+        let boot = if boot_partitions { "" } else { "vol_" };
+        let slots: Vec<SlotSpec> = ["A", "B"]
+            .iter()
+            .map(|slot| {
+                SlotSpec::parse(&format!("{slot}:boot={boot}{slot}_boot,root={slot}_root,var={slot}_var")).unwrap()
+            })
+            .collect();
+        resolve(&table, Some(&lvm), &slots, "grub", &seed()).unwrap()
+    }
+
+    /// The upgrade agent's tests read these layouts from files (it cannot resolve one itself):
+    /// they must be what `resolve` makes of their tables.
+    #[test]
+    fn the_upgrade_agents_test_layouts_are_resolved_layouts() {
+        let cases = [
+            (
+                "gpt-layout.json",
+                upgrade_test_gpt_layout(),
+                include_str!("../../icos-agent/src/upgrade/testdata/gpt-layout.json"),
+            ),
+            (
+                "lvm-boot-partitions-layout.json",
+                upgrade_test_lvm_layout(true),
+                include_str!("../../icos-agent/src/upgrade/testdata/lvm-boot-partitions-layout.json"),
+            ),
+            (
+                "lvm-layout.json",
+                upgrade_test_lvm_layout(false),
+                include_str!("../../icos-agent/src/upgrade/testdata/lvm-layout.json"),
+            ),
+        ];
+        for (name, layout, file) in cases {
+            assert!(
+                layout.to_json() == file,
+                "tools/icos-agent/src/upgrade/testdata/{name} must be:\n{}",
+                layout.to_json()
+            );
+        }
+    }
+
     const GUESTOS: &str = "esp,2048,204800,U,B78084E2-3363-1346-8C25-D426F26B8928\n\
         grub,206848,204800,L,6788E4CF-F456-104E-9A34-A2C58CFB0EE6\n\
         A_boot,616448,2097152,L,DDF618FE-7244-B446-A175-3296E6B9D02E\n\
@@ -508,7 +471,7 @@ pub(crate) mod tests {
     fn verity_roots_are_opened_by_the_initramfs_and_mounted_verified() {
         let table = parse_partitions_csv(Path::new("partitions.csv"), GUESTOS).unwrap();
         let layout = resolve(&table, None, &ab(""), "grub", &seed()).unwrap();
-        let boot_args = layout.boot_args("ro", true, &[]).unwrap();
+        let boot_args = boot_args(&layout, "ro", true, &[]).unwrap();
         let offset = crate::verity::root_hash_offset(10 << 30).unwrap();
         assert!(
             boot_args.contains(&format!(
@@ -525,7 +488,7 @@ pub(crate) mod tests {
         let table = parse_partitions_csv(Path::new("partitions.csv"), GUESTOS).unwrap();
         let layout = resolve(&table, None, &ab(""), "grub", &seed()).unwrap();
         assert_eq!(layout.slot("A").unwrap().members["root"].size, 20971520 * 512);
-        let boot_args = layout.boot_args("rw console=ttyS0,115200", false, &[]).unwrap();
+        let boot_args = boot_args(&layout, "rw console=ttyS0,115200", false, &[]).unwrap();
         assert!(
             boot_args.contains(
                 "BOOT_ARGS_A=\"root=PARTUUID=7c0a626e-e5ea-e543-b5c5-300eb8304db7 rw console=ttyS0,115200 \
@@ -538,7 +501,7 @@ pub(crate) mod tests {
         // B_var has no UUID in the table: it is derived from the seed.
         let derived = table.partition_uuids(Some(&seed())).unwrap()[7];
         assert!(boot_args.contains(&format!("PARTUUID={derived}:/var:ext4")), "{boot_args}");
-        let cfg = layout.grub_cfg("before\n@ICOS_LAYOUT@\nafter\n", Path::new("grub.cfg.in")).unwrap();
+        let cfg = grub_cfg(&layout, "before\n@ICOS_LAYOUT@\nafter\n", Path::new("grub.cfg.in")).unwrap();
         assert!(cfg.starts_with("before\n# Generated"), "{cfg}");
         assert!(cfg.contains("set grubenv=($boot_disk,gpt2)/grubenv\nset boot_A=($boot_disk,gpt3)\nset boot_B=($boot_disk,gpt6)\nafter\n"), "{cfg}");
         let read_back: Layout = serde_json::from_str(&layout.to_json()).unwrap();
@@ -564,9 +527,9 @@ pub(crate) mod tests {
             .map(|s| SlotSpec::parse(s).unwrap())
             .collect();
         let layout = resolve(&table, Some(&lvm), &slots, "grub", &seed()).unwrap();
-        let boot_args = layout.boot_args("rw", false, &[]).unwrap();
+        let boot_args = boot_args(&layout, "rw", false, &[]).unwrap();
         assert!(boot_args.contains("BOOT_ARGS_B=\"root=/dev/mapper/hostlvm-B_root rw systemd.mount-extra=/dev/mapper/hostlvm-B_boot:/boot:ext4 systemd.mount-extra=PARTUUID="), "{boot_args}");
-        let cfg = layout.grub_cfg("@ICOS_LAYOUT@\n", Path::new("t")).unwrap();
+        let cfg = grub_cfg(&layout, "@ICOS_LAYOUT@\n", Path::new("t")).unwrap();
         assert!(
             cfg.contains("insmod lvm\nset boot_A=(lvm/hostlvm-A_boot)\nset boot_B=(lvm/hostlvm-B_boot)\n"),
             "{cfg}"
@@ -589,7 +552,7 @@ pub(crate) mod tests {
         .unwrap();
         let layout =
             resolve(&table, None, &[SlotSpec::parse("A:boot=boot,root=root").unwrap()], "grub", &seed()).unwrap();
-        let boot_args = layout.boot_args("", false, &[]).unwrap();
+        let boot_args = boot_args(&layout, "", false, &[]).unwrap();
         let lines: Vec<&str> = boot_args.lines().filter(|line| line.starts_with("BOOT_ARGS_")).collect();
         assert_eq!(lines[0].trim_start_matches("BOOT_ARGS_A="), lines[1].trim_start_matches("BOOT_ARGS_B="));
     }
@@ -605,7 +568,7 @@ pub(crate) mod tests {
             resolve(&table, None, &[SlotSpec::parse("A:boot=boot,root=root").unwrap()], "grub", &seed()).unwrap();
         let mounts =
             [MountSpec::parse("data:/mnt/data:ext4:ro").unwrap(), MountSpec::parse("config:/mnt/config:vfat").unwrap()];
-        let boot_args = layout.boot_args("rw", false, &mounts).unwrap();
+        let args = boot_args(&layout, "rw", false, &mounts).unwrap();
         let data = layout.target("data").unwrap().kernel_device();
         let config = layout.target("config").unwrap().kernel_device();
         let grub = layout.grub.kernel_device();
@@ -613,12 +576,12 @@ pub(crate) mod tests {
             "systemd.mount-extra={grub}:/grub:vfat systemd.mount-extra={data}:/mnt/data:ext4:ro \
              systemd.mount-extra={config}:/mnt/config:vfat\"\n"
         );
-        assert_eq!(boot_args.matches(&expected).count(), 2, "{boot_args}");
+        assert_eq!(args.matches(&expected).count(), 2, "{args}");
         assert_eq!(layout.target("data").unwrap().offset, 8192 * 512);
 
-        let unknown = layout.boot_args("rw", false, &[MountSpec::parse("nope:/mnt:ext4").unwrap()]).unwrap_err();
+        let unknown = boot_args(&layout, "rw", false, &[MountSpec::parse("nope:/mnt:ext4").unwrap()]).unwrap_err();
         assert!(unknown.to_string().contains("no partition or volume is named \"nope\""), "{unknown}");
-        let member = layout.boot_args("rw", false, &[MountSpec::parse("boot:/mnt:ext4").unwrap()]).unwrap_err();
+        let member = boot_args(&layout, "rw", false, &[MountSpec::parse("boot:/mnt:ext4").unwrap()]).unwrap_err();
         assert!(member.to_string().contains("is a slot member"), "{member}");
     }
 
@@ -670,7 +633,7 @@ pub(crate) mod tests {
             let error = SlotSpec::parse(spec).unwrap_err().to_string();
             assert!(error.contains(expected), "{spec}: {error}");
         }
-        let error = Layout::grub_cfg(
+        let error = grub_cfg(
             &resolve(&table, None, &ab(""), "grub", &seed()).unwrap(),
             "no marker\n",
             Path::new("grub.cfg.in"),

@@ -39,10 +39,6 @@ const MAX_BLOCK_SIZE: u32 = 512 * 1024;
 /// How much data is read at a time (a whole number of blocks of any supported size).
 const READ_SIZE: usize = 4 << 20;
 
-/// The device-mapper name the initramfs gives a verity root: the kernel mounts
-/// `/dev/mapper/vroot`.
-pub const ROOT_DEVICE_NAME: &str = "vroot";
-
 /// What `icos layout --verity-root` writes into each slot's command line where the root hash
 /// goes; `icos verity boot-args` fills it in per variant, once its root filesystem is made.
 pub const ROOT_HASH_PLACEHOLDER: &str = "@ICOS_VERITY_ROOT_HASH@";

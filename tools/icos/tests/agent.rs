@@ -40,8 +40,18 @@ const ALL_SLOTS: [&str; 2] = ["A:boot=A_boot,root=A_root,var=A_var", "B:boot=B_b
 
 /// A command running the icos-agent binary under test.
 fn icos_agent() -> Command {
-    // Cargo sets this for integration tests; the Bazel rust_test sets it from the icos-agent binary.
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_icos-agent"));
+    // The Bazel rust_test names it. Cargo names only the binaries of the test's own package; `cargo
+    // test` in tools/ tests every member, and so builds the agent's binaries beside icos for the
+    // agent's own integration tests.
+    let binary = match option_env!("CARGO_BIN_EXE_icos-agent") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_BIN_EXE_icos")).with_file_name("icos-agent"),
+    };
+    assert!(
+        binary.is_file(),
+        "{}: no icos-agent binary; run `cargo test` in tools/ for every package",
+        binary.display()
+    );
     Command::new(fs::canonicalize(&binary).unwrap_or(binary))
 }
 

@@ -464,17 +464,20 @@ fn fs_info_fields(blob: &Blob, boot: &[u8]) -> Option<Vec<(String, String)>> {
 mod tests {
     use super::*;
     use crate::fat::{build_fat, FatOptions};
-    use crate::fs_input::tests::{build_tar, write_temp};
+    use crate::fs_input::canonical_tar;
     use tar::EntryType;
 
     fn image(content: &[u8], volume_id: u32) -> (tempfile::TempDir, Blob) {
-        let tar = write_temp(&build_tar(&[
+        let tar = tempfile::NamedTempFile::new().unwrap();
+        let bytes = canonical_tar(&[
             (b"./", EntryType::Directory, b""),
             (b"./EFI/", EntryType::Directory, b""),
             (b"./EFI/BOOT/", EntryType::Directory, b""),
             (b"./EFI/BOOT/grub.cfg", EntryType::Regular, content),
             (b"./long file name.txt", EntryType::Regular, b"x"),
-        ]));
+        ])
+        .unwrap();
+        std::fs::write(tar.path(), bytes).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("esp.img");
         let options = FatOptions { size: 40 << 20, label: "EFI".into(), volume_id };

@@ -554,18 +554,20 @@ mod tests {
 
     #[test]
     fn zero_blocks_are_holes_and_not_counted() {
-        use crate::fs_input::tests::{build_tar, write_temp};
+        use crate::fs_input::canonical_tar;
         let mut sparse = vec![0u8; 3 * 4096 + 100];
         sparse[5000] = 1;
         let mut tail = vec![1u8; 4096];
         tail.extend_from_slice(&[0u8; 100]);
-        let tar = build_tar(&[
+        let tar = canonical_tar(&[
             (b"sparse", tar::EntryType::Regular, &sparse),
             (b"tail", tar::EntryType::Regular, &tail),
             (b"full", tar::EntryType::Regular, &[7u8; 10_000]),
             (b"empty", tar::EntryType::Regular, b""),
-        ]);
-        let file = write_temp(&tar);
+        ])
+        .unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &tar).unwrap();
         let entries = scan_tar(file.path()).unwrap();
         assert_eq!(data_blocks(file.path(), &entries).unwrap(), 1 + 1 + 3);
     }

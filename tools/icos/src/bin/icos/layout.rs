@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use icos::layout::{resolve, LayoutError, MountSpec, SlotSpec};
+use icos::layout::{boot_args, grub_cfg, resolve, LayoutBuildError, MountSpec, SlotSpec};
 use icos::output::write_file_atomically;
 
 use crate::lvm::VolumeGroupArgs;
@@ -61,11 +61,11 @@ pub struct LayoutArgs {
     grub_cfg: Option<PathBuf>,
 }
 
-fn parse_slot(text: &str) -> Result<SlotSpec, LayoutError> {
+fn parse_slot(text: &str) -> Result<SlotSpec, LayoutBuildError> {
     SlotSpec::parse(text)
 }
 
-fn parse_mount(text: &str) -> Result<MountSpec, LayoutError> {
+fn parse_mount(text: &str) -> Result<MountSpec, LayoutBuildError> {
     MountSpec::parse(text)
 }
 
@@ -82,11 +82,11 @@ pub fn run(args: LayoutArgs) -> Result<ExitCode, Box<dyn Error>> {
         Some(template) => {
             let text =
                 fs::read_to_string(template).map_err(|error| format!("cannot read {}: {error}", template.display()))?;
-            Some(layout.grub_cfg(&text, template)?)
+            Some(grub_cfg(&layout, &text, template)?)
         }
         None => None,
     };
-    let boot_args = layout.boot_args(&args.kernel_args, args.verity_root, &args.mounts)?;
+    let boot_args = boot_args(&layout, &args.kernel_args, args.verity_root, &args.mounts)?;
     if let Some(path) = &args.layout_json {
         write_file_atomically(path, layout.to_json().as_bytes())?;
     }

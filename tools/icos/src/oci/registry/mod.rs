@@ -29,7 +29,6 @@ pub use client::ErrorBody;
 pub use pull::{present, PullReport};
 pub use push::{PushReport, PushedBlob};
 
-pub(crate) use client::tls_config;
 use client::Client;
 
 /// The environment variables of the registry settings that the command line also takes.
@@ -51,10 +50,8 @@ pub enum RegistryError {
     InvalidTag { tag: String, problem: String },
     #[error("registry credentials: {problem}")]
     Credentials { problem: String },
-    #[error("CA certificate file {path}: {problem}")]
-    CaCert { path: PathBuf, problem: String },
-    #[error("cannot set up TLS: {problem}")]
-    Tls { problem: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{method} {url}: {message}")]
     Connection { method: &'static str, url: String, message: String },
     #[error("{method} {url}: HTTP {status}{body}")]

@@ -67,7 +67,7 @@ pub fn fetch(
 
 /// An HTTP(S) client trusting the system's CA certificates and `ca_cert`.
 fn client(url: &str, ca_cert: Option<&Path>) -> Result<ureq::Agent, ReleaseError> {
-    let tls = crate::oci::registry::tls_config(ca_cert)
+    let tls = crate::tls::tls_config(ca_cert)
         .map_err(|error| ReleaseError::Fetch { url: url.to_owned(), problem: error.to_string() })?;
     Ok(ureq::AgentBuilder::new()
         .tls_config(tls)

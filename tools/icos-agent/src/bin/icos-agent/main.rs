@@ -1,6 +1,6 @@
-//! icos-agent: A/B upgrades from inside a running icos OS (see `icos::upgrade`): install an
+//! icos-agent: A/B upgrades from inside a running icos OS (see `icos_agent::upgrade`): install an
 //! update image into the inactive slot, commit it for the next boot, confirm a boot; and at boot,
-//! apply the node's configuration (`icos::install::apply`).
+//! apply the node's configuration (`icos_agent::install::apply`).
 //! Exit status: 0 on success, 2 on an error.
 
 use std::error::Error;
@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use icos::install::apply::{guest_config_disk, read_config_from_fat, set_hostname, summary, write_network_unit};
-use icos::install::config::read_config;
-use icos::output::write_file_atomically;
-use icos::size::mebibytes;
-use icos::upgrade::{server, trial, Agent, InstallEvent};
+use icos_agent::install::apply::{guest_config_disk, read_config_from_fat, set_hostname, summary, write_network_unit};
+use icos_agent::install::config::read_config;
+use icos_agent::output::write_file_atomically;
+use icos_agent::size::mebibytes;
+use icos_agent::upgrade::{server, trial, Agent, InstallEvent};
 
 #[derive(Parser)]
 #[command(name = "icos-agent", version, about = "A/B upgrades of a running icos GuestOS")]
@@ -165,7 +165,7 @@ fn report(event: InstallEvent<'_>) {
 }
 
 /// Reboots the machine into the committed `slot`, through systemd.
-fn reboot_into(slot: icos::upgrade::Slot) -> Result<(), Box<dyn Error>> {
+fn reboot_into(slot: icos_agent::upgrade::Slot) -> Result<(), Box<dyn Error>> {
     println!("icos-agent: rebooting into slot {slot}");
     let status = std::process::Command::new("systemctl").arg("reboot").status()?;
     if !status.success() {

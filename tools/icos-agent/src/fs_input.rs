@@ -232,43 +232,46 @@ fn parse_path(tar_path: &Path, raw: &[u8]) -> Result<EntryPath, InputError> {
     Ok(EntryPath(components))
 }
 
+/// An entry of [`canonical_tar`]: its path, its kind, and its data (a regular file) or link target
+/// (a symbolic or hard link).
+pub type TarEntry<'a> = (&'a [u8], EntryType, &'a [u8]);
+
+/// A tar of `entries` in their order, as canonical tars are: owner 0, mtime 0, mode 0755 for a
+/// directory and 0644 otherwise, a name longer than the header's 100 bytes in a PAX record. The
+/// installer makes its configuration filesystem's input with it, and tests their tars.
+pub fn canonical_tar(entries: &[TarEntry]) -> io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for &(path, kind, data) in entries {
+        if path.len() > 100 {
+            builder.append_pax_extensions([("path", path)])?;
+        }
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(kind);
+        header.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        let short = &path[..path.len().min(100)];
+        header.as_ustar_mut().expect("a ustar header").name[..short.len()].copy_from_slice(short);
+        let body: &[u8] = if matches!(kind, EntryType::Symlink | EntryType::Link) {
+            header.set_link_name_literal(data)?;
+            b""
+        } else {
+            data
+        };
+        header.set_size(body.len() as u64);
+        header.set_cksum();
+        builder.append(&header, body)?;
+    }
+    builder.into_inner()
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use std::io::Write;
 
-    /// A tar entry for [`build_tar`]: path, entry type, data or link target.
-    pub(crate) type TarEntry<'a> = (&'a [u8], EntryType, &'a [u8]);
-
-    /// Builds a tar in memory from (path, entry type, data or link target), like a canonical tar:
-    /// owner 0, mtime 0, long names in PAX records.
-    pub(crate) fn build_tar(entries: &[TarEntry]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        for &(path, kind, data) in entries {
-            if path.len() > 100 {
-                builder.append_pax_extensions([("path", path)]).unwrap();
-            }
-            let mut header = tar::Header::new_ustar();
-            header.set_entry_type(kind);
-            header.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
-            header.set_mtime(0);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.as_ustar_mut().unwrap().name[..path.len().min(100)].copy_from_slice(&path[..path.len().min(100)]);
-            let body: &[u8] = if matches!(kind, EntryType::Symlink | EntryType::Link) {
-                header.set_link_name_literal(data).unwrap();
-                b""
-            } else {
-                data
-            };
-            header.set_size(body.len() as u64);
-            header.set_cksum();
-            builder.append(&header, body).unwrap();
-        }
-        builder.into_inner().unwrap()
-    }
-
-    pub(crate) fn write_temp(bytes: &[u8]) -> tempfile::NamedTempFile {
+    fn write_temp(bytes: &[u8]) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(bytes).unwrap();
         file
@@ -280,14 +283,15 @@ pub(crate) mod tests {
 
     #[test]
     fn scans_sorted_with_kinds_offsets_and_without_the_root() {
-        let tar = build_tar(&[
+        let tar = canonical_tar(&[
             (b"./", EntryType::Directory, b""),
             (b"./b/", EntryType::Directory, b""),
             (b"./b/file", EntryType::Regular, b"hello"),
             (b"./a", EntryType::Symlink, b"b/file"),
             (b"./b/link", EntryType::Link, b"./b/file"),
             (b"./c", EntryType::Fifo, b""),
-        ]);
+        ])
+        .unwrap();
         let file = write_temp(&tar);
         let entries = scan_tar(file.path()).unwrap();
         let paths: Vec<String> = entries.iter().map(|entry| entry.path.to_string()).collect();
@@ -308,7 +312,7 @@ pub(crate) mod tests {
             (&[(b"l", EntryType::Link, b"nowhere")], "/l: hard link to /nowhere"),
         ];
         for (entries, expected) in cases {
-            let file = write_temp(&build_tar(entries));
+            let file = write_temp(&canonical_tar(entries).unwrap());
             let error = scan_tar(file.path()).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
             assert!(error.contains(&file.path().display().to_string()), "{error}");
@@ -317,7 +321,7 @@ pub(crate) mod tests {
 
     #[test]
     fn truncated_tar_is_reported() {
-        let tar = build_tar(&[(b"big", EntryType::Regular, &[7u8; 5000])]);
+        let tar = canonical_tar(&[(b"big", EntryType::Regular, &[7u8; 5000])]).unwrap();
         let file = write_temp(&tar[..2048]);
         let error = scan_tar(file.path()).unwrap_err().to_string();
         assert!(error.contains("truncated"), "{error}");

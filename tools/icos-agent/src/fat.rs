@@ -539,7 +539,7 @@ fn copy_stream(reader: &mut impl Read, writer: &mut impl Write) -> Result<(), Co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs_input::tests::{build_tar, TarEntry};
+    use crate::fs_input::{canonical_tar, TarEntry};
     use tar::EntryType;
 
     const SIZE: u64 = 40 << 20;
@@ -549,7 +549,7 @@ mod tests {
     }
 
     fn esp_tar() -> Vec<u8> {
-        build_tar(&[
+        canonical_tar(&[
             (b"./", EntryType::Directory, b""),
             (b"./EFI/", EntryType::Directory, b""),
             (b"./EFI/BOOT/", EntryType::Directory, b""),
@@ -560,6 +560,7 @@ mod tests {
             (b"./grub/a long name with spaces, \xc3\xa9t\xc3\xa9.txt", EntryType::Regular, b"long"),
             (b"./grub/empty", EntryType::Regular, b""),
         ])
+        .unwrap()
     }
 
     fn build(tar: &[u8], options: &FatOptions) -> (tempfile::TempDir, Result<PathBuf, FatError>) {
@@ -613,7 +614,7 @@ mod tests {
             (0..40).map(|i| format!("d/a rather long file name number {i:03}.conf").into_bytes()).collect();
         let mut entries: Vec<TarEntry> = vec![(b"d/", EntryType::Directory, b"")];
         entries.extend(names.iter().map(|name| (name.as_slice(), EntryType::Regular, &b"x"[..])));
-        let tar = build_tar(&entries);
+        let tar = canonical_tar(&entries).unwrap();
         for (dir, result) in [build(&esp_tar(), &options()), build(&tar, &options())] {
             let output = result.unwrap();
             let needed = build_fat(&dir.path().join("in.tar"), &output, &options()).unwrap();
@@ -758,14 +759,15 @@ mod tests {
             ),
         ];
         for (entries, expected) in cases {
-            assert_error(&build_tar(entries), &options(), expected);
+            assert_error(&canonical_tar(entries).unwrap(), &options(), expected);
         }
     }
 
     #[test]
     fn content_too_large_says_needed_and_available() {
         let big = vec![1u8; 39 << 20];
-        let tar = build_tar(&[(b"big", EntryType::Regular, &big), (b"more", EntryType::Regular, &big[..2 << 20])]);
+        let tar = canonical_tar(&[(b"big", EntryType::Regular, &big), (b"more", EntryType::Regular, &big[..2 << 20])])
+            .unwrap();
         assert_error(
             &tar,
             &options(),

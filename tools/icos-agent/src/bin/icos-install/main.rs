@@ -1,4 +1,4 @@
-//! icos-install: the SetupOS installer (`icos::install`). Checks the machine, config.ini, the
+//! icos-install: the SetupOS installer (`icos_agent::install`). Checks the machine, config.ini, the
 //! target disk and the images, and only then writes HostOS with GuestOS and the configuration to
 //! the disk, reads it back, and powers off or reboots as config.ini says. Every step prints one
 //! line on standard output (the console, under icos-install.service).
@@ -9,10 +9,10 @@ use std::process::{Command, ExitCode};
 
 use clap::Parser;
 
-use icos::install::config::AfterInstall;
-use icos::install::system::{Requirements, SystemPaths};
-use icos::install::{install, plan, Sources};
-use icos::size::parse_size;
+use icos_agent::install::config::AfterInstall;
+use icos_agent::install::system::{Requirements, SystemPaths};
+use icos_agent::install::{install, plan, Sources};
+use icos_agent::size::parse_size;
 
 #[derive(Parser)]
 #[command(name = "icos-install", version, about = "Install HostOS and GuestOS from SetupOS")]

@@ -74,9 +74,9 @@ impl System {
         let number = root_device_number(&mountinfo)
             .map_err(|problem| UpgradeError::System { path: mountinfo_path.clone(), problem })?;
         let mut device_dir = resolve_block_device(root, number)?;
-        // A verity root (`crate::verity::ROOT_DEVICE_NAME`, opened by the initramfs): the slot's
+        // A verity root (`crate::layout::VERITY_ROOT_DEVICE_NAME`, opened by the initramfs): the slot's
         // root is the partition it verifies.
-        if read_dm_name(&device_dir)?.as_deref() == Some(crate::verity::ROOT_DEVICE_NAME) {
+        if read_dm_name(&device_dir)?.as_deref() == Some(crate::layout::VERITY_ROOT_DEVICE_NAME) {
             device_dir = only_slave(root, &device_dir)?;
         }
         let uevent_path = device_dir.join("uevent");
@@ -399,11 +399,6 @@ fn read_partitions(root: &Path, disk: &Path) -> Result<Vec<BlockDevice>, Upgrade
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::tests::test_group;
-    use crate::layout::{resolve, SlotSpec};
-    use crate::lvm::parse_volumes_csv;
-    use crate::partitions::parse_partitions_csv;
-    use crate::seed::Seed;
     use std::os::unix::fs::symlink;
 
     const MOUNTINFO: &str = "\
@@ -433,48 +428,21 @@ mod tests {
         assert_eq!(Uevent::parse("MAJOR=252\nDEVNAME=vda\nDEVTYPE=disk\n").partname, None);
     }
 
-    fn seed() -> Seed {
-        "6a7c5e2f-0d8b-4c1e-9f3a-2b4d6e8f0a1c".parse().unwrap()
-    }
-
-    /// The layout of a GuestOS-like disk: partitions 1 to 9, slots on 4 to 9.
+    /// The layouts of a GuestOS-like disk (partitions 1 to 9, slots on 4 to 9) and of HostOS-like
+    /// disks (volume group `hostlvm` in partition 3, each slot's root and var on volumes and its
+    /// boot on partitions 4 (A) and 5 (B) of the disk or on volumes): what `icos layout` resolves,
+    /// which a test of `icos::layout` checks.
     fn gpt_layout() -> Layout {
-        let table = parse_partitions_csv(
-            Path::new("partitions.csv"),
-            "esp,2048,2048,U,\ngrub,4096,2048,L,\nconfig,6144,2048,L,\n\
-             A_boot,8192,2048,L,\nA_root,10240,2048,L,\nA_var,12288,2048,L,\n\
-             B_boot,14336,2048,L,\nB_root,16384,2048,L,\nB_var,18432,2048,L,\n",
-        )
-        .unwrap();
-        let slots = ["A:boot=A_boot,root=A_root,var=A_var", "B:boot=B_boot,root=B_root,var=B_var"];
-        let slots: Vec<SlotSpec> = slots.iter().map(|slot| SlotSpec::parse(slot).unwrap()).collect();
-        resolve(&table, None, &slots, "grub", &seed()).unwrap()
+        serde_json::from_str(include_str!("testdata/gpt-layout.json")).unwrap()
     }
 
-    /// A HostOS-like layout: volume group `hostlvm` in partition 3, each slot's root and var on
-    /// volumes and, with `boot_partitions`, its boot on partitions 4 (A) and 5 (B) of the disk.
     fn lvm_layout(boot_partitions: bool) -> Layout {
-        let table = parse_partitions_csv(
-            Path::new("partitions.csv"),
-            "esp,2048,2048,U,\ngrub,4096,2048,L,\nhostlvm,6144,65536,lvm,\n\
-             A_boot,71680,2048,L,\nB_boot,73728,2048,L,\n",
-        )
-        .unwrap();
-        let volumes = parse_volumes_csv(
-            Path::new("volumes.csv"),
-            "config,0,1,\nA_root,1,2,\nA_var,3,1,\nB_root,4,2,\nB_var,6,1,\nvol_A_boot,7,1,\nvol_B_boot,8,1,\n",
-            1 << 20,
-        )
-        .unwrap();
-        let lvm = test_group(volumes, 1 << 20);
-        let boot = if boot_partitions { "" } else { "vol_" };
-        let slots: Vec<SlotSpec> = ["A", "B"]
-            .iter()
-            .map(|slot| {
-                SlotSpec::parse(&format!("{slot}:boot={boot}{slot}_boot,root={slot}_root,var={slot}_var")).unwrap()
-            })
-            .collect();
-        resolve(&table, Some(&lvm), &slots, "grub", &seed()).unwrap()
+        let text = if boot_partitions {
+            include_str!("testdata/lvm-boot-partitions-layout.json")
+        } else {
+            include_str!("testdata/lvm-layout.json")
+        };
+        serde_json::from_str(text).unwrap()
     }
 
     const DISK: &str = "sys/devices/pci0000:00/virtio1/block/vda";
