@@ -1,6 +1,7 @@
 """An OS as data (icos_os), its shared targets (icos_os_targets) and every target of one of its
 variants (icos_build), from its Dockerfile to SHA256SUMS."""
 
+load("@bazel_skylib//rules:write_file.bzl", "write_file")
 load(":container.bzl", "container_rootfs")
 load(":images.bzl", "disk_image", "ext4_image", "file_tree", "package", "placed_file", "rootfs_split", "sha256sums", "upgrade_image", "vfat_image", "verity_boot_args")
 load(":layout.bzl", "os_layout")
@@ -128,6 +129,7 @@ def icos_os(
         esp = package + ":esp",
         grub = package + ":grub",
         layout_file = package + ":layout_file",
+        os_name_file = package + ":os_name_file",
         boot_args_file = package + ":boot_args_file",
     )
 
@@ -135,7 +137,8 @@ def icos_os_targets(os, visibility = ["//visibility:public"]):
     """The targets every variant of `os` shares, in its package (`os.package`).
 
     Targets: layout (os_layout: layout.json, boot_args, grub.cfg), layout_file and boot_args_file
-    (their places on the image), esp (the ESP with the shared GRUB EFI binary) and grub (the GRUB
+    (their places on the image), os_name_file (the OS's name at /opt/icos/share/os-name, which the
+    upgrade agent refuses a release of another OS by), esp (the ESP with the shared GRUB EFI binary) and grub (the GRUB
     partition: the generated grub.cfg, the initial grubenv and its copy).
 
     Args:
@@ -161,6 +164,8 @@ def icos_os_targets(os, visibility = ["//visibility:public"]):
         native.filegroup(name = "layout_" + output.replace(".", "_"), srcs = [":layout"], output_group = output.replace(".", "_"))
     placed_file(name = "layout_file", src = ":layout_layout_json", path = "/opt/icos/share/layout.json", visibility = visibility)
     placed_file(name = "boot_args_file", src = ":layout_boot_args", path = "/boot_args", visibility = visibility)
+    write_file(name = "os_name", out = "os-name", content = [os.name])
+    placed_file(name = "os_name_file", src = ":os_name", path = "/opt/icos/share/os-name", visibility = visibility)
     placed_file(name = "grub_cfg_file", src = ":layout_grub_cfg", path = "/grub.cfg")
     file_tree(name = "grub_tree", files = [":grub_cfg_file", "//ic-os/bootloader:grubenv_file", "//ic-os/bootloader:grubenv_copy_file"])
     vfat_image(name = "grub", src = ":grub_tree", layout = ":layout", target = os.grub_partition, label = "GRUB", visibility = visibility)
@@ -267,7 +272,7 @@ def icos_build(
         trusted_keys = (os.release_keys[build_type],)
     trees = {
         "boot": (":{}_version_boot".format(prefix), boot_args_file),
-        "root": (":{}_version_root".format(prefix), os.layout_file) + tuple(os.root_files) + trusted_keys + tuple(root_files),
+        "root": (":{}_version_root".format(prefix), os.layout_file, os.os_name_file) + tuple(os.root_files) + trusted_keys + tuple(root_files),
         "var": (),
     }
     slot_a = os.slots["A"]

@@ -42,14 +42,15 @@ const ALL_SLOTS: [&str; 2] = ["A:boot=A_boot,root=A_root,var=A_var", "B:boot=B_b
 fn icos_agent() -> Command {
     // The Bazel rust_test names it. Cargo names only the binaries of the test's own package; `cargo
     // test` in tools/ tests every member, and so builds the agent's binaries beside icos for the
-    // agent's own integration tests.
+    // agent's own integration tests. A run of icos's tests alone uses whatever agent binary was
+    // built last: `cargo build -p icos-agent` first.
     let binary = match option_env!("CARGO_BIN_EXE_icos-agent") {
         Some(path) => PathBuf::from(path),
         None => Path::new(env!("CARGO_BIN_EXE_icos")).with_file_name("icos-agent"),
     };
     assert!(
         binary.is_file(),
-        "{}: no icos-agent binary; run `cargo test` in tools/ for every package",
+        "{}: no icos-agent binary; run `cargo test` in tools/ for every package, or `cargo build -p icos-agent`",
         binary.display()
     );
     Command::new(fs::canonicalize(&binary).unwrap_or(binary))
@@ -183,6 +184,7 @@ impl FakeSystem {
         }
         fs::create_dir_all(root.join("proc/self")).unwrap();
         fs::create_dir_all(root.join("opt/icos/share")).unwrap();
+        fs::write(root.join("opt/icos/share/os-name"), "guestos\n").unwrap();
         fs::create_dir_all(root.join("etc/icos")).unwrap();
         fs::write(root.join("etc/icos/build.conf"), "BUILD_TYPE=dev\nMALICIOUS_BEHAVIOR=0\n").unwrap();
         fs::write(fake.layout_path(), layout(storage, slots).to_json()).unwrap();
@@ -909,15 +911,20 @@ fn a_trial_boot_arms_the_lowest_watchdog_and_other_boots_none() {
     assert_eq!(fs::read(&device).unwrap(), b"V");
 }
 
-/// A release bundle of `update` (and another file, which the agent does not read) signed with the
-/// key made from `seed`.
+/// A GuestOS release bundle of `update` (and another file, which the agent does not read) signed
+/// with the key made from `seed`.
 fn release_bundle(fake: &FakeSystem, update: &Update, seed: u8) -> PathBuf {
+    os_release_bundle(fake, update, seed, "guestos")
+}
+
+/// A release bundle of `update` for `os`.
+fn os_release_bundle(fake: &FakeSystem, update: &Update, seed: u8, os: &str) -> PathBuf {
     let other = fake.dir.path().join("disk-img.tar.zst");
     fs::write(&other, b"a disk image").unwrap();
     let inputs = icos::release::bundle_inputs(&[other, update.package.clone()]).unwrap();
-    let bundle = fake.dir.path().join(format!("release-{seed}.bundle.tar"));
-    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
-    icos::release::package("guestos", "dev", "0.1.0-next", &inputs, &key, &bundle).unwrap();
+    let bundle = fake.dir.path().join(format!("{os}-release-{seed}.bundle.tar"));
+    let key = icos::release::KeyFile::new("key.pem".into(), ed25519_dalek::SigningKey::from_bytes(&[seed; 32]));
+    icos::release::package(os, "dev", "0.1.0-next", &inputs, &key, &bundle).unwrap();
     bundle
 }
 
@@ -958,6 +965,20 @@ fn only_releases_signed_with_a_trusted_key_install_and_bare_images_only_on_dev_i
     let output = fake.agent(&["upgrade-install", tampered.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(fake.snapshot() == before, "a tampered release wrote something");
+    // A release of another OS, signed with the same key: refused, by file and by URL.
+    let hostos = os_release_bundle(&fake, &update, 1, "hostos");
+    let hostos_arg = hostos.to_str().unwrap();
+    assert_error(
+        &fake.agent(&["upgrade-install", "--allow-downgrade", hostos_arg]),
+        &format!("{hostos_arg} is a release of hostos, and this is guestos: refused"),
+    );
+    let hostos_bytes = fs::read(&hostos).unwrap();
+    let (url, _) = serve(hostos_bytes.clone(), hostos_bytes.len());
+    assert_error(
+        &fake.agent(&["upgrade-install", &url]),
+        &format!("{url} is a release of hostos, and this is guestos: refused"),
+    );
+    assert!(fake.snapshot() == before, "a release of another OS wrote something");
 
     let output = fake.agent(&["upgrade-install", bundle_arg]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

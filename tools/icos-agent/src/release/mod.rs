@@ -57,6 +57,8 @@ pub enum ReleaseError {
     BadFile { bundle: PathBuf, file: String, problem: String },
     #[error("{url}: {problem}")]
     Fetch { url: String, problem: String },
+    #[error("the signing key {key}: {problem}")]
+    Signing { key: String, problem: String },
 }
 
 /// What a bundle holds.

@@ -62,6 +62,8 @@ const VERSION_FILE: &str = "opt/icos/share/version.txt";
 pub const RELEASE_KEYS: &str = "etc/icos/release-keys";
 /// What the rootfs Dockerfile writes: `BUILD_TYPE=dev` or `prod`.
 const BUILD_CONF: &str = "etc/icos/build.conf";
+/// Where the image names its OS (`icos_os_targets`): a release of another OS is refused.
+const OS_NAME_FILE: &str = "opt/icos/share/os-name";
 /// The file of a release bundle that an upgrade installs.
 const UPDATE_IMAGE: &str = "update-img.tar.zst";
 /// The first bytes of a zstd frame: a bare update image, not a bundle.
@@ -130,6 +132,8 @@ pub enum UpgradeError {
     ImageChanged { path: PathBuf, slot: Slot },
     #[error("{path}: {problem}; --allow-downgrade installs it anyway")]
     Rollback { path: PathBuf, problem: String },
+    #[error("{path} is a release of {os}, and this is {running}: refused")]
+    OtherOs { path: PathBuf, os: String, running: String },
     #[error("no upgrade is installed in slot {slot}: run upgrade-install first")]
     NothingInstalled { slot: Slot },
     #[error(transparent)]
@@ -671,6 +675,7 @@ impl Agent {
         let stream = (&magic[..count]).chain(stream);
         let (update, installed_env) =
             crate::release::stream_signed_file(&name, stream, &keys, UPDATE_IMAGE, |manifest, reader| {
+                self.check_os(&name, &manifest.os)?;
                 if !allow_downgrade {
                     self.check_not_older(&name, &manifest.version)?;
                 }
@@ -698,6 +703,22 @@ impl Agent {
         });
         self.write_state(&installed_env)?;
         Ok(Installed { slot: install.slot, version: update.version, sha256: update.sha256 })
+    }
+
+    /// Refuses a release `source` of another OS than the running one: a HostOS update could fit a
+    /// GuestOS slot, and be signed with the same key.
+    fn check_os(&self, source: &Path, os: &str) -> Result<(), UpgradeError> {
+        let path = self.system_root.join(OS_NAME_FILE);
+        let text = fs::read_to_string(&path).map_err(|source| UpgradeError::Read { path: path.clone(), source })?;
+        let running = text.trim_end();
+        if os != running {
+            return Err(UpgradeError::OtherOs {
+                path: source.to_owned(),
+                os: os.to_owned(),
+                running: running.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Anti-rollback: refuses `version` of the update `source` when it is older than the running one.
@@ -744,7 +765,8 @@ impl Agent {
             return Err(UpgradeError::Unsigned { path: bundle.to_owned(), keys: self.system_root.join(RELEASE_KEYS) });
         }
         let keys = self.release_keys()?;
-        let (_, file) = crate::release::signed_file(bundle, &keys, UPDATE_IMAGE)?;
+        let (manifest, file) = crate::release::signed_file(bundle, &keys, UPDATE_IMAGE)?;
+        self.check_os(bundle, &manifest.os)?;
         let name = match file.section {
             Some(_) => PathBuf::from(format!("{}:{UPDATE_IMAGE}", bundle.display())),
             None => file.file.clone(),

@@ -1,15 +1,18 @@
 //! Release bundles, the packaging side: `icos release package` bundles a published variant's
-//! files and signs the manifest. The format and its verification, which the upgrade agent shares,
-//! are [`icos_agent::release`].
+//! files and signs the manifest, with a key file or a key in a PKCS#11 token ([`pkcs11`]). The
+//! format and its verification, which the upgrade agent shares, are [`icos_agent::release`].
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::pkcs8::DecodePrivateKey;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 pub use icos_agent::release::*;
+
+pub mod pkcs11;
 
 use crate::hashing::HashingReader;
 use crate::io_error::PathIoError;
@@ -22,6 +25,61 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, ReleaseError> {
         what: "private",
         problem: error.to_string(),
     })
+}
+
+/// What signs a manifest: a key file ([`SigningKey`]) or a key in a token ([`pkcs11::TokenKey`]).
+pub trait ManifestSigner {
+    /// How messages name the key: its file, or its URI without a PIN.
+    fn name(&self) -> String;
+    /// The public half, which every signature is checked against before a bundle is written.
+    fn public_key(&self) -> VerifyingKey;
+    fn sign_manifest(&self, manifest: &[u8]) -> Result<Signature, ReleaseError>;
+}
+
+/// A private key read from a PKCS#8 PEM file.
+pub struct KeyFile {
+    path: PathBuf,
+    key: SigningKey,
+}
+
+impl KeyFile {
+    pub fn read(path: &Path) -> Result<KeyFile, ReleaseError> {
+        Ok(KeyFile::new(path.to_owned(), read_signing_key(path)?))
+    }
+
+    /// `key`, which came from `path`.
+    pub fn new(path: PathBuf, key: SigningKey) -> KeyFile {
+        KeyFile { path, key }
+    }
+}
+
+impl ManifestSigner for KeyFile {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn public_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    fn sign_manifest(&self, manifest: &[u8]) -> Result<Signature, ReleaseError> {
+        Ok(self.key.sign(manifest))
+    }
+}
+
+/// The signer `key` names: a key in a token for a `pkcs11:` URI (RFC 7512), else a PKCS#8 PEM
+/// file.
+pub fn open_signer(key: &str) -> Result<Box<dyn ManifestSigner>, ReleaseError> {
+    if key.starts_with("pkcs11:") {
+        Ok(Box::new(pkcs11::TokenKey::open(key)?))
+    } else {
+        Ok(Box::new(KeyFile::read(Path::new(key))?))
+    }
+}
+
+/// `key` as images trust it: SPKI PEM, as `openssl pkey -pubout` writes it.
+pub fn public_key_pem(key: &VerifyingKey) -> String {
+    key.to_public_key_pem(LineEnding::LF).expect("an Ed25519 public key always encodes")
 }
 
 /// A file to bundle: where it is, and its path in the bundle.
@@ -89,7 +147,7 @@ pub fn package(
     variant: &str,
     version: &str,
     inputs: &[BundleInput],
-    key: &SigningKey,
+    key: &dyn ManifestSigner,
     output: &Path,
 ) -> Result<Manifest, ReleaseError> {
     let mut files = Vec::new();
@@ -102,7 +160,14 @@ pub fn package(
         Manifest { format: FORMAT.into(), os: os.into(), variant: variant.into(), version: version.into(), files };
     let mut manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     manifest_bytes.push(b'\n');
-    let signature = key.sign(&manifest_bytes).to_bytes();
+    let signature = key.sign_manifest(&manifest_bytes)?;
+    // A token could sign with another key than the public one it shows, or sign wrongly: the
+    // bundle would be refused everywhere.
+    key.public_key().verify(&manifest_bytes, &signature).map_err(|_| ReleaseError::Signing {
+        key: key.name(),
+        problem: "its signature does not verify with its public key".into(),
+    })?;
+    let signature = signature.to_bytes();
     write_atomically(output, |file| {
         let write_error = PathIoError::with("write", output);
         let mut builder = tar::Builder::new(file);
@@ -159,7 +224,7 @@ mod tests {
         fs::write(input.join("sev-launch/cmdline"), b"console=ttyS0").unwrap();
         let inputs = bundle_inputs(&[input.join("disk-img.tar.zst"), input.join("sev-launch")]).unwrap();
         let output = dir.join("guestos-dev.bundle.tar");
-        package("guestos", "dev", "0.1.0-dev", &inputs, &key(1), &output).unwrap();
+        package("guestos", "dev", "0.1.0-dev", &inputs, &KeyFile::new("key1.pem".into(), key(1)), &output).unwrap();
         output
     }
 

@@ -8,6 +8,7 @@ mod fat;
 mod grubenv;
 mod lvm;
 mod pipeline;
+mod pkcs11;
 mod registry;
 mod repart;
 mod rootfs;

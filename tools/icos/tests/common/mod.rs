@@ -117,3 +117,16 @@ pub fn serve(bytes: Vec<u8>, cut: usize) -> (String, Arc<Mutex<Vec<String>>>) {
     });
     (url, ranges)
 }
+
+/// openssl, not icos, checks a release bundle's signature: GNU tar extracts `manifest.json` and
+/// `manifest.json.sig` into `dir`, and `openssl pkeyutl -verify -rawin` checks the one over the
+/// other's bytes with `public_key` (SPKI PEM).
+pub fn assert_openssl_verifies_bundle(dir: &Path, bundle: &Path, public_key: &Path) {
+    run(tool_command("tar").current_dir(dir).arg("-xf").arg(bundle).args(["manifest.json", "manifest.json.sig"]));
+    let checked = run(tool_command("openssl")
+        .current_dir(dir)
+        .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+        .arg(public_key)
+        .args(["-rawin", "-in", "manifest.json", "-sigfile", "manifest.json.sig"]));
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("Signature Verified Successfully"));
+}

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use icos::release::fetch::{fetch, FetchEvent};
-use icos::release::{bundle_inputs, package, read_public_key, read_signing_key, verify, verify_directory};
+use icos::release::{bundle_inputs, open_signer, package, public_key_pem, read_public_key, verify, verify_directory};
 use icos::size::mebibytes;
 use icos::vm::VmFlags;
 
@@ -20,9 +20,12 @@ pub enum ReleaseCommand {
     /// with a manifest signed by KEY, into one tar. A step after `bazel build`: the private key
     /// never enters the build.
     Package {
-        /// The Ed25519 private key, PKCS#8 PEM (`openssl genpkey -algorithm ed25519`).
+        /// The Ed25519 private key: a PKCS#8 PEM file (`openssl genpkey -algorithm ed25519`), or
+        /// a key in a PKCS#11 token named by a `pkcs11:` URI (RFC 7512) with its module-path and
+        /// pin-source or pin-value, such as
+        /// 'pkcs11:token=icos-release;object=release?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/run/pin'.
         #[arg(long, value_name = "KEY")]
-        key: PathBuf,
+        key: String,
         /// The OS, such as guestos.
         #[arg(long)]
         os: String,
@@ -39,6 +42,16 @@ pub enum ReleaseCommand {
         /// build-record.json, sev-launch ...
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// Write the public half of a signing key (a PEM file or a pkcs11: URI, as `package --key`
+    /// takes) as SPKI PEM: the file that images trust (//ic-os/components/release-keys:prod) and
+    /// `verify --public-key` reads.
+    PublicKey {
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// The file to write (standard output without it).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Check a bundle, or a directory it was unpacked into: its manifest's signature against the
     /// public keys, then every file's size and SHA-256 (in one pass through a bundle), and that
@@ -114,11 +127,11 @@ fn report(event: FetchEvent) {
 pub fn run(command: ReleaseCommand) -> Result<ExitCode, Box<dyn Error>> {
     match command {
         ReleaseCommand::Package { key, os, variant, version_file, output, files } => {
-            let key = read_signing_key(&key)?;
+            let key = open_signer(&key)?;
             let version = fs::read_to_string(&version_file)
                 .map_err(|error| format!("cannot read {}: {error}", version_file.display()))?;
             let inputs = bundle_inputs(&files)?;
-            let manifest = package(&os, &variant, version.trim_end(), &inputs, &key, &output)?;
+            let manifest = package(&os, &variant, version.trim_end(), &inputs, key.as_ref(), &output)?;
             println!(
                 "{}: {} {} {}, {}, signed",
                 output.display(),
@@ -127,6 +140,13 @@ pub fn run(command: ReleaseCommand) -> Result<ExitCode, Box<dyn Error>> {
                 manifest.version,
                 file_count(manifest.files.len())
             );
+        }
+        ReleaseCommand::PublicKey { key, output } => {
+            let pem = public_key_pem(&open_signer(&key)?.public_key());
+            match output {
+                Some(path) => icos::output::write_file_atomically(&path, pem.as_bytes())?,
+                None => print!("{pem}"),
+            }
         }
         ReleaseCommand::Fetch { public_keys, output, ca_cert, url } => {
             let keys = public_keys.iter().map(|path| read_public_key(path)).collect::<Result<Vec<_>, _>>()?;
