@@ -15,10 +15,12 @@ pub mod system;
 pub mod write;
 
 use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
 
+use tar::EntryType;
+
 use crate::fat::{build_fat, FatError, FatOptions};
+use crate::fs_input::{canonical_tar, TarEntry};
 use crate::io_error::PathIoError;
 use crate::layout::{Layout, LayoutError};
 use crate::package::{image_member_size, PackageError};
@@ -253,32 +255,22 @@ pub fn config_files(config_dir: &Path) -> Result<Vec<(String, PathBuf)>, Install
 /// the volume's like every filesystem of an image.
 pub fn config_filesystem(files: &[(String, PathBuf)], size: u64, parent: uuid::Uuid) -> Result<Vec<u8>, InstallError> {
     let work = tempfile::tempdir().map_err(PathIoError::with("create a directory in", &std::env::temp_dir()))?;
-    let tar_path = work.path().join("config.tar");
-    let tar_file = File::create(&tar_path).map_err(PathIoError::with("write", &tar_path))?;
-    let mut builder = tar::Builder::new(tar_file);
-    let mut directories = std::collections::BTreeSet::new();
+    let mut contents = Vec::with_capacity(files.len());
     for (name, path) in files {
-        if let Some((directory, _)) = name.rsplit_once('/') {
-            if directories.insert(directory.to_owned()) {
-                let mut header = tar::Header::new_ustar();
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
-                header.set_size(0);
-                header.set_mtime(0);
-                builder
-                    .append_data(&mut header, format!("{directory}/"), io::empty())
-                    .map_err(PathIoError::with("write", &tar_path))?;
-            }
-        }
-        let content = fs::read(path).map_err(PathIoError::with("read", path))?;
-        let mut header = tar::Header::new_ustar();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o644);
-        header.set_size(content.len() as u64);
-        header.set_mtime(0);
-        builder.append_data(&mut header, name, &content[..]).map_err(PathIoError::with("write", &tar_path))?;
+        contents.push((name, fs::read(path).map_err(PathIoError::with("read", path))?));
     }
-    builder.into_inner().map_err(PathIoError::with("write", &tar_path))?;
+    // Each directory before the first of its files, as filesystem input must list it.
+    let directories: std::collections::BTreeSet<String> = files
+        .iter()
+        .filter_map(|(name, _)| name.rsplit_once('/'))
+        .map(|(directory, _)| format!("{directory}/"))
+        .collect();
+    let mut entries: Vec<TarEntry> =
+        directories.iter().map(|directory| (directory.as_bytes(), EntryType::Directory, &b""[..])).collect();
+    entries.extend(contents.iter().map(|(name, content)| (name.as_bytes(), EntryType::Regular, &content[..])));
+    let tar_path = work.path().join("config.tar");
+    let tar = canonical_tar(&entries).map_err(PathIoError::with("write", &tar_path))?;
+    fs::write(&tar_path, tar).map_err(PathIoError::with("write", &tar_path))?;
     let image = work.path().join("config.img");
     let options =
         FatOptions { size, label: CONFIG_LABEL.into(), volume_id: FilesystemIds::from_parent(parent).fat_volume_id };

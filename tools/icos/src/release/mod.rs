@@ -18,7 +18,7 @@ use crate::hashing::HashingReader;
 use crate::io_error::PathIoError;
 use crate::output::write_atomically;
 
-pub fn read_signing_key(path: &Path) -> Result<SigningKey, ReleaseError> {
+fn read_signing_key(path: &Path) -> Result<SigningKey, ReleaseError> {
     let text = fs::read_to_string(path).map_err(PathIoError::with("read", path))?;
     SigningKey::from_pkcs8_pem(&text).map_err(|error| ReleaseError::BadKey {
         path: path.to_owned(),
