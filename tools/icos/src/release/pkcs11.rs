@@ -119,17 +119,22 @@ impl Pkcs11Uri {
     }
 }
 
-/// The URI with the value of `pin-value` replaced, for messages.
+/// The URI with the value of every `pin-value` replaced, for messages: in the query, where it
+/// belongs, and in the path, where it is refused.
 fn hide_pin_value(text: &str) -> String {
-    let Some((before, query)) = text.split_once('?') else { return text.to_owned() };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|attribute| match attribute.split_once('=') {
-            Some(("pin-value", _)) => "pin-value=(hidden)".to_owned(),
-            _ => attribute.to_owned(),
-        })
-        .collect();
-    format!("{before}?{}", query.join("&"))
+    let (mut shown, mut rest) = match text.strip_prefix("pkcs11:") {
+        Some(rest) => (String::from("pkcs11:"), rest),
+        None => (String::new(), text),
+    };
+    loop {
+        let end = rest.find(['?', ';', '&']).unwrap_or(rest.len());
+        let attribute = &rest[..end];
+        shown.push_str(if attribute.starts_with("pin-value=") { "pin-value=(hidden)" } else { attribute });
+        let Some(separator) = rest[end..].chars().next() else { break };
+        shown.push(separator);
+        rest = &rest[end + 1..];
+    }
+    shown
 }
 
 /// RFC 3986 percent-decoding: `%XX` is the byte XX.
@@ -333,8 +338,12 @@ mod tests {
             let error = Pkcs11Uri::parse(text).unwrap_err().to_string();
             assert!(error.contains(problem), "{text}: {error}");
         }
-        let error = Pkcs11Uri::parse("pkcs11:token=t?module-path=/m.so&pin-value=secret").unwrap_err().to_string();
-        assert!(!error.contains("secret"), "{error}");
+        for text in
+            ["pkcs11:token=t?module-path=/m.so&pin-value=secret", "pkcs11:object=k;pin-value=secret?module-path=/m.so"]
+        {
+            let error = Pkcs11Uri::parse(text).unwrap_err().to_string();
+            assert!(error.contains("pin-value=(hidden)") && !error.contains("secret"), "{error}");
+        }
     }
 
     #[test]
