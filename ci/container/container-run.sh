@@ -3,6 +3,7 @@
 # GRUB, OVMF, QEMU and podman, unpacked on first use under $ICOS_CACHE_DIR and reused afterwards.
 #
 #   ci/container/container-run.sh [COMMAND [ARG...]]    (no COMMAND: an interactive shell)
+#   ci/container/container-run.sh --stop                 (end this checkout's session now)
 #   ci/container/container-run.sh --host-icos | --mirror   (print the host's icos, the archive)
 #
 # The root is the OCI image that ci/container/build-root.pin names, a function of packages.lock
@@ -15,8 +16,10 @@
 # Root is needed to unpack the tree with its owners and device nodes and to chroot and mount into
 # it. The workspace is mounted at its own absolute path; Bazel's output root and the cargo cache
 # live in $ICOS_CACHE_DIR and are mounted at the same paths, so bazel-* symlinks also resolve on the
-# host. Every mount is made in a private mount and PID namespace: they vanish with the last process
-# in it, whether COMMAND exits, fails, or the run is interrupted or killed.
+# host. Every mount is made in a private mount and PID namespace, never in the host's. Consecutive
+# commands of a checkout share those namespaces (a session), and with them a Bazel server; the
+# session ends by itself once nothing runs in it (see "Sessions" below). Killing a command, even
+# with SIGKILL, ends every process it started except the server, which cancels its build.
 #
 # Environment:
 #   ICOS_CACHE_DIR       where build roots and caches live (default /var/cache/icos)
@@ -29,6 +32,8 @@
 #                        registry only, since this checkout's lock describes its own pin
 #   ICOS_BAZEL_DEPS      another Bazel dependencies image than ci/container/bazel-deps.pin names
 #   ICOS_HOST_ICOS       an icos binary to use on the host instead of building one with cargo
+#   ICOS_SESSION         0: run COMMAND alone, in namespaces that end with it (default 1: in the
+#                        checkout's session)
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -50,10 +55,9 @@ host_mirror() {
 }
 mirror=${ICOS_DEBIAN_MIRROR:-$(host_mirror)}
 
-# Mounts what a chroot needs and runs "$@" in it. Runs as PID 1 of fresh mount and PID namespaces,
-# so nothing here needs undoing: the kernel drops the namespaces, and their mounts, when it ends.
-enter_namespace() {
-  local root=$1 workdir=$2; shift 2
+# Mounts what a chroot of ROOT needs, in the current (fresh, private) mount namespace.
+mount_root() {
+  local root=$1
   mount --bind "$root" "$root"   # podman's RUN needs / to be a mount point
   mount -t proc proc "$root/proc"
   mount --rbind /sys "$root/sys"
@@ -66,6 +70,13 @@ enter_namespace() {
     mkdir -p "$root$dir"
     mount --bind "$dir" "$root$dir"
   done
+}
+
+# Mounts what a chroot needs and runs "$@" in it. Runs as PID 1 of fresh mount and PID namespaces,
+# so nothing here needs undoing: the kernel drops the namespaces, and their mounts, when it ends.
+enter_namespace() {
+  local root=$1 workdir=$2; shift 2
+  mount_root "$root"
   local rc=0
   chroot "$root" /usr/bin/env -i "${ICOS_ENV[@]}" /bin/bash -c 'cd "$0" && "$@"' "$workdir" "$@" || rc=$?
   # Let a Bazel server started by COMMAND save its state; the namespace would kill it anyway.
@@ -75,8 +86,33 @@ enter_namespace() {
   return "$rc"
 }
 
-# Runs "$@" in ROOT with WORKDIR as working directory, in private namespaces. With --exec the
-# script becomes unshare, so that killing it (even with SIGKILL) kills everything in the namespaces.
+# Sets what every command in a root gets: ICOS_ENV, its environment (a fixed base, and the
+# caller's TZ, LC_ALL, CI, SOURCE_DATE_EPOCH and ICOS_* variables), and ICOS_BIND_DIRS, the host
+# directories mounted into the root at their own paths.
+command_setup() {
+  ICOS_ENV=(HOME=/root USER=root LOGNAME=root SHELL=/bin/bash
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    LANG="${LANG:-C.UTF-8}" TERM="${TERM:-dumb}"
+    CARGO_HOME="$cache_dir/cargo" PODMAN_IGNORE_CGROUPSV1_WARNING=1
+    DEBIAN_FRONTEND=noninteractive)
+  local name
+  for name in TZ LC_ALL CI SOURCE_DATE_EPOCH $(compgen -e | grep '^ICOS_' || true); do
+    [[ -v $name ]] && ICOS_ENV+=("$name=${!name}")
+  done
+  # The OCI store of the pinned base images outlives build roots, as Bazel's caches do.
+  ICOS_BIND_DIRS=("$workspace" "$cache_dir/bazel" "$cache_dir/cargo" "$cache_dir/tools" "$cache_dir/scratch"
+    "$store")
+  mkdir -p "${ICOS_BIND_DIRS[@]}"
+  # cargo >= 1.85 names its crates.io index cache with a new hash, while the crates-index 2.2
+  # inside cargo-bazel 0.15 looks for the old name; both names must reach the same directory.
+  local index_dir="$cache_dir/cargo/registry/index"
+  mkdir -p "$index_dir/index.crates.io-1949cf8c6b5b557f"
+  ln -sfn index.crates.io-1949cf8c6b5b557f "$index_dir/index.crates.io-6f17d22bba15001f"
+}
+
+# Runs "$@" in ROOT with WORKDIR as working directory, alone in private namespaces, which end with
+# it (a Bazel server it started is shut down first). With --exec the script becomes unshare, so
+# that killing it (even with SIGKILL) kills everything in the namespaces.
 run_in_root() {
   local launch=()
   if [[ $1 == --exec ]]; then
@@ -84,27 +120,161 @@ run_in_root() {
     shift
   fi
   local root=$1 workdir=$2; shift 2
-  local env=(HOME=/root USER=root LOGNAME=root SHELL=/bin/bash
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-    LANG="${LANG:-C.UTF-8}" TERM="${TERM:-dumb}"
-    CARGO_HOME="$cache_dir/cargo" PODMAN_IGNORE_CGROUPSV1_WARNING=1
-    DEBIAN_FRONTEND=noninteractive)
-  local name
-  for name in TZ LC_ALL CI SOURCE_DATE_EPOCH $(compgen -e | grep '^ICOS_' || true); do
-    [[ -v $name ]] && env+=("$name=${!name}")
-  done
-  # The OCI store of the pinned base images outlives build roots, as Bazel's caches do.
-  local binds=("$workspace" "$cache_dir/bazel" "$cache_dir/cargo" "$cache_dir/tools" "$cache_dir/scratch"
-    "$store")
-  mkdir -p "${binds[@]}"
-  # cargo >= 1.85 names its crates.io index cache with a new hash, while the crates-index 2.2
-  # inside cargo-bazel 0.15 looks for the old name; both names must reach the same directory.
-  local index_dir="$cache_dir/cargo/registry/index"
-  mkdir -p "$index_dir/index.crates.io-1949cf8c6b5b557f"
-  ln -sfn index.crates.io-1949cf8c6b5b557f "$index_dir/index.crates.io-6f17d22bba15001f"
+  command_setup
   "${launch[@]}" unshare --mount --pid --fork --kill-child --propagation private -- /bin/bash -c \
-    "$(declare -f enter_namespace); ICOS_ENV=(${env[*]@Q}); ICOS_BIND_DIRS=(${binds[*]@Q}); enter_namespace \"\$@\"" \
+    "$(declare -f mount_root enter_namespace); ICOS_ENV=(${ICOS_ENV[*]@Q}); ICOS_BIND_DIRS=(${ICOS_BIND_DIRS[*]@Q}); enter_namespace \"\$@\"" \
     _ "$root" "$workdir" "$@"
+}
+
+# Sessions: consecutive commands of one workspace share mount and PID namespaces, so that a Bazel
+# server one of them starts answers the next ones, with its analysis in memory (a Bazel client
+# only talks to a server it can see as a process). The session's PID 1, outside the chroot, keeps
+# the namespaces while any other process lives in them: a running command, or a Bazel server until
+# it idles out (startup --max_idle_secs in .bazelrc). Then it ends them, and their mounts with
+# them: none ever reaches the host's mount table. Its record, "$session_dir/keeper", holds a line
+# each: its host PID, its start time, the root, the digest of the mounts, and the workspace. The
+# session lock is held shared by every command in the session, and exclusively to start a session
+# or by PID 1 to end it, so that a command never enters a session that is ending.
+session_dir=$cache_dir/sessions/$(printf '%s\n' "$workspace" | sha256sum | cut -c1-16)
+
+# PID 1 of a session, in its namespaces and outside the chroot: records itself, and ends the
+# session once it has been the only process in it for 5 seconds and no command holds the session
+# lock. The shared lock on the roots it inherits keeps its root from being removed.
+keep_session() {
+  local root=$1 dir=$2 identity=$3 workspace=$4 stat lock_fd idle=0 processes
+  read -r -a stat </proc/self/stat  # the host's /proc: the host PID
+  printf '%s\n' "${stat[0]}" "${stat[21]}" "$root" "$identity" "$workspace" >"$dir/keeper.new"
+  mv "$dir/keeper.new" "$dir/keeper"
+  exec {lock_fd}>>"$dir/lock"
+  while :; do
+    sleep 1
+    processes=("$root"/proc/[0-9]*)  # the session's own /proc
+    if ((${#processes[@]} > 1)); then
+      idle=0
+    elif ((++idle >= 5)) && flock -x -n "$lock_fd"; then
+      rm -f "$dir/keeper"
+      exit 0
+    fi
+  done
+}
+
+# Reads the record of the session in DIR into the array SESSION if its PID 1 still runs, and fails
+# otherwise.
+live_session() {
+  local stat
+  SESSION=()
+  mapfile -t SESSION 2>/dev/null <"$1/keeper" || return 1
+  ((${#SESSION[@]} == 5)) || return 1
+  read -r -a stat 2>/dev/null <"/proc/${SESSION[0]}/stat" || return 1
+  [[ ${stat[21]} == "${SESSION[1]}" ]]
+}
+
+# Ends the session recorded in DIR: its workspace's Bazel server shuts down (saving its state),
+# then PID 1 is killed, and every process left in the session with it.
+stop_session() {
+  local dir=$1
+  if live_session "$dir"; then
+    local pid=${SESSION[0]}
+    log "ending the session of ${SESSION[4]}"
+    nsenter --target "$pid" --mount --pid -- chroot "${SESSION[2]}" /usr/bin/env -i HOME=/root \
+      PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      /bin/bash -c 'cd "$0" && if pgrep -x java >/dev/null; then bazel shutdown; fi' "${SESSION[4]}" \
+      >/dev/null 2>&1 || true
+    kill -KILL "$pid" 2>/dev/null || true
+    while [[ -e /proc/$pid ]]; do sleep 0.1; done
+  fi
+  rm -f "$dir/keeper"
+}
+
+# Starts a session for ROOT (the caller holds the session lock exclusively as LOCK_FD, which the
+# session must not inherit) and reads its record into SESSION.
+start_session() {
+  local root=$1 identity=$2 lock_fd=$3 launcher tries
+  rm -f "$session_dir/keeper"
+  setsid unshare --mount --pid --fork --kill-child --propagation private -- /bin/bash -c \
+    "$(declare -f mount_root keep_session); ICOS_BIND_DIRS=(${ICOS_BIND_DIRS[*]@Q}); mount_root \"\$1\" && keep_session \"\$@\"" \
+    _ "$root" "$session_dir" "$identity" "$workspace" \
+    </dev/null >>"$session_dir/log" 2>&1 {lock_fd}>&- &
+  launcher=$!
+  for ((tries = 0; tries < 300; tries++)); do
+    live_session "$session_dir" && return 0
+    kill -0 "$launcher" 2>/dev/null || break
+    sleep 0.1
+  done
+  die "the session for $workspace did not start; see $session_dir/log"
+}
+
+# Runs "$@" as a child and waits for it, in a session's namespaces, outside the chroot. Ctrl-C
+# reaches the command alone (this process and nsenter ignore SIGINT). When told to stop (SIGTERM,
+# SIGHUP, or the death of its parent: the killed container-run.sh), it ends every process the
+# command started that is still in the caller's session (Bazel's server has its own session and
+# goes on, and cancels the command of the client it lost): SIGTERM, then SIGKILL after 5 s.
+run_command() {
+  local root=$1 self=$BASHPID child status; shift
+  end_command() {
+    trap '' TERM HUP
+    local signal pids tries
+    for signal in TERM KILL; do
+      for ((tries = 0; tries < 50; tries++)); do
+        pids=$(command_processes "$root" "$self")
+        [[ -n $pids ]] || exit 143
+        ((tries == 0)) && kill "-$signal" $pids 2>/dev/null
+        sleep 0.1
+      done
+    done
+    exit 143
+  }
+  trap end_command TERM HUP
+  env --default-signal=INT,QUIT "$@" <&0 &
+  child=$!
+  while :; do
+    wait "$child" && status=0 || status=$?
+    kill -0 "$child" 2>/dev/null || return "$status"
+  done
+}
+
+# The descendants of PID in the session's /proc (ROOT/proc) that share its session ID, except the
+# shell that runs this (a command substitution in PID).
+command_processes() {
+  local root=$1 pid=$2 stat sid
+  read -r -a stat 2>/dev/null <"$root/proc/$pid/stat" || return 0
+  sid=${stat[5]}
+  descend() {
+    local child stat
+    for child in $(cat "$root/proc/$1"/task/*/children 2>/dev/null); do
+      [[ $child != "$BASHPID" ]] || continue
+      read -r -a stat 2>/dev/null <"$root/proc/$child/stat" || continue
+      [[ ${stat[5]} == "$sid" ]] || continue
+      printf '%s\n' "$child"
+      descend "$child"
+    done
+  }
+  descend "$pid"
+}
+
+# Runs "$@" in ROOT with WORKDIR as working directory, in this workspace's session (started when
+# there is none, or when the one there uses another root or other mounts). The script becomes
+# nsenter: killing it makes run_command end the command.
+run_in_session() {
+  local root=$1 workdir=$2; shift 2
+  command_setup
+  local identity lock_fd
+  identity=$(printf '%s\n' "$root" "${ICOS_BIND_DIRS[@]}" | sha256sum | cut -c1-16)
+  mkdir -p "$session_dir"
+  exec {lock_fd}>>"$session_dir/lock"
+  flock -s "$lock_fd"
+  if ! live_session "$session_dir" || [[ ${SESSION[2]} != "$root" || ${SESSION[3]} != "$identity" ]]; then
+    flock -x "$lock_fd"
+    if ! live_session "$session_dir" || [[ ${SESSION[2]} != "$root" || ${SESSION[3]} != "$identity" ]]; then
+      stop_session "$session_dir"
+      start_session "$root" "$identity" "$lock_fd"
+    fi
+    flock -s "$lock_fd"
+  fi
+  exec env --ignore-signal=INT,QUIT nsenter --target "${SESSION[0]}" --mount --pid -- \
+    setpriv --pdeathsig TERM -- /bin/bash -c \
+    "$(declare -f run_command command_processes); run_command \"\$@\"" _ "$root" \
+    chroot "$root" /usr/bin/env -i "${ICOS_ENV[@]}" /bin/bash -c 'cd "$0" && exec "$@"' "$workdir" "$@"
 }
 
 # The host's icos, built with the host's cargo: it fetches, checks and unpacks the pinned build
@@ -276,6 +446,11 @@ main() {
   case ${1:-} in
     --host-icos) host_icos; return ;;
     --mirror) printf '%s\n' "$mirror"; return ;;
+    --stop)
+      [[ $# -eq 1 ]] || die "--stop takes no command"
+      stop_session "$session_dir"
+      return
+      ;;
   esac
   [[ $(id -u) -eq 0 ]] || die "must run as root (it unpacks a Debian root and mounts into it); try: sudo $0 $*"
   mkdir -p "$roots_dir"
@@ -293,6 +468,11 @@ main() {
   flock -s "$lock_fd"
   if [[ ! -e $root.ready ]]; then
     flock -u "$lock_fd"
+    # Sessions hold the lock shared while they last, and a new root ends the old ones.
+    local dir
+    for dir in "$cache_dir"/sessions/*/; do
+      stop_session "$dir"
+    done
     flock -x "$lock_fd"
     if [[ ! -e $root.ready ]]; then
       local started=$SECONDS
@@ -319,7 +499,11 @@ main() {
     [[ -t 0 ]] || die "no COMMAND given and standard input is not a terminal"
     set -- /bin/bash -l
   fi
-  run_in_root --exec "$root" "$workdir" "$@"
+  if [[ ${ICOS_SESSION:-1} == 0 ]]; then
+    run_in_root --exec "$root" "$workdir" "$@"
+  else
+    run_in_session "$root" "$workdir" "$@"
+  fi
 }
 
 main "$@"
