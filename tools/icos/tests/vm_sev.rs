@@ -187,7 +187,7 @@ fn command_without_sev_boots_the_kernel_under_the_pflash_firmware() {
         "-accel",
         "tcg",
         "-cpu",
-        "max",
+        "max,-svm",
         "-m",
         "2048",
         "-smp",

@@ -26,7 +26,7 @@ pub struct VmFlags {
     #[arg(long, env = "ICOS_QEMU_CPUS", default_value_t = DEFAULT_CPUS,
           value_parser = clap::value_parser!(u32).range(1..))]
     cpus: u32,
-    /// The QEMU CPU model. Default: host with KVM, max with TCG.
+    /// The QEMU CPU model. Default: host with KVM, max,-svm with TCG.
     #[arg(long, env = "ICOS_QEMU_CPU")]
     cpu: Option<String>,
     /// The UEFI firmware code.

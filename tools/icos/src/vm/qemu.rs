@@ -8,6 +8,13 @@ use super::config::{SevKind, VmConfig};
 use super::host::{Accel, HostChoices};
 use super::VmError;
 
+/// The CPU model under TCG: every feature QEMU emulates but SVM. With SVM, a guest that has KVM
+/// (HostOS, SetupOS) loads kvm_amd, and QEMU 11.1's multi-threaded TCG aborted on
+/// `cpu_interrupt: assertion failed: (bql_locked())` in most HostOS boot tests (both of them in
+/// CI at 562c4da); without SVM, neither aborted when run again. A nested VM under TCG then runs
+/// under TCG too, as it does on hosts without KVM.
+const TCG_CPU_MODEL: &str = "max,-svm";
+
 /// Where the serial console goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SerialMode<'a> {
@@ -42,7 +49,7 @@ pub fn qemu_argv(
     let cpu_model = match (&config.cpu_model, kvm) {
         (Some(model), _) => model.clone(),
         (None, true) => "host".to_owned(),
-        (None, false) => "max".to_owned(),
+        (None, false) => TCG_CPU_MODEL.to_owned(),
     };
     let mut machine = "q35".to_owned();
     if let Some(sev) = &config.sev {
@@ -234,7 +241,7 @@ mod tests {
             "-accel",
             "tcg",
             "-cpu",
-            "max",
+            "max,-svm",
             "-m",
             "2048",
             "-smp",
