@@ -66,9 +66,11 @@ const CORRUPTED_OFFSET: u64 = 1024 + 0x78;
 /// QEMU 11.1's multi-threaded TCG sometimes aborts on this assertion (an interrupt raised without
 /// the big QEMU lock): three of the four HostOS VM tests in one full test run, neither of the two
 /// run again right after, none of earlier runs; later, hostos_dev_upgrade_test three times in a row
-/// in one run. The emulator crashed, not the image, so the scenario runs again from a fresh copy of
-/// the disk, with TCG in one thread (`-accel tcg,thread=single`: slower, without the multi-threaded
-/// code that aborts), at most QEMU_ATTEMPTS times in all; any other failure fails at once.
+/// in one run. Since TCG's CPU model leaves out SVM (vm::qemu), so that HostOS no longer loads
+/// kvm_amd, no test has aborted; should one still, the emulator crashed, not the image, so the
+/// scenario runs again from a fresh copy of the disk, with TCG in one thread (`-accel
+/// tcg,thread=single`: slower, without the multi-threaded code that aborts), at most
+/// QEMU_ATTEMPTS times in all; any other failure fails at once.
 const QEMU_TCG_ABORT: &str = "cpu_interrupt: assertion failed: (bql_locked())";
 const QEMU_ATTEMPTS: u32 = 3;
 
