@@ -49,9 +49,14 @@ const RELOCK: &str = "relock the build root with `ci/container/relock`, or pull 
 /// becomes a link to the copy container-run.sh puts into the root's /run at every run), ldconfig's
 /// cache of file times, logs, the Java keystore (entries are dated; container-run.sh makes it
 /// again with the host's CA certificates), the JVM's class-data-sharing archives (a cache the JVM
-/// runs without) and what building cargo-bazel left in /tmp (mmdebstrap keeps its own files
-/// there until it ends).
-const CLEANUP_HOOK: &str = r#"ln -sfn ../run/resolv.conf "$1/etc/resolv.conf" && rm -f "$1/etc/hostname" "$1/var/cache/ldconfig/aux-cache" "$1/etc/ssl/certs/java/cacerts" && rm -rf "$1"/var/log/* "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/* "$1"/tmp/icos-ca.crt "$1"/tmp/cargo-home "$1"/tmp/cargo-target "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old && find "$1/usr/lib/jvm" -name '*.jsa' -delete && : > "$1/etc/machine-id""#;
+/// runs without), ssl-cert's snakeoil key and certificate (random, named after the host; the
+/// PostgreSQL of ci/rbe runs without TLS on the loopback) and what building cargo-bazel left in
+/// /tmp (mmdebstrap keeps its own files there until it ends).
+const CLEANUP_HOOK: &str = r#"ln -sfn ../run/resolv.conf "$1/etc/resolv.conf" && rm -f "$1/etc/hostname" "$1/var/cache/ldconfig/aux-cache" "$1/etc/ssl/certs/java/cacerts" "$1/etc/ssl/private/ssl-cert-snakeoil.key" "$1/etc/ssl/certs/ssl-cert-snakeoil.pem" && find "$1/etc/ssl/certs" -lname ssl-cert-snakeoil.pem -delete && rm -rf "$1"/var/log/* "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/* "$1"/tmp/icos-ca.crt "$1"/tmp/cargo-home "$1"/tmp/cargo-target "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old && find "$1/usr/lib/jvm" -name '*.jsa' -delete && : > "$1/etc/machine-id""#;
+
+/// Before the packages are installed: PostgreSQL makes no cluster of its own (a database with a
+/// random system identifier, which nothing uses: ci/rbe makes its own where it runs).
+const ESSENTIAL_HOOK: &str = r#"mkdir -p "$1/etc/postgresql-common/createcluster.d" && printf 'create_main_cluster = false\n' > "$1/etc/postgresql-common/createcluster.d/icos.conf""#;
 
 /// The inputs of a build root.
 #[derive(Debug, Clone)]
@@ -264,6 +269,7 @@ fn build_image(spec: &BuildRootSpec, packages: &[String], archive: &Path) -> Res
         .arg("--aptopt=Acquire::Check-Valid-Until \"false\"")
         .arg("--aptopt=APT::Install-Recommends \"false\"")
         .arg(format!("--include={}", packages.join(",")))
+        .arg(format!("--essential-hook={ESSENTIAL_HOOK}"))
         .arg(format!("--customize-hook={}", cargo_bazel_hook(spec.ca_certificates.as_deref())))
         // The archive's sid Release file may be past its Valid-Until date; the sources name the
         // archive, not the mirror that built the root.

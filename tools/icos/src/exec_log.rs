@@ -1,7 +1,9 @@
-//! Bazel execution logs (`--execution_log_json_file`): which spawns of a build ran, which came
-//! from a cache, and which were forbidden to be cached. The cacheability check reads the log of a
-//! build in a fresh output base that shares a disk cache with an earlier build: every image action
-//! must then be a cache hit, so that a shared remote cache serves every step.
+//! Bazel execution logs (`--execution_log_json_file`): which spawns of a build ran, and where,
+//! which came from a cache, and which were forbidden to be cached or to run remotely. The
+//! cacheability check reads the log of a build in a fresh output base that shares a cache with an
+//! earlier build: every image action must then be a cache hit, so that a shared remote cache
+//! serves every step. The remote-execution check reads the log of a `--config=rbe` build from a
+//! fresh output base: every image action must have run on a remote worker.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -15,7 +17,12 @@ use serde::Deserialize;
 pub struct Spawn {
     pub mnemonic: String,
     pub target_label: String,
+    /// Where it ran or came from: "remote", "remote cache hit", "disk cache hit",
+    /// "processwrapper-sandbox", ...
     pub runner: String,
+    /// False when the action may not run remotely (tagged `no-remote-exec`, `no-remote` or
+    /// `local`).
+    pub remotable: bool,
     /// The result came from a (disk or remote) cache; Bazel 7.0 to 7.3 call it remoteCacheHit.
     #[serde(alias = "remoteCacheHit")]
     pub cache_hit: bool,
@@ -40,6 +47,18 @@ pub fn read_exec_log(reader: impl Read, path: &str) -> Result<Vec<Spawn>, ExecLo
         .map_err(|source| ExecLogError::Parse { path: path.to_owned(), source })
 }
 
+/// What every image action of a build must show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expectation {
+    /// It came from a cache (a build sharing the cache of an earlier one).
+    CacheHit,
+    /// It ran on a remote executor's worker (the runner Bazel calls "remote").
+    RemoteExecution,
+}
+
+/// The runner Bazel names for a spawn that a remote executor ran.
+const REMOTE_RUNNER: &str = "remote";
+
 /// Why an image action fails the check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
@@ -49,63 +68,86 @@ pub enum Problem {
     NotRemoteCacheable,
     /// Ran instead of coming from the shared cache: its key differs between the builds.
     Executed,
+    /// Tagged so that it may not run remotely.
+    NotRemotable,
+    /// Did not run on the remote executor, but here: its runner.
+    NotRemote(String),
 }
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(match self {
-            Problem::NotCacheable => "may not be cached (tagged no-cache?)",
-            Problem::NotRemoteCacheable => "may not be cached remotely (tagged no-remote-cache or no-remote?)",
-            Problem::Executed => "executed instead of coming from the cache: its action key differs between the builds",
-        })
+        match self {
+            Problem::NotCacheable => formatter.write_str("may not be cached (tagged no-cache?)"),
+            Problem::NotRemoteCacheable => {
+                formatter.write_str("may not be cached remotely (tagged no-remote-cache or no-remote?)")
+            }
+            Problem::Executed => formatter
+                .write_str("executed instead of coming from the cache: its action key differs between the builds"),
+            Problem::NotRemotable => {
+                formatter.write_str("may not run remotely (tagged no-remote-exec, no-remote or local?)")
+            }
+            Problem::NotRemote(runner) => write!(formatter, "ran on {runner:?}, not on the remote executor"),
+        }
+    }
+}
+
+/// Whether `spawn` shows what `expectation` asks for, and if not, why.
+fn verdict(spawn: &Spawn, expectation: Expectation) -> Result<(), Problem> {
+    match expectation {
+        Expectation::CacheHit if !spawn.cacheable => Err(Problem::NotCacheable),
+        Expectation::CacheHit if !spawn.remote_cacheable => Err(Problem::NotRemoteCacheable),
+        Expectation::CacheHit if !spawn.cache_hit => Err(Problem::Executed),
+        Expectation::RemoteExecution if !spawn.remotable => Err(Problem::NotRemotable),
+        Expectation::RemoteExecution if spawn.runner != REMOTE_RUNNER => Err(Problem::NotRemote(spawn.runner.clone())),
+        _ => Ok(()),
     }
 }
 
 /// The verdict on one build's log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CacheReport {
+pub struct Report {
     /// Spawns per runner ("disk cache hit", "linux-sandbox", ...), all actions.
     pub by_runner: BTreeMap<String, usize>,
-    /// Image actions (those of targets under the image packages) and how many were cache hits.
+    /// Image actions (those of targets under the image packages) and how many showed what was
+    /// expected.
     pub image_actions: usize,
-    pub image_cache_hits: usize,
+    pub image_passed: usize,
     /// Image actions that fail the check.
     pub problems: Vec<(Spawn, Problem)>,
-    /// Other actions that executed: reported, not failed (e.g. tests, which are not asked for).
-    pub other_executed: Vec<Spawn>,
+    /// Other actions that do not show what was expected: reported, not failed (e.g. tests, which
+    /// are not asked for).
+    pub others: Vec<(Spawn, Problem)>,
 }
 
-impl CacheReport {
+impl Report {
     pub fn passed(&self) -> bool {
         self.problems.is_empty() && self.image_actions > 0
     }
 }
 
 /// Checks a build's spawns: every action of a target in one of `image_packages` (label
-/// prefixes such as `//ic-os/`) must be cacheable, remotely too, and a cache hit.
-pub fn check_cache_hits(spawns: &[Spawn], image_packages: &[String]) -> CacheReport {
-    let mut report = CacheReport::default();
+/// prefixes such as `//ic-os/`) must show `expectation`; with [`Expectation::CacheHit`], be
+/// cacheable, remotely too, and a cache hit; with [`Expectation::RemoteExecution`], be allowed
+/// to run remotely and have run on the remote executor.
+pub fn check(spawns: &[Spawn], image_packages: &[String], expectation: Expectation) -> Report {
+    let mut report = Report::default();
     for spawn in spawns {
         *report.by_runner.entry(spawn.runner.clone()).or_default() += 1;
         // Labels of the main repository print as //pkg:name or @@//pkg:name depending on the
         // Bazel version.
         let label = spawn.target_label.trim_start_matches("@@").trim_start_matches('@');
         let is_image_action = image_packages.iter().any(|prefix| label.starts_with(prefix.as_str()));
+        let verdict = verdict(spawn, expectation);
         if !is_image_action {
-            if !spawn.cache_hit {
-                report.other_executed.push(spawn.clone());
+            if let Err(problem) = verdict {
+                report.others.push((spawn.clone(), problem));
             }
             continue;
         }
         report.image_actions += 1;
-        if !spawn.cacheable {
-            report.problems.push((spawn.clone(), Problem::NotCacheable));
-        } else if !spawn.remote_cacheable {
-            report.problems.push((spawn.clone(), Problem::NotRemoteCacheable));
-        } else if !spawn.cache_hit {
-            report.problems.push((spawn.clone(), Problem::Executed));
-        } else {
-            report.image_cache_hits += 1;
+        match verdict {
+            Ok(()) => report.image_passed += 1,
+            Err(problem) => report.problems.push((spawn.clone(), problem)),
         }
     }
     report
@@ -153,24 +195,46 @@ mod tests {
     fn fails_image_actions_that_ran_or_may_not_be_cached() {
         let spawns = read_exec_log(LOG.as_bytes(), "log.json").unwrap();
         let packages = ["//ic-os/".to_owned(), "_main~base_images~".to_owned()];
-        let report = check_cache_hits(&spawns, &packages);
-        assert_eq!((report.image_actions, report.image_cache_hits), (3, 2));
+        let report = check(&spawns, &packages, Expectation::CacheHit);
+        assert_eq!((report.image_actions, report.image_passed), (3, 2));
         assert_eq!(report.problems.len(), 1);
         assert_eq!(report.problems[0].0.mnemonic, "ContainerRootfs");
         assert_eq!(report.problems[0].1, Problem::NotRemoteCacheable);
-        assert_eq!(report.other_executed.len(), 1);
+        assert_eq!(report.others.len(), 1);
         assert_eq!(report.by_runner["linux-sandbox"], 2);
         assert_eq!(report.by_runner["disk cache hit"], 2);
         assert!(!report.passed());
 
         let mut all_hits = spawns.clone();
         all_hits[2].remote_cacheable = true;
-        assert_eq!(check_cache_hits(&all_hits, &["//ic-os/".to_owned()]).problems[0].1, Problem::Executed);
+        assert_eq!(check(&all_hits, &["//ic-os/".to_owned()], Expectation::CacheHit).problems[0].1, Problem::Executed);
         all_hits[2].cache_hit = true;
-        assert!(check_cache_hits(&all_hits, &["//ic-os/".to_owned()]).passed());
+        assert!(check(&all_hits, &["//ic-os/".to_owned()], Expectation::CacheHit).passed());
         all_hits[0].cacheable = false;
-        assert_eq!(check_cache_hits(&all_hits, &["//ic-os/".to_owned()]).problems[0].1, Problem::NotCacheable);
+        assert_eq!(check(&all_hits, &["//ic-os/".to_owned()], Expectation::CacheHit).problems[0].1, Problem::NotCacheable);
         // A log with no image action at all proves nothing.
-        assert!(!check_cache_hits(&all_hits, &["//nothing/".to_owned()]).passed());
+        assert!(!check(&all_hits, &["//nothing/".to_owned()], Expectation::CacheHit).passed());
+    }
+
+    #[test]
+    fn fails_image_actions_that_did_not_run_on_the_remote_executor() {
+        let log = r#"{"mnemonic": "Ext4Image", "runner": "remote", "remotable": true, "cacheable": true, "targetLabel": "//ic-os/guestos/envs/dev:_root_img"}
+{"mnemonic": "ContainerRootfs", "runner": "processwrapper-sandbox", "cacheable": true, "targetLabel": "//ic-os/guestos/envs/dev:rootfs-tree"}
+{"mnemonic": "DiskImage", "runner": "remote cache hit", "remotable": true, "cacheHit": true, "targetLabel": "//ic-os/guestos/envs/dev:disk-img"}
+{"mnemonic": "Rustc", "runner": "processwrapper-sandbox", "remotable": true, "targetLabel": "//tools/icos:icos_lib"}
+"#;
+        let spawns = read_exec_log(log.as_bytes(), "log.json").unwrap();
+        let report = check(&spawns, &["//ic-os/".to_owned()], Expectation::RemoteExecution);
+        assert_eq!((report.image_actions, report.image_passed), (3, 1));
+        assert_eq!(report.problems[0].1, Problem::NotRemotable);
+        assert_eq!(report.problems[1].1, Problem::NotRemote("remote cache hit".to_owned()));
+        assert_eq!(report.problems[1].1.to_string(), "ran on \"remote cache hit\", not on the remote executor");
+        assert_eq!(report.others[0].1, Problem::NotRemote("processwrapper-sandbox".to_owned()));
+        assert!(!report.passed());
+        let mut remote = spawns.clone();
+        for spawn in &mut remote {
+            (spawn.runner, spawn.remotable) = ("remote".to_owned(), true);
+        }
+        assert!(check(&remote, &["//ic-os/".to_owned()], Expectation::RemoteExecution).passed());
     }
 }

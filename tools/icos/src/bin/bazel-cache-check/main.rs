@@ -1,6 +1,8 @@
-//! bazel-cache-check: reads the JSON execution log of a build in a fresh output base that shares a
-//! disk cache with an earlier build, and fails unless every image action came from the cache and
-//! may be cached remotely. Exit status: 0 passed, 1 failed, 2 on an error.
+//! bazel-cache-check: reads the JSON execution log of a build and checks where its image actions
+//! came from. By default the build ran in a fresh output base sharing a cache with an earlier
+//! build, and every image action must have come from that cache and may be cached remotely; with
+//! `--remote-execution` the build ran with --config=rbe from a fresh output base, and every image
+//! action must have run on the remote executor. Exit status: 0 passed, 1 failed, 2 on an error.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -8,13 +10,21 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use icos::exec_log::{check_cache_hits, read_exec_log};
+use icos::exec_log::{check, read_exec_log, Expectation};
 
 #[derive(Parser)]
-#[command(name = "bazel-cache-check", version, about = "Check that a build's image actions all came from the cache")]
+#[command(
+    name = "bazel-cache-check",
+    version,
+    about = "Check that a build's image actions all came from the cache, or all ran remotely"
+)]
 struct Args {
     /// The build's --execution_log_json_file.
     exec_log: PathBuf,
+    /// Every image action must have run on the remote executor (--config=rbe), instead of coming
+    /// from the cache.
+    #[arg(long)]
+    remote_execution: bool,
     /// Label prefix (leading @ removed) of the targets whose actions build images; repeat for
     /// several. The defaults: the OS packages, and the pinned base images' repositories (named
     /// by Bazel 7 and Bazel 8).
@@ -39,17 +49,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = check_cache_hits(&spawns, &args.image_packages);
+    let (expectation, shown, success) = if args.remote_execution {
+        (Expectation::RemoteExecution, "ran on the remote executor", "every image action ran remotely")
+    } else {
+        (Expectation::CacheHit, "from the cache", "a shared cache serves every image action")
+    };
+    let report = check(&spawns, &args.image_packages, expectation);
     let runners: Vec<String> = report.by_runner.iter().map(|(runner, count)| format!("{count} {runner}")).collect();
     println!("bazel-cache-check: {} spawns: {}", spawns.len(), runners.join(", "));
     println!(
-        "bazel-cache-check: image actions (targets under {}): {} of {} from the cache",
+        "bazel-cache-check: image actions (targets under {}): {} of {} {shown}",
         args.image_packages.join(", "),
-        report.image_cache_hits,
+        report.image_passed,
         report.image_actions
     );
-    for spawn in &report.other_executed {
-        println!("bazel-cache-check: note: executed (not an image action): {} {}", spawn.mnemonic, spawn.target_label);
+    for (spawn, problem) in &report.others {
+        println!("bazel-cache-check: note: not an image action: {} {}: {problem}", spawn.mnemonic, spawn.target_label);
     }
     for (spawn, problem) in &report.problems {
         println!(
@@ -58,7 +73,7 @@ fn main() -> ExitCode {
         );
     }
     if report.passed() {
-        println!("bazel-cache-check: passed: a shared cache serves every image action");
+        println!("bazel-cache-check: passed: {success}");
         ExitCode::SUCCESS
     } else {
         if report.image_actions == 0 {
