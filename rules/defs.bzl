@@ -8,7 +8,7 @@ the host tools toolchain, whose versions are part of the action keys.
 
 load("//rules/private:bootloader.bzl", _grub_efi = "grub_efi", _grubenv = "grubenv")
 load("//rules/private:container.bzl", _container_rootfs = "container_rootfs", _pinned_image = "pinned_image")
-load("//rules/private:icos_build.bzl", _ab_slots = "ab_slots", _icos_build = "icos_build", _icos_os = "icos_os", _icos_os_targets = "icos_os_targets")
+load("//rules/private:icos_build.bzl", _ab_slots = "ab_slots", _build_context = "build_context", _icos_build = "icos_build", _icos_os = "icos_os", _icos_os_targets = "icos_os_targets")
 load("//rules/private:images.bzl", _disk_image = "disk_image", _ext4_image = "ext4_image", _file_tree = "file_tree", _package = "package", _placed_file = "placed_file", _placed_files = "placed_files", _rootfs_split = "rootfs_split", _sha256sums = "sha256sums", _upgrade_image = "upgrade_image", _vfat_image = "vfat_image")
 load("//rules/private:layout.bzl", _os_layout = "os_layout")
 load("//rules/private:providers.bzl", _ContainerImageInfo = "ContainerImageInfo", _OsLayoutInfo = "OsLayoutInfo", _PartitionImageInfo = "PartitionImageInfo", _PlacedFileInfo = "PlacedFileInfo", _PlacedFilesInfo = "PlacedFilesInfo", _RootfsTreeInfo = "RootfsTreeInfo", _SevLaunchInfo = "SevLaunchInfo")
@@ -27,6 +27,7 @@ SevLaunchInfo = _SevLaunchInfo
 
 ab_slots = _ab_slots
 boot_test = _boot_test
+build_context = _build_context
 container_rootfs = _container_rootfs
 derived_version = _derived_version
 disk_image = _disk_image

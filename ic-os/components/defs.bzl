@@ -1,5 +1,7 @@
 """What every icos OS carries: the parts shared by the OS definitions under ic-os/."""
 
+load("//rules:defs.bzl", "build_context")
+
 # The A/B upgrade agent (tools/icos-agent/src/upgrade), the unit that reports the booted slot on the
 # console, and those of an upgrade's trial boot (a watchdog started early; the confirmation once the
 # system is up and the health checks of /etc/icos/health.d pass): placed_file targets for icos_os's
@@ -48,7 +50,10 @@ GUEST_NODE_CONFIG_FILES = [
 
 # The build context every OS with a verity root adds (icos_os(shared_contexts)): the initramfs-tools
 # hook and script that open the root with veritysetup --panic-on-corruption before it is mounted.
-VERITY_ROOT_CONTEXT = {"ic-os/components/rootfs/verity": "//ic-os/components/rootfs:verity_srcs"}
+VERITY_ROOT_CONTEXT = {"ic-os/components/rootfs/verity": build_context(
+    srcs = "//ic-os/components/rootfs:verity_srcs",
+    executables = ["//ic-os/components/rootfs:verity_executables"],
+)}
 
 def base_image_context(name = "context"):
     """The package lists, locks and base image pins of an OS (ic-os/<os>/context).

@@ -49,6 +49,8 @@ def _context_args(ctx):
     args = ["--context", ctx.attr.context_dir or ctx.file.dockerfile.dirname]
     for directory in ctx.attr.shared_context_dirs:
         args += ["--context", directory]
+    for file in ctx.files.executables:
+        args += ["--executable", file.path]
     return args
 
 _CONTAINER_ATTRS = dict({
@@ -56,6 +58,7 @@ _CONTAINER_ATTRS = dict({
     "context_dir": attr.string(doc = "The build context, a directory of the workspace (such as ic-os/hostos/rootfs); the Dockerfile's directory when empty."),
     "shared_context_dirs": attr.string_list(doc = "Directories of the workspace merged into the build context after context_dir (a file in two of them is an error), such as the files every verity root adds."),
     "srcs": attr.label_list(allow_files = True, doc = "The files of the build context (under `context_dir` and `shared_context_dirs`)."),
+    "executables": attr.label_list(allow_files = True, doc = "The files of `srcs` that are executable (0755) in the build context; every other file is 0644. Declared because the modes of a checkout do not reach a remote worker (REAPI makes every input file executable)."),
     "base": attr.label(providers = [ContainerImageInfo], mandatory = True, doc = "The base image."),
     "base_arg": attr.string(default = "BASE_IMAGE", doc = "The build argument that names the base image (`ARG BASE_IMAGE` + `FROM ${BASE_IMAGE}`)."),
     "build_args": attr.string_dict(doc = "Build arguments."),

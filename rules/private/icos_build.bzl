@@ -27,6 +27,19 @@ def ab_slots(roles = ROLES):
     """
     return {slot: {role: "{}_{}".format(slot, role) for role in roles} for slot in ["A", "B"]}
 
+def build_context(srcs, executables = []):
+    """Files that a directory adds to the build context of an OS (icos_os(shared_contexts)).
+
+    Args:
+        srcs: its files, a label (a filegroup).
+        executables: the files of srcs that are executable (0755) in the context; every other file
+            is 0644.
+
+    Returns:
+        struct: the context's files.
+    """
+    return struct(srcs = srcs, executables = executables)
+
 def icos_os(
         name,
         package,
@@ -36,6 +49,7 @@ def icos_os(
         srcs,
         bases,
         context_dir,
+        executables = [],
         dockerfile = "//ic-os/components/rootfs:Dockerfile",
         shared_contexts = {},
         kernel_args = "",
@@ -62,9 +76,11 @@ def icos_os(
         seed: the build seed (a UUID): every identifier the tables leave empty derives from it.
         srcs: the files of the build context.
         context_dir: the build context, the OS's rootfs/ directory (such as ic-os/guestos/rootfs).
+        executables: the files of srcs that are executable (0755) in the build context; every other
+            file is 0644, whatever its mode in the checkout (modes do not reach a remote worker).
         dockerfile: the rootfs Dockerfile, the one every OS shares unless given.
-        shared_contexts: directory -> filegroup of its files: shared parts of the build context,
-            merged after context_dir (such as the initramfs hook of every verity root).
+        shared_contexts: directory -> its files (build_context()): shared parts of the build
+            context, merged after context_dir (such as the initramfs hook of every verity root).
         bases: base image variant (dev, prod) -> the pinned base image target.
         kernel_args: kernel arguments of every slot besides root and the mounts.
         mounts: partitions or volumes every slot mounts besides its own members, as
@@ -110,6 +126,7 @@ def icos_os(
         shared_contexts = shared_contexts,
         context_dir = context_dir,
         srcs = srcs,
+        executables = executables,
         bases = bases,
         kernel_args = kernel_args,
         mounts = mounts,
@@ -239,7 +256,8 @@ def icos_build(
             dockerfile = os.dockerfile,
             context_dir = os.context_dir,
             shared_context_dirs = sorted(os.shared_contexts.keys()),
-            srcs = os.srcs + [os.shared_contexts[directory] for directory in sorted(os.shared_contexts.keys())],
+            srcs = os.srcs + [os.shared_contexts[directory].srcs for directory in sorted(os.shared_contexts.keys())],
+            executables = os.executables + [file for directory in sorted(os.shared_contexts.keys()) for file in os.shared_contexts[directory].executables],
             base = os.bases[base],
             build_args = build_args,
             replace = os.replace,

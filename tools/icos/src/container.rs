@@ -10,6 +10,7 @@
 //! same (the canonical tar does not depend on the driver), and overlay needs what the builds have
 //! anyway: root, and an image store on a file system that can hold overlay's upper directory.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,11 @@ pub struct ContainerBuild {
     /// sandbox makes every input one) before podman sees it: an OS's own files and the shared
     /// files of a feature it has. A file in two of them is refused rather than silently replaced.
     pub contexts: Vec<PathBuf>,
+    /// The files of the contexts that are executable (0755), as paths under a context (as given
+    /// in `contexts`): every other file is copied 0644. Declared, not read from the files, because
+    /// the modes of the inputs do not survive remote execution (a REAPI worker gets every input
+    /// file executable) and a checkout's depend on the umask of whoever made it.
+    pub executables: Vec<PathBuf>,
     pub build_args: Vec<(String, String)>,
     /// Build arguments naming base images: NAME=PATH of an OCI archive becomes
     /// `--build-arg NAME=oci-archive:<absolute PATH>`, for `ARG NAME` + `FROM ${NAME}`.
@@ -75,11 +81,12 @@ fn process_limit() -> Option<String> {
     line.split_whitespace().nth(3).map(str::to_owned)
 }
 
-/// Copies a build context with the modes git records (0755 for directories and executables,
-/// 0644 for other files), not those of the checkout: `COPY` keeps modes, and a checkout's modes
-/// depend on the umask of whoever cloned it (the determinism test found /etc/motd 0640 in an
-/// image built from a clone made under umask 0027). A file that `to` already has is an error.
-fn copy_resolving_links(from: &Path, to: &Path) -> io::Result<()> {
+/// Copies a build context into `to` with declared modes: 0755 for directories and for the files
+/// `executables` names, 0644 for other files, whatever the files' own modes (`COPY` keeps modes:
+/// the determinism test found /etc/motd 0640 in an image built from a clone made under umask
+/// 0027, and the remote-execution test /etc/motd 0755). Names found are removed from
+/// `executables`. A file that `to` already has is an error.
+fn copy_context(from: &Path, to: &Path, executables: &mut BTreeSet<PathBuf>) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::create_dir_all(to)?;
     fs::set_permissions(to, fs::Permissions::from_mode(0o755))?;
@@ -88,9 +95,10 @@ fn copy_resolving_links(from: &Path, to: &Path) -> io::Result<()> {
     for entry in entries {
         let source = entry.path();
         let target = to.join(entry.file_name());
+        // Symbolic links are followed: Bazel's sandbox makes every input one.
         let metadata = fs::metadata(&source)?;
         if metadata.is_dir() {
-            copy_resolving_links(&source, &target)?;
+            copy_context(&source, &target, executables)?;
         } else {
             if fs::symlink_metadata(&target).is_ok() {
                 return Err(io::Error::new(
@@ -99,11 +107,26 @@ fn copy_resolving_links(from: &Path, to: &Path) -> io::Result<()> {
                 ));
             }
             fs::copy(&source, &target)?;
-            let mode = if metadata.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            let mode = if executables.remove(&source) { 0o755 } else { 0o644 };
             fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
         }
     }
     Ok(())
+}
+
+/// Merges the build contexts into `to`; an executable that none of them has is an error.
+fn copy_contexts(build: &ContainerBuild, to: &Path) -> io::Result<()> {
+    let mut executables: BTreeSet<PathBuf> = build.executables.iter().cloned().collect();
+    for source in &build.contexts {
+        copy_context(source, to, &mut executables)?;
+    }
+    match executables.first() {
+        None => Ok(()),
+        Some(missing) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("the executable {} is in no build context", missing.display()),
+        )),
+    }
 }
 
 struct Podman<'a> {
@@ -196,9 +219,7 @@ pub fn build(build: &ContainerBuild, output: ContainerOutput<'_>) -> Result<Opti
         fs::create_dir_all(state_path.join(dir)).map_err(prepare_error)?;
     }
     let context = state_path.join("context");
-    for source in &build.contexts {
-        copy_resolving_links(source, &context).map_err(prepare_error)?;
-    }
+    copy_contexts(build, &context).map_err(prepare_error)?;
     let dockerfile = state_path.join("Dockerfile");
     fs::copy(&build.dockerfile, &dockerfile).map_err(prepare_error)?;
 
@@ -265,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn copies_a_context_with_the_modes_git_records_whatever_the_checkout_has() {
+    fn copies_contexts_with_declared_modes_whatever_the_files_have() {
         let dir = tempfile::tempdir().unwrap();
         let context = dir.path().join("context");
         fs::create_dir_all(context.join("etc")).unwrap();
@@ -273,31 +294,48 @@ mod tests {
         fs::write(context.join("run.sh"), b"#!/bin/sh\n").unwrap();
         fs::write(dir.path().join("outside"), b"linked\n").unwrap();
         symlink(dir.path().join("outside"), context.join("link")).unwrap();
-        // As a checkout made under umask 0027 has them.
-        fs::set_permissions(context.join("etc/motd"), fs::Permissions::from_mode(0o640)).unwrap();
-        fs::set_permissions(context.join("run.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+        // As a checkout made under umask 0027 has them, and a remote worker: every file executable.
+        fs::set_permissions(context.join("etc/motd"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::set_permissions(context.join("run.sh"), fs::Permissions::from_mode(0o640)).unwrap();
         fs::set_permissions(context.join("etc"), fs::Permissions::from_mode(0o750)).unwrap();
+        let shared = dir.path().join("shared");
+        fs::create_dir_all(shared.join("etc/initramfs-tools")).unwrap();
+        fs::write(shared.join("etc/initramfs-tools/hook"), b"#!/bin/sh\n").unwrap();
+        fs::write(shared.join("etc/initramfs-tools/conf"), b"MODULES=dep\n").unwrap();
+        fs::set_permissions(shared.join("etc/initramfs-tools/conf"), fs::Permissions::from_mode(0o755)).unwrap();
 
+        let build = |contexts: &[&Path], executables: &[PathBuf]| ContainerBuild {
+            podman: PathBuf::from("podman"),
+            dockerfile: PathBuf::from("Dockerfile"),
+            contexts: contexts.iter().map(|path| path.to_path_buf()).collect(),
+            executables: executables.to_vec(),
+            build_args: Vec::new(),
+            base_images: Vec::new(),
+            source_date_epoch: 0,
+        };
         let copy = dir.path().join("copy");
-        copy_resolving_links(&context, &copy).unwrap();
+        let executables = [context.join("run.sh"), shared.join("etc/initramfs-tools/hook")];
+        copy_contexts(&build(&[&context, &shared], &executables), &copy).unwrap();
         assert_eq!(mode(&copy), 0o755);
         assert_eq!(mode(&copy.join("etc")), 0o755);
         assert_eq!(mode(&copy.join("etc/motd")), 0o644);
         assert_eq!(mode(&copy.join("run.sh")), 0o755);
+        assert_eq!(mode(&copy.join("etc/initramfs-tools/hook")), 0o755);
+        assert_eq!(mode(&copy.join("etc/initramfs-tools/conf")), 0o644);
         assert!(!fs::symlink_metadata(copy.join("link")).unwrap().file_type().is_symlink());
         assert_eq!(fs::read(copy.join("link")).unwrap(), b"linked\n");
+        assert_eq!(mode(&copy.join("link")), 0o644);
 
-        // A second context merges in; one that would replace a file is refused.
-        let shared = dir.path().join("shared");
-        fs::create_dir_all(shared.join("etc/initramfs-tools")).unwrap();
-        fs::write(shared.join("etc/initramfs-tools/hook"), b"#!/bin/sh\n").unwrap();
-        copy_resolving_links(&shared, &copy).unwrap();
-        assert_eq!(fs::read(copy.join("etc/motd")).unwrap(), b"hello\n");
-        assert_eq!(mode(&copy.join("etc/initramfs-tools/hook")), 0o644);
+        // An executable that no context has is named.
+        let error = copy_contexts(&build(&[&context], &[context.join("etc/motdd")]), &dir.path().join("typo"))
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        assert!(error.to_string().contains("the executable") && error.to_string().contains("context/etc/motdd is in no build context"), "{error}");
+
+        // A context that would replace a file of an earlier one is refused.
         fs::write(shared.join("etc/motd"), b"other\n").unwrap();
         let again = dir.path().join("again");
-        copy_resolving_links(&context, &again).unwrap();
-        let error = copy_resolving_links(&shared, &again).unwrap_err();
+        let error = copy_contexts(&build(&[&context, &shared], &[]), &again).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
         assert!(error.to_string().contains("shared/etc/motd is also in an earlier build context"), "{error}");
         assert_eq!(fs::read(again.join("etc/motd")).unwrap(), b"hello\n");

@@ -290,6 +290,7 @@ fn build_image(
         podman: spec.podman.clone(),
         dockerfile: spec.dockerfile.clone(),
         contexts: vec![context.clone()],
+        executables: Vec::new(),
         build_args: vec![("PACKAGES".to_owned(), packages.join(" "))],
         base_images: vec![("BOOTSTRAP".to_owned(), bootstrap.to_owned())],
         source_date_epoch: spec.source_date_epoch,

@@ -32,6 +32,10 @@ pub struct BuildArgs {
     /// an error).
     #[arg(long = "context", required = true)]
     contexts: Vec<PathBuf>,
+    /// A file of a context (its path under the context as given) that is executable (0755) in
+    /// the image; every other file of the contexts is 0644, whatever its mode.
+    #[arg(long = "executable", value_name = "PATH")]
+    executables: Vec<PathBuf>,
     /// A build argument.
     #[arg(long = "build-arg", value_name = "NAME=VALUE", value_parser = parse_pair)]
     build_args: Vec<(String, String)>,
@@ -77,6 +81,7 @@ pub fn run(command: ContainerCommand) -> Result<ExitCode, Box<dyn Error>> {
         podman: args.podman,
         dockerfile: args.dockerfile,
         contexts: args.contexts,
+        executables: args.executables,
         build_args: args.build_args,
         base_images: args.base_images.into_iter().map(|(name, path)| (name, PathBuf::from(path))).collect(),
         source_date_epoch: super::rootfs::epoch(args.source_date_epoch)?.unwrap_or(0),
