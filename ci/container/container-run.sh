@@ -209,8 +209,11 @@ start_session() {
 # SIGHUP, or the death of its parent: the killed container-run.sh), it ends every process the
 # command started that is still in the caller's session (Bazel's server has its own session and
 # goes on, and cancels the command of the client it lost): SIGTERM, then SIGKILL after 5 s.
+# This process holds the session lock (file descriptor LOCK_FD, shared) for the command; the
+# command does not get it, or a daemon it starts (Bazel's server) would hold the lock as long as
+# it lives, and a command waiting to start the session would wait for the server to idle out.
 run_command() {
-  local root=$1 self=$BASHPID child status; shift
+  local root=$1 lock_fd=$2 self=$BASHPID child status; shift 2
   end_command() {
     trap '' TERM HUP
     local signal pids tries
@@ -225,7 +228,7 @@ run_command() {
     exit 143
   }
   trap end_command TERM HUP
-  env --default-signal=INT,QUIT "$@" <&0 &
+  env --default-signal=INT,QUIT "$@" <&0 {lock_fd}>&- &
   child=$!
   while :; do
     wait "$child" && status=0 || status=$?
@@ -273,7 +276,7 @@ run_in_session() {
   fi
   exec env --ignore-signal=INT,QUIT nsenter --target "${SESSION[0]}" --mount --pid -- \
     setpriv --pdeathsig TERM -- /bin/bash -c \
-    "$(declare -f run_command command_processes); run_command \"\$@\"" _ "$root" \
+    "$(declare -f run_command command_processes); run_command \"\$@\"" _ "$root" "$lock_fd" \
     chroot "$root" /usr/bin/env -i "${ICOS_ENV[@]}" /bin/bash -c 'cd "$0" && exec "$@"' "$workdir" "$@"
 }
 
