@@ -4,6 +4,7 @@
 //! `--remote-execution` the build ran with --config=rbe from a fresh output base, and every image
 //! action must have run on the remote executor. Exit status: 0 passed, 1 failed, 2 on an error.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,8 +64,16 @@ fn main() -> ExitCode {
         report.image_passed,
         report.image_actions
     );
+    // Other actions are not checked: one line per kind of finding, with a count and an example.
+    let mut others: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for (spawn, problem) in &report.others {
-        println!("bazel-cache-check: note: not an image action: {} {}: {problem}", spawn.mnemonic, spawn.target_label);
+        let entry = others
+            .entry(format!("{} {problem}", spawn.mnemonic))
+            .or_insert_with(|| (0, spawn.target_label.clone()));
+        entry.0 += 1;
+    }
+    for (finding, (count, example)) in &others {
+        println!("bazel-cache-check: note: {count} actions outside the image packages: {finding} (such as {example})");
     }
     for (spawn, problem) in &report.problems {
         println!(
