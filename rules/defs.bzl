@@ -9,14 +9,15 @@ the host tools toolchain, whose versions are part of the action keys.
 load("//rules/private:bootloader.bzl", _grub_efi = "grub_efi", _grubenv = "grubenv")
 load("//rules/private:container.bzl", _container_rootfs = "container_rootfs", _pinned_image = "pinned_image")
 load("//rules/private:icos_build.bzl", _ab_slots = "ab_slots", _build_context = "build_context", _icos_build = "icos_build", _icos_os = "icos_os", _icos_os_targets = "icos_os_targets")
-load("//rules/private:images.bzl", _disk_image = "disk_image", _ext4_image = "ext4_image", _file_tree = "file_tree", _package = "package", _placed_file = "placed_file", _placed_files = "placed_files", _rootfs_split = "rootfs_split", _sha256sums = "sha256sums", _upgrade_image = "upgrade_image", _vfat_image = "vfat_image")
+load("//rules/private:images.bzl", _assembly_test = "assembly_test", _disk_image = "disk_image", _ext4_image = "ext4_image", _file_tree = "file_tree", _package = "package", _placed_file = "placed_file", _placed_files = "placed_files", _rootfs_split = "rootfs_split", _sha256sums = "sha256sums", _upgrade_image = "upgrade_image", _vfat_image = "vfat_image")
 load("//rules/private:layout.bzl", _os_layout = "os_layout")
-load("//rules/private:providers.bzl", _ContainerImageInfo = "ContainerImageInfo", _OsLayoutInfo = "OsLayoutInfo", _PartitionImageInfo = "PartitionImageInfo", _PlacedFileInfo = "PlacedFileInfo", _PlacedFilesInfo = "PlacedFilesInfo", _RootfsTreeInfo = "RootfsTreeInfo", _SevLaunchInfo = "SevLaunchInfo")
+load("//rules/private:providers.bzl", _AssemblyInfo = "AssemblyInfo", _ContainerImageInfo = "ContainerImageInfo", _OsLayoutInfo = "OsLayoutInfo", _PartitionImageInfo = "PartitionImageInfo", _PlacedFileInfo = "PlacedFileInfo", _PlacedFilesInfo = "PlacedFilesInfo", _RootfsTreeInfo = "RootfsTreeInfo", _SevLaunchInfo = "SevLaunchInfo")
 load("//rules/private:release.bzl", _release_bundle = "release_bundle")
 load("//rules/private:sev.bzl", _sev_launch_files = "sev_launch_files")
 load("//rules/private:version.bzl", _derived_version = "derived_version", _version_flag = "version_flag", _version_txt = "version_txt")
 load("//rules/private:vm.bzl", _boot_test = "boot_test", _local_vm = "local_vm")
 
+AssemblyInfo = _AssemblyInfo
 ContainerImageInfo = _ContainerImageInfo
 OsLayoutInfo = _OsLayoutInfo
 PartitionImageInfo = _PartitionImageInfo
@@ -26,6 +27,7 @@ RootfsTreeInfo = _RootfsTreeInfo
 SevLaunchInfo = _SevLaunchInfo
 
 ab_slots = _ab_slots
+assembly_test = _assembly_test
 boot_test = _boot_test
 build_context = _build_context
 container_rootfs = _container_rootfs

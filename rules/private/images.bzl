@@ -1,6 +1,6 @@
 """Partition trees, filesystem images, disks and the published packages."""
 
-load(":providers.bzl", "OsLayoutInfo", "PartitionImageInfo", "PlacedFileInfo", "PlacedFilesInfo", "RootfsTreeInfo")
+load(":providers.bzl", "AssemblyInfo", "OsLayoutInfo", "PartitionImageInfo", "PlacedFileInfo", "PlacedFilesInfo", "RootfsTreeInfo")
 load(":toolchains.bzl", "HOST_TOOLS_TOOLCHAIN", "ICOS_ATTRS", "host_tool", "output_name", "run_icos")
 
 # Loaded only through //rules:defs.bzl.
@@ -241,30 +241,40 @@ def _disk_image_impl(ctx):
     else:
         out = ctx.actions.declare_file(output_name(ctx.label.name, ".img"))
         result = ["--output", out.path]
-    args = ["disk", "--partitions", ctx.file.partitions.path, "--size", ctx.attr.disk_size, "--seed", ctx.attr.seed] + result
-    inputs = [ctx.file.partitions]
+
+    # (flag, value, file whose path the value holds as {}) for the action and for assembly_test.
+    options = [("--partitions", "{}", ctx.file.partitions), ("--size", ctx.attr.disk_size, None), ("--seed", ctx.attr.seed, None)]
     if ctx.file.volumes:
-        args += ["--volumes", ctx.file.volumes.path, "--lvm-partition", ctx.attr.lvm_partition, "--vg-name", ctx.attr.vg_name]
-        inputs.append(ctx.file.volumes)
+        options += [("--volumes", "{}", ctx.file.volumes), ("--lvm-partition", ctx.attr.lvm_partition, None), ("--vg-name", ctx.attr.vg_name, None)]
     for target in ctx.attr.images:
         info = target[PartitionImageInfo]
-        args += ["--image", "{}={}".format(info.partition, info.image.path)]
-        inputs.append(info.image)
+        options.append(("--image", info.partition + "={}", info.image))
     for target, name in ctx.attr.extra_images.items():
         image = target.files.to_list()
         if len(image) != 1:
             fail("extra_images: {} must be exactly one file".format(target.label))
-        args += ["--image", "{}={}".format(name, image[0].path)]
-        inputs.append(image[0])
+        options.append(("--image", name + "={}", image[0]))
+    inputs = [file for _, _, file in options if file]
     run_icos(
         ctx,
-        arguments = args,
+        arguments = ["disk"] + _expand(options, lambda file: file.path) + result,
         inputs = inputs,
         outputs = [out],
         mnemonic = "DiskImage",
         progress_message = "Writing the disk image %{output}",
     )
-    return [DefaultInfo(files = depset([out]))]
+    providers = [DefaultInfo(files = depset([out]))]
+    if ctx.attr.packaged:
+        providers.append(AssemblyInfo(arguments = ["disk"] + _expand(options, _runfiles_path), inputs = depset(inputs), package = out))
+    return providers
+
+def _expand(options, path):
+    """The arguments of (flag, value, file) options, `{}` in a value replaced by path(file)."""
+    return [part for flag, value, file in options for part in [flag, value.format(path(file)) if file else value]]
+
+def _runfiles_path(file):
+    """The path of `file` relative to a test's runfiles directory of the main repository."""
+    return file.short_path
 
 disk_image = rule(
     implementation = _disk_image_impl,
@@ -287,7 +297,7 @@ package holding one image such as a disk-img.tar.zst)."""),
 
 def _package_impl(ctx):
     archive = ctx.actions.declare_file(ctx.attr.out or ctx.label.name)
-    args = ["package", "--output", archive.path]
+    options = []
     image_members = []
     for target, member in ctx.attr.members.items():
         files = target.files.to_list()
@@ -295,20 +305,23 @@ def _package_impl(ctx):
             fail("members: {} must be exactly one file".format(target.label))
         if PartitionImageInfo in target and target[PartitionImageInfo].packaged:
             image_members.append(member)
-            args += ["--image-member", "{}={}".format(member, files[0].path)]
+            options.append(("--image-member", member + "={}", files[0]))
         else:
-            args += ["--member", "{}={}".format(member, files[0].path)]
+            options.append(("--member", member + "={}", files[0]))
     if image_members and list(ctx.attr.members.values())[:len(image_members)] != image_members:
         fail("members: packaged partition images ({}) must come before the other members".format(", ".join(image_members)))
     run_icos(
         ctx,
-        arguments = args,
+        arguments = ["package", "--output", archive.path] + _expand(options, lambda file: file.path),
         inputs = ctx.files.members,
         outputs = [archive],
         mnemonic = "Package",
         progress_message = "Packaging %{output}",
     )
-    return [DefaultInfo(files = depset([archive]))]
+    return [
+        DefaultInfo(files = depset([archive])),
+        AssemblyInfo(arguments = ["package"] + _expand(options, _runfiles_path), inputs = depset(ctx.files.members), package = archive),
+    ]
 
 package = rule(
     implementation = _package_impl,
@@ -359,3 +372,29 @@ def upgrade_image(name, images, version, **kwargs):
     members = {image: "{}.img".format(role) for role, image in images.items()}
     members[version] = "VERSION.TXT"
     package(name = name, members = members, **kwargs)
+
+def _assembly_test_impl(ctx):
+    info = ctx.attr.package[AssemblyInfo]
+    script = ctx.actions.declare_file(ctx.label.name + ".sh")
+    command = ["bash", ctx.file._script.short_path, ctx.executable._icos.short_path, info.package.short_path] + info.arguments
+    ctx.actions.write(script, "#!/bin/sh\nexec {}\n".format(" ".join([_shell_quote(word) for word in command])), is_executable = True)
+    runfiles = ctx.runfiles(files = [info.package, ctx.file._script], transitive_files = info.inputs)
+    runfiles = runfiles.merge(ctx.attr._icos[DefaultInfo].default_runfiles)
+    return [DefaultInfo(executable = script, runfiles = runfiles)]
+
+def _shell_quote(word):
+    return "'" + word.replace("'", "'\\''") + "'"
+
+assembly_test = rule(
+    implementation = _assembly_test_impl,
+    test = True,
+    doc = """Checks a package that icos assembled from other packages (a disk_image with `packaged`, an
+update image) against the old path, which its test keeps as the reference: the raw disk (icos disk
+--output), or each packaged image extracted by GNU tar, packaged afresh by icos package. The two
+must decompress with stock zstd to the same tar stream, and GNU tar must extract the same files
+from both.""",
+    attrs = dict({
+        "package": attr.label(mandatory = True, providers = [AssemblyInfo], doc = "The disk_image or package target to check."),
+        "_script": attr.label(default = "//rules/private:assembly_test.sh", allow_single_file = True),
+    }, **ICOS_ATTRS),
+)

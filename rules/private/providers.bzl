@@ -31,6 +31,15 @@ PartitionImageInfo = provider(
     },
 )
 
+AssemblyInfo = provider(
+    doc = "How a package was assembled from images (disk_image, package): what assembly_test repeats by the old path.",
+    fields = {
+        "arguments": "list of string: the icos arguments without the output options, input paths relative to the runfiles root",
+        "inputs": "depset of File: the files those arguments name",
+        "package": "File: the package they assembled",
+    },
+)
+
 OsLayoutInfo = provider(
     doc = "The resolved layout of an OS (`icos layout`): its partitions, volumes and boot slots as data.",
     fields = {

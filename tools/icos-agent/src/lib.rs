@@ -1,6 +1,6 @@
 //! What runs on icos images: the A/B upgrade agent (`upgrade`, `grubenv`, `release`: verifying and
 //! downloading signed bundles) and the SetupOS installer (`install`), with the formats they share
-//! with the build (`layout`, `package`, `sha256sums`, `sparse`) and the FAT writer the installer
+//! with the build (`layout`, `package` and the `image_source` it packages, `sha256sums`, `sparse`) and the FAT writer the installer
 //! makes the configuration filesystem with. The image build (`icos`) depends on this crate, never
 //! the other way: a change to a build-time module leaves the programs on the images, and so the
 //! images, as they are.
@@ -9,6 +9,7 @@ pub mod fat;
 pub mod fs_input;
 pub mod grubenv;
 pub mod hashing;
+pub mod image_source;
 pub mod install;
 pub mod io_error;
 pub mod layout;

@@ -156,7 +156,7 @@ pub fn copy_stream_at(
 pub fn write_extents_of_stream(
     reader: &mut (impl Read + ?Sized),
     map: &SparseMap,
-    writer: &mut impl Write,
+    writer: &mut (impl Write + ?Sized),
 ) -> Result<(), CopyError> {
     let mut position = 0;
     for extent in &map.extents {
@@ -172,7 +172,11 @@ pub fn write_extents_of_stream(
 }
 
 /// Copies up to `length` bytes from `reader` to `writer`; returns how many there were.
-fn copy_exactly(reader: &mut (impl Read + ?Sized), length: u64, writer: &mut impl Write) -> Result<u64, CopyError> {
+fn copy_exactly(
+    reader: &mut (impl Read + ?Sized),
+    length: u64,
+    writer: &mut (impl Write + ?Sized),
+) -> Result<u64, CopyError> {
     let mut buffer = vec![0u8; BUFFER_SIZE];
     let mut done = 0;
     while done < length {

@@ -327,10 +327,14 @@ mod tests {
         assert_eq!(mode(&copy.join("link")), 0o644);
 
         // An executable that no context has is named.
-        let error = copy_contexts(&build(&[&context], &[context.join("etc/motdd")]), &dir.path().join("typo"))
-            .unwrap_err();
+        let error =
+            copy_contexts(&build(&[&context], &[context.join("etc/motdd")]), &dir.path().join("typo")).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
-        assert!(error.to_string().contains("the executable") && error.to_string().contains("context/etc/motdd is in no build context"), "{error}");
+        assert!(
+            error.to_string().contains("the executable")
+                && error.to_string().contains("context/etc/motdd is in no build context"),
+            "{error}"
+        );
 
         // A context that would replace a file of an earlier one is refused.
         fs::write(shared.join("etc/motd"), b"other\n").unwrap();

@@ -211,7 +211,10 @@ mod tests {
         all_hits[2].cache_hit = true;
         assert!(check(&all_hits, &["//ic-os/".to_owned()], Expectation::CacheHit).passed());
         all_hits[0].cacheable = false;
-        assert_eq!(check(&all_hits, &["//ic-os/".to_owned()], Expectation::CacheHit).problems[0].1, Problem::NotCacheable);
+        assert_eq!(
+            check(&all_hits, &["//ic-os/".to_owned()], Expectation::CacheHit).problems[0].1,
+            Problem::NotCacheable
+        );
         // A log with no image action at all proves nothing.
         assert!(!check(&all_hits, &["//nothing/".to_owned()], Expectation::CacheHit).passed());
     }

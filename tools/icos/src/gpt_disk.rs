@@ -4,7 +4,8 @@
 //! arrays (written by the `gpt` crate, which computes both CRC32s), and each partition image at
 //! its offset. Nothing else is written: only the data extents of the images (their sparse maps,
 //! see [`crate::sparse`]) are copied and the file is extended with `set_len`, so the
-//! image stays sparse. Every identifier comes from the
+//! image stays sparse. [`package_disk`] writes the disk as a package instead, copying the
+//! compressed frames of packaged partition images (see [`crate::assembly`]). Every identifier comes from the
 //! table, `--disk-guid` or the build seed, so the bytes are a function of the inputs only.
 
 use std::collections::BTreeMap;
@@ -19,10 +20,11 @@ use gpt::partition_types::{OperatingSystem, Type};
 use gpt::GptConfig;
 use uuid::Uuid;
 
-use crate::image_source::{copy_image_at, image_size, ImageSourceError, NamedImage};
+use crate::assembly::Canvas;
+use crate::image_source::{ImageSource, ImageSourceError, NamedImage};
 use crate::lvm::{write_lvm_at, LvmError, LvmOptions, PartitionVolumeGroup};
 use crate::output::{write_atomically, OutputError};
-use crate::package::PackageError;
+use crate::package::{package_images, CompressionOptions, PackageError};
 use crate::partitions::{PartitionTable, PartitionsError, FIRST_USABLE_LBA, SECTOR_SIZE};
 use crate::seed::Seed;
 
@@ -87,12 +89,7 @@ pub struct DiskIdentity {
 /// Checks everything that can be checked without writing: the disk size, the layout, the UUIDs
 /// and that each image fits its partition. Returns the identifiers and, per partition in table
 /// order, its image if any.
-fn plan<'a>(
-    output: &Path,
-    table: &PartitionTable,
-    images: &'a [NamedImage],
-    options: &DiskOptions,
-) -> Result<Plan<'a>, DiskError> {
+fn plan<'a>(table: &PartitionTable, images: &'a [NamedImage], options: &DiskOptions) -> Result<Plan<'a>, DiskError> {
     if options.alignment == 0 {
         return Err(DiskError::BadAlignment);
     }
@@ -111,7 +108,7 @@ fn plan<'a>(
         (None, Some(seed)) => seed.disk_guid(),
         (None, None) => return Err(DiskError::NoDiskGuid),
     };
-    let mut by_partition: Vec<Option<&NamedImage>> = vec![None; table.partitions.len()];
+    let mut by_partition: Vec<Option<(&NamedImage, ImageSource)>> = vec![None; table.partitions.len()];
     let mut volume_images: Vec<NamedImage> = Vec::new();
     let lvm_partition = match &options.lvm {
         Some(lvm) => {
@@ -139,16 +136,16 @@ fn plan<'a>(
                 path: image.path.clone(),
             });
         }
-        if let Some(first) = by_partition[index] {
+        if let Some((first, _)) = &by_partition[index] {
             return Err(DiskError::DuplicateImage {
                 name: image.name.clone(),
                 first: first.path.clone(),
                 second: image.path.clone(),
             });
         }
-        let image_bytes = image_size(&image.path).map_err(|error| image_error(table, index, image, output, error))?;
-        check_fits(table, index, image, image_bytes)?;
-        by_partition[index] = Some(image);
+        let source = ImageSource::open(&image.path)?;
+        check_fits(table, index, image, source.size())?;
+        by_partition[index] = Some((image, source));
     }
     let lvm = match (&options.lvm, lvm_partition, &options.seed) {
         (Some(lvm), Some(index), Some(seed)) => Some(PlannedLvm {
@@ -164,7 +161,7 @@ fn plan<'a>(
 /// What [`plan`] found: the identifiers, each partition's image, and the volume group to write.
 struct Plan<'a> {
     identity: DiskIdentity,
-    by_partition: Vec<Option<&'a NamedImage>>,
+    by_partition: Vec<Option<(&'a NamedImage, ImageSource)>>,
     lvm: Option<PlannedLvm>,
 }
 
@@ -216,24 +213,55 @@ pub fn build_disk(
     images: &[NamedImage],
     options: &DiskOptions,
 ) -> Result<DiskIdentity, DiskError> {
-    let Plan { identity, by_partition, lvm } = plan(output, table, images, options)?;
-    let write_error = |source| DiskError::Write { path: output.to_owned(), source };
-    write_atomically(output, |file| {
-        // The volume group first: it checks its table and images before writing anything.
-        if let (Some(planned), Some(disk_lvm)) = (&lvm, &options.lvm) {
-            write_lvm_at(file, planned.offset, output, &disk_lvm.volumes, &planned.images, &planned.options)?;
-        }
-        for (index, image) in by_partition.iter().enumerate() {
-            let Some(image) = image else { continue };
-            let partition = &table.partitions[index];
-            // The size is checked again while copying: the image may have grown since it was planned.
-            copy_image_at(&image.path, file, partition.start * SECTOR_SIZE, partition.size * SECTOR_SIZE)
-                .map_err(|error| image_error(table, index, image, output, error))?;
-        }
-        file.set_len(options.size).map_err(write_error)?;
-        write_gpt(file, output, table, &identity)
-    })?;
+    let plan = plan(table, images, options)?;
+    write_atomically(output, |file| write_disk(&mut Canvas::raw(file), output, table, &plan, options))
+}
+
+/// Writes the disk image as the one sparse member `member` of the package `output` (atomically),
+/// copying the compressed frames of packaged partition images, and returns its identifiers. The
+/// member is byte for byte the image [`build_disk`] writes.
+pub fn package_disk(
+    output: &Path,
+    member: &str,
+    table: &PartitionTable,
+    images: &[NamedImage],
+    options: &DiskOptions,
+    compression: CompressionOptions,
+) -> Result<DiskIdentity, DiskError> {
+    let plan = plan(table, images, options)?;
+    let scratch_error = |source| DiskError::Write { path: output.to_owned(), source };
+    let directory = output.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut scratch = tempfile::tempfile_in(directory).map_err(scratch_error)?;
+    let mut canvas = Canvas::for_package(&mut scratch);
+    let identity = write_disk(&mut canvas, output, table, &plan, options)?;
+    let image = canvas.into_image(&output.join(member))?;
+    package_images(output, &[(member, image)], compression)?;
     Ok(identity)
+}
+
+/// Writes the planned disk into `canvas`; `output` names it in errors.
+fn write_disk(
+    canvas: &mut Canvas<'_>,
+    output: &Path,
+    table: &PartitionTable,
+    plan: &Plan<'_>,
+    options: &DiskOptions,
+) -> Result<DiskIdentity, DiskError> {
+    let write_error = |source| DiskError::Write { path: output.to_owned(), source };
+    // The volume group first: it checks its table and images before writing anything.
+    if let (Some(planned), Some(disk_lvm)) = (&plan.lvm, &options.lvm) {
+        write_lvm_at(canvas, planned.offset, output, &disk_lvm.volumes, &planned.images, &planned.options)?;
+    }
+    for (index, image) in plan.by_partition.iter().enumerate() {
+        let Some((image, source)) = image else { continue };
+        let partition = &table.partitions[index];
+        canvas
+            .place(source, partition.start * SECTOR_SIZE, partition.size * SECTOR_SIZE)
+            .map_err(|error| image_error(table, index, image, output, error))?;
+    }
+    canvas.file().set_len(options.size).map_err(write_error)?;
+    write_gpt(canvas.file(), output, table, &plan.identity)?;
+    Ok(plan.identity.clone())
 }
 
 /// Writes the protective MBR and both GPT headers and partition arrays. The `gpt` crate sizes
@@ -365,5 +393,68 @@ mod tests {
         let no_ids = DiskOptions { seed: None, ..options(4 << 20) };
         assert!(build_disk(&output, &table, &[], &no_ids).is_err());
         assert!(!output.exists());
+    }
+
+    /// The tar stream of a package: what `zstd -d` makes of it.
+    fn tar_stream(path: &Path) -> Vec<u8> {
+        zstd::decode_all(File::open(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_packaged_disk_copies_the_partition_frames_and_holds_the_raw_disk() {
+        use crate::package::{package, CompressionOptions, Member};
+        let dir = tempfile::tempdir().unwrap();
+        let compression = CompressionOptions { level: 3, threads: 2 };
+        // esp is raw (compressed with the disk), root packaged and block-aligned (its frames are
+        // copied), odd packaged at an offset that is not (decompressed and compressed again).
+        let table = parse_partitions_csv(Path::new("p.csv"), "esp,2048,2048,U,\nroot,4096,4096,L,\nodd,8193,2047,L,\n")
+            .unwrap();
+        let esp = dir.path().join("esp.img");
+        fs::write(&esp, [vec![0u8; 8192], vec![0xAB; 100]].concat()).unwrap();
+        let packaged = |name: &str, content: Vec<u8>| {
+            let raw = dir.path().join(format!("{name}.img"));
+            fs::write(&raw, content).unwrap();
+            let path = dir.path().join(format!("partition-{name}.tzst"));
+            package(&path, &[Member::file("partition.img", &raw)], compression).unwrap();
+            path
+        };
+        let root = packaged("root", [vec![0u8; 8192], vec![0xCD; 49152], vec![0u8; 90112], vec![1u8; 4096]].concat());
+        let odd = packaged("odd", [vec![7u8; 5000], vec![0u8; 10000], vec![9u8; 3]].concat());
+        let images = [
+            NamedImage { name: "esp".into(), path: esp },
+            NamedImage { name: "root".into(), path: root.clone() },
+            NamedImage { name: "odd".into(), path: odd },
+        ];
+        let options = DiskOptions { alignment: 1, ..options(8 << 20) };
+        let raw = dir.path().join("disk.img");
+        build_disk(&raw, &table, &images, &options).unwrap();
+        let assembled = dir.path().join("disk-img.tar.zst");
+        package_disk(&assembled, "disk.img", &table, &images, &options, compression).unwrap();
+        let reference = dir.path().join("reference.tar.zst");
+        package(&reference, &[Member::file("disk.img", &raw)], compression).unwrap();
+        assert!(tar_stream(&assembled) == tar_stream(&reference), "the tar streams differ");
+        // root's data frame went in as it was.
+        let frame_of = |path: &Path| {
+            let source = ImageSource::open(path).unwrap();
+            let crate::image_source::Piece::Frames { frames, .. } = &source.pieces()[0] else { panic!("no frames") };
+            let bytes = fs::read(path).unwrap();
+            frames
+                .iter()
+                .map(|frame| bytes[frame.offset as usize..(frame.offset + frame.length) as usize].to_vec())
+                .collect::<Vec<_>>()
+        };
+        let root_frame = frame_of(&root).concat();
+        let disk = fs::read(&assembled).unwrap();
+        assert!(disk.windows(root_frame.len()).any(|window| window == root_frame), "root's frame was not copied");
+        // The disk package is itself an image source with frames: a disk of it is the same disk.
+        let unpacked = dir.path().join("unpacked");
+        fs::create_dir(&unpacked).unwrap();
+        crate::package::unpack(&assembled, &unpacked).unwrap();
+        assert!(fs::read(unpacked.join("disk.img")).unwrap() == fs::read(&raw).unwrap());
+        // A failure leaves no package.
+        let too_small = DiskOptions { size: 4 << 20, ..options.clone() };
+        let failed = dir.path().join("failed.tar.zst");
+        assert!(package_disk(&failed, "disk.img", &table, &images, &too_small, compression).is_err());
+        assert!(!failed.exists());
     }
 }

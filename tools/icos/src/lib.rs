@@ -10,6 +10,7 @@
 //! here under the same names; `layout` and `release` extend its modules of those names with the
 //! build's side (resolving a layout, signing a bundle).
 
+pub mod assembly;
 pub mod base_image;
 pub mod build_record;
 pub mod build_root;
@@ -19,7 +20,6 @@ pub mod diff;
 pub mod exec_log;
 pub mod ext4;
 pub mod gpt_disk;
-pub mod image_source;
 pub mod layout;
 pub mod lvm;
 pub mod oci;
@@ -34,5 +34,6 @@ pub mod vm;
 
 // The modules the programs on the images share with the build, under the names the build uses.
 pub use icos_agent::{
-    fat, fs_input, grubenv, hashing, install, io_error, output, package, seed, sha256sums, size, sparse, tls, upgrade,
+    fat, fs_input, grubenv, hashing, image_source, install, io_error, output, package, seed, sha256sums, size, sparse,
+    tls, upgrade,
 };

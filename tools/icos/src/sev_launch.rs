@@ -28,9 +28,10 @@ use sha2::{Digest, Sha256};
 
 use crate::ext4::read::{Ext4Filesystem, Ext4ReadError};
 use crate::hashing::hex;
+use crate::image_source::{ImageSource, ImageSourceError};
 use crate::io_error::PathIoError;
 use crate::output::{write_atomically, write_file_atomically, OutputError, WriteFileError};
-use crate::package::{self, PackageError};
+use crate::package::PackageError;
 use crate::sha256sums::{sha256_file_digest, Sha256SumsError};
 use crate::snp::{self, KernelHashes, Launch, Ovmf, SnpError, VcpuType};
 
@@ -59,6 +60,8 @@ pub enum SevLaunchError {
     Io(#[from] PathIoError),
     #[error(transparent)]
     Package(#[from] PackageError),
+    #[error(transparent)]
+    Image(#[from] ImageSourceError),
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error(transparent)]
@@ -174,18 +177,9 @@ pub fn write_launch_files(request: &LaunchRequest) -> Result<LaunchMeasurements,
         return Err(SevLaunchError::NoConfigs);
     }
     let image_path = request.boot_partition;
-    // A package is unpacked next to the outputs (sparse: a boot filesystem is mostly holes).
-    let unpacked = tempfile::Builder::new()
-        .prefix(".icos-boot-")
-        .tempdir_in(request.output_dir)
-        .map_err(PathIoError::with("create a directory in", request.output_dir))?;
-    let raw_image = if package::is_package(image_path)? {
-        let names = package::unpack(image_path, unpacked.path())?;
-        unpacked.path().join(&names[0])
-    } else {
-        image_path.to_owned()
-    };
-    let file = File::open(&raw_image).map_err(PathIoError::with("read", image_path))?;
+    // The reader needs random access: a packaged image is written sparse into an unnamed file next
+    // to the outputs.
+    let file = ImageSource::open(image_path)?.to_file(request.output_dir)?;
     let length = file.metadata().map_err(PathIoError::with("read", image_path))?.len();
     let ext4_error = |source| SevLaunchError::Ext4 { image: image_path.to_owned(), source };
     let mut filesystem = Ext4Filesystem::open(file, 0, length).map_err(ext4_error)?;
@@ -207,7 +201,8 @@ pub fn write_launch_files(request: &LaunchRequest) -> Result<LaunchMeasurements,
     if too_large {
         return Err(SevLaunchError::BootArgsTooLarge { image: image_path.to_owned() });
     }
-    drop(unpacked);
+    // Closes the scratch copy of a packaged image, whose space is freed with it.
+    drop(filesystem);
     let command_lines = parse_boot_args(&boot_args, image_path)?;
 
     let ovmf = Ovmf::read(request.firmware)?;

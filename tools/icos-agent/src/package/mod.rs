@@ -7,20 +7,27 @@
 //! map entries), which GNU tar (plain `-x`), bsdtar and the `tar` crate restore as a sparse file of
 //! the right size; a member without holes is a regular file. Every header has the same fixed
 //! metadata (mode 0644, owner 0:0, no owner names, mtime 0), so the archive depends only on the
-//! member names, their order and their content. It is compressed by multithreaded zstd at a pinned
-//! level; zstd's multithreaded output does not depend on the number of workers (>= 1), only on the
-//! level and the library version, which Cargo.lock pins (zstd-sys builds its bundled libzstd).
+//! member names, their order and their content. It is compressed as zstd frames (see [`frames`]):
+//! each member's data in frames of its own, by multithreaded zstd at a pinned level, whose output
+//! does not depend on the number of workers (>= 1), only on the level and the library version,
+//! which Cargo.lock pins (zstd-sys builds its bundled libzstd); an index at the end says where each
+//! member's data frames are, so that a package made from packages copies them as they are.
+
+pub mod frames;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use tar::{EntryType, GnuExtSparseHeader, Header};
 
+pub use self::frames::CompressionOptions;
+use self::frames::{FrameWriter, ZSTD_MAGIC};
+use crate::image_source::ImageSource;
 use crate::io_error::PathIoError;
 use crate::output::{write_atomically, write_atomically_via_path, OutputError};
-use crate::sparse::{self, CopyError, Extent, SparseMap};
+use crate::sparse::{self, Extent, SparseMap};
 
 /// The default zstd level: level 10 compresses images with few GB of data several times faster
 /// than 19 for a few percent more bytes, and is well within zstd's fast-decompression range.
@@ -85,9 +92,6 @@ impl Member {
         Member { name: name.into(), path: path.into(), packaged: true }
     }
 }
-
-/// The four bytes that start a zstd frame, and so every package.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
 /// Whether `path` is a package rather than a raw image. A raw filesystem image starts with a boot
 /// sector or zeros, never with a zstd frame.
@@ -160,20 +164,6 @@ fn first_image_entry<'a, R: io::Read>(
     Ok(entry)
 }
 
-/// Compression parameters. `threads` changes the speed, never the bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CompressionOptions {
-    pub level: i32,
-    pub threads: u32,
-}
-
-impl Default for CompressionOptions {
-    fn default() -> Self {
-        let threads = std::thread::available_parallelism().map_or(1, |count| count.get() as u32);
-        CompressionOptions { level: DEFAULT_LEVEL, threads }
-    }
-}
-
 /// Checks that `name` is a plain file name that fits a tar header's 100-byte name field.
 pub fn check_member_name(name: &str) -> Result<(), PackageError> {
     let problem = if name.is_empty() {
@@ -195,80 +185,66 @@ pub fn check_member_name(name: &str) -> Result<(), PackageError> {
 
 /// Writes `output`, a zstd-compressed tar holding `members` in the given order.
 pub fn package(output: &Path, members: &[Member], options: CompressionOptions) -> Result<(), PackageError> {
+    check_options(options)?;
+    check_members(members.iter().map(|member| member.name.as_str()))?;
+    let mut sources = Vec::with_capacity(members.len());
+    for member in members {
+        let source =
+            if member.packaged { ImageSource::open_package(&member.path) } else { ImageSource::open_raw(&member.path) };
+        sources.push((member.name.as_str(), source?));
+    }
+    package_images(output, &sources, options)
+}
+
+/// Writes `output` holding the images `members` (name, content) in the given order: the data of
+/// packaged images is copied as the frames it already is, the rest is compressed.
+pub fn package_images(
+    output: &Path,
+    members: &[(&str, ImageSource)],
+    options: CompressionOptions,
+) -> Result<(), PackageError> {
+    check_options(options)?;
+    check_members(members.iter().map(|(name, _)| *name))?;
+    write_atomically(output, |file| {
+        let mut writer = FrameWriter::new(file, output, options);
+        for (name, source) in members {
+            let map = source.map();
+            let headers = member_headers(name, map)
+                .map_err(|source| PackageError::Header { name: (*name).to_owned(), source })?;
+            headers.iter().for_each(|header| writer.structure(header));
+            writer.begin_member(name, map)?;
+            source.write_data(&mut writer)?;
+            let padding = map.data_bytes().next_multiple_of(TAR_BLOCK) - map.data_bytes();
+            writer.structure(&[0u8; TAR_BLOCK as usize][..padding as usize]);
+        }
+        // The end-of-archive marker: two zero blocks.
+        writer.structure(&[0u8; 2 * TAR_BLOCK as usize]);
+        writer.finish()
+    })
+}
+
+fn check_options(options: CompressionOptions) -> Result<(), PackageError> {
     if !(1..=22).contains(&options.level) {
         return Err(PackageError::BadLevel { level: options.level });
     }
     if options.threads == 0 {
         return Err(PackageError::BadThreads { threads: options.threads });
     }
-    check_members(members)?;
-    let compress_error = |source| PackageError::Compress { path: output.to_owned(), source };
-    write_atomically(output, |file| {
-        let mut encoder = zstd::stream::write::Encoder::new(file, options.level).map_err(compress_error)?;
-        encoder.multithread(options.threads).map_err(compress_error)?;
-        encoder.include_checksum(true).map_err(compress_error)?;
-        encoder.long_distance_matching(true).map_err(compress_error)?;
-        encoder.window_log(WINDOW_LOG).map_err(compress_error)?;
-        write_tar(&mut encoder, members, output)?;
-        encoder.finish().map_err(compress_error)?;
-        Ok(())
-    })
-}
-
-fn check_members(members: &[Member]) -> Result<(), PackageError> {
-    if members.is_empty() {
-        return Err(PackageError::NoMembers);
-    }
-    let mut names = BTreeSet::new();
-    for member in members {
-        check_member_name(&member.name)?;
-        if !names.insert(member.name.as_str()) {
-            return Err(PackageError::DuplicateMember { name: member.name.clone() });
-        }
-    }
     Ok(())
 }
 
-/// Writes the uncompressed tar stream of `members` to `writer`; `output` names it in errors.
-pub fn write_tar<W: Write>(writer: &mut W, members: &[Member], output: &Path) -> Result<(), PackageError> {
-    check_members(members)?;
-    let write_error = |source| PackageError::Io(PathIoError { action: "write", path: output.to_owned(), source });
-    for member in members {
-        let read_error = |source| PackageError::Io(PathIoError { action: "read", path: member.path.clone(), source });
-        let copy_error = |error| match error {
-            CopyError::Read(source) => read_error(source),
-            CopyError::Write(source) => write_error(source),
-        };
-        let write_headers = |writer: &mut W, map: &SparseMap| {
-            let headers = member_headers(&member.name, map)
-                .map_err(|source| PackageError::Header { name: member.name.clone(), source })?;
-            headers.iter().try_for_each(|header| writer.write_all(header)).map_err(write_error)
-        };
-        let map = if member.packaged {
-            // Two passes over the packaged image: the tar header holds the sparse map, which is
-            // only known once the whole content has been read.
-            let map =
-                read_image_member(&member.path, |size, reader| sparse::scan_stream(reader, size).map_err(read_error))?;
-            write_headers(writer, &map)?;
-            read_image_member(&member.path, |size, reader| {
-                if size != map.size {
-                    return Err(PackageError::Changed { path: member.path.clone() });
-                }
-                sparse::write_extents_of_stream(reader, &map, writer).map_err(copy_error)
-            })?;
-            map
-        } else {
-            let mut file = File::open(&member.path).map_err(read_error)?;
-            let map = sparse::scan(&mut file).map_err(read_error)?;
-            write_headers(writer, &map)?;
-            copy_extents(&mut file, &member.path, &map, writer, output)?;
-            map
-        };
-        let padding = map.data_bytes().next_multiple_of(TAR_BLOCK) - map.data_bytes();
-        writer.write_all(&[0u8; TAR_BLOCK as usize][..padding as usize]).map_err(write_error)?;
+fn check_members<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), PackageError> {
+    let mut seen = BTreeSet::new();
+    for name in names {
+        check_member_name(name)?;
+        if !seen.insert(name) {
+            return Err(PackageError::DuplicateMember { name: name.to_owned() });
+        }
     }
-    // The end-of-archive marker: two zero blocks.
-    writer.write_all(&[0u8; 2 * TAR_BLOCK as usize]).map_err(write_error)
+    if seen.is_empty() {
+        return Err(PackageError::NoMembers);
+    }
+    Ok(())
 }
 
 /// The 512-byte header blocks of one member: the GNU header, then the sparse extension headers.
@@ -313,37 +289,6 @@ fn member_headers(name: &str, map: &SparseMap) -> io::Result<Vec<[u8; TAR_BLOCK 
         blocks.push(*extension.as_bytes());
     }
     Ok(blocks)
-}
-
-/// Streams the data extents of `file` to `writer`, failing if the file no longer matches `map`.
-fn copy_extents(
-    file: &mut File,
-    path: &Path,
-    map: &SparseMap,
-    writer: &mut impl Write,
-    output: &Path,
-) -> Result<(), PackageError> {
-    let read_error = |source| PackageError::Io(PathIoError { action: "read", path: path.to_owned(), source });
-    let mut buffer = vec![0u8; 1 << 20];
-    for extent in &map.extents {
-        file.seek(SeekFrom::Start(extent.offset)).map_err(read_error)?;
-        let mut remaining = extent.length;
-        while remaining > 0 {
-            let want = remaining.min(buffer.len() as u64) as usize;
-            let count = sparse::read_full(file, &mut buffer[..want]).map_err(read_error)?;
-            if count < want {
-                return Err(PackageError::Changed { path: path.to_owned() });
-            }
-            writer
-                .write_all(&buffer[..count])
-                .map_err(|source| PackageError::Io(PathIoError { action: "write", path: output.to_owned(), source }))?;
-            remaining -= count as u64;
-        }
-    }
-    if file.metadata().map_err(read_error)?.len() != map.size {
-        return Err(PackageError::Changed { path: path.to_owned() });
-    }
-    Ok(())
 }
 
 /// Extracts every member of the `.tar.zst` package `archive` into `output_dir`, each file written
@@ -404,10 +349,12 @@ mod tests {
     use std::fs;
     use std::io::Read;
 
+    /// The tar stream of a package of `members`.
     fn tar_of(members: &[Member]) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        write_tar(&mut bytes, members, Path::new("test.tar")).unwrap();
-        bytes
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("test.tar.zst");
+        package(&output, members, CompressionOptions { level: 1, threads: 1 }).unwrap();
+        zstd::decode_all(File::open(&output).unwrap()).unwrap()
     }
 
     fn image(dir: &Path, name: &str, blocks: &[(u64, u8)], size: u64) -> Member {
@@ -460,7 +407,10 @@ mod tests {
         assert_eq!(member.path, PathBuf::from("some/where.img"));
         assert!(parse_member("noequals").is_err());
         let twice = [member.clone(), member];
-        assert!(matches!(check_members(&twice), Err(PackageError::DuplicateMember { .. })));
+        assert!(matches!(
+            check_members(twice.iter().map(|member| member.name.as_str())),
+            Err(PackageError::DuplicateMember { .. })
+        ));
     }
 
     #[test]
@@ -541,5 +491,98 @@ mod tests {
         assert!(is_package(&garbage).unwrap());
         let error = image_member_size(&garbage).unwrap_err().to_string();
         assert!(error.contains("garbage.tzst") && error.contains("not a valid package"), "{error}");
+    }
+
+    /// The compressed bytes of each data frame of each member, from the package's index.
+    fn data_frames(path: &Path) -> Vec<(String, Vec<Vec<u8>>)> {
+        use std::os::unix::fs::FileExt;
+        let file = File::open(path).unwrap();
+        let index = frames::PackageIndex::read(&file, path).unwrap().expect("an index");
+        let read = |span: &frames::FrameSpan| {
+            let mut bytes = vec![0u8; span.length as usize];
+            file.read_exact_at(&mut bytes, span.offset).unwrap();
+            bytes
+        };
+        index.members.iter().map(|member| (member.name.clone(), member.frames.iter().map(read).collect())).collect()
+    }
+
+    #[test]
+    fn packaged_images_are_copied_as_their_frames_and_the_result_is_a_plain_tar_zst() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = image(dir.path(), "root.img", &[(1, 7), (2, 8), (40, 9)], 64 * 4096);
+        let boot = image(dir.path(), "boot.img", &[(0, 3)], 8 * 4096);
+        let options = CompressionOptions { level: 3, threads: 2 };
+        let partition = |member: &Member| {
+            let path = dir.path().join(format!("partition-{}.tzst", member.name));
+            package(&path, &[Member::file("partition.img", &member.path)], options).unwrap();
+            path
+        };
+        let (root_package, boot_package) = (partition(&root), partition(&boot));
+        let version = dir.path().join("VERSION.TXT");
+        fs::write(&version, b"1.2.3\n").unwrap();
+        let update = dir.path().join("update-img.tar.zst");
+        let members = [
+            Member::packaged_image("boot.img", &boot_package),
+            Member::packaged_image("root.img", &root_package),
+            Member::file("VERSION.TXT", &version),
+        ];
+        package(&update, &members, options).unwrap();
+        // The data frames are the partition packages' own, byte for byte.
+        let frames = data_frames(&update);
+        assert_eq!(frames[0].1, data_frames(&boot_package)[0].1);
+        assert_eq!(frames[1].1, data_frames(&root_package)[0].1);
+        assert_eq!(frames[2].0, "VERSION.TXT");
+        // Decompressed, it is the tar of the raw images; the tar crate reads it.
+        let expected = tar_of(&[
+            Member::file("boot.img", &boot.path),
+            Member::file("root.img", &root.path),
+            Member::file("VERSION.TXT", &version),
+        ]);
+        assert_eq!(zstd::decode_all(File::open(&update).unwrap()).unwrap(), expected);
+        let unpacked = dir.path().join("unpacked");
+        fs::create_dir(&unpacked).unwrap();
+        assert_eq!(unpack(&update, &unpacked).unwrap(), ["boot.img", "root.img", "VERSION.TXT"]);
+        assert_eq!(fs::read(unpacked.join("root.img")).unwrap(), fs::read(&root.path).unwrap());
+        // A member of zeros has no data frame; its package is still read back.
+        let zeros = image(dir.path(), "zeros.img", &[], 4 * 4096);
+        let empty = dir.path().join("zeros.tzst");
+        package(&empty, std::slice::from_ref(&zeros), options).unwrap();
+        assert!(data_frames(&empty)[0].1.is_empty());
+        let source = ImageSource::open(&empty).unwrap();
+        assert_eq!((source.size(), source.map().extents.len()), (4 * 4096, 0));
+    }
+
+    #[test]
+    fn a_package_without_an_index_is_read_by_decompressing_it_and_a_damaged_index_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = image(dir.path(), "partition.img", &[(1, 7), (5, 9)], 8 * 4096);
+        let options = CompressionOptions { level: 3, threads: 1 };
+        let indexed = dir.path().join("indexed.tzst");
+        package(&indexed, std::slice::from_ref(&raw), options).unwrap();
+        // A .tar.zst as zstd makes it: one frame, no index.
+        let plain = dir.path().join("plain.tzst");
+        fs::write(&plain, zstd::encode_all(&tar_of(std::slice::from_ref(&raw))[..], 3).unwrap()).unwrap();
+        for path in [&indexed, &plain] {
+            let source = ImageSource::open(path).unwrap();
+            assert_eq!(source.map(), &sparse::scan(&mut File::open(&raw.path).unwrap()).unwrap());
+            let output = tempfile::tempfile().unwrap();
+            source.copy_at(&output, 0, u64::MAX).unwrap();
+            output.set_len(source.size()).unwrap();
+            let mut copied = vec![0u8; source.size() as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&output, &mut copied, 0).unwrap();
+            assert!(copied == fs::read(&raw.path).unwrap(), "{}", path.display());
+        }
+        // An index whose frame is not where it says is refused, naming the package.
+        let mut bytes = fs::read(&indexed).unwrap();
+        let key = b"\"offset\":";
+        let at = bytes.windows(key.len()).position(|window| window == key).unwrap() + key.len();
+        // Offset 0, the frame of the tar header, padded with spaces to keep the index's length.
+        let digits = bytes[at..].iter().take_while(|byte| byte.is_ascii_digit()).count();
+        bytes[at..at + digits].fill(b' ');
+        bytes[at] = b'0';
+        let damaged = dir.path().join("damaged.tzst");
+        fs::write(&damaged, &bytes).unwrap();
+        let error = ImageSource::open(&damaged).unwrap_err().to_string();
+        assert!(error.contains("damaged.tzst") && error.contains("points at no frame"), "{error}");
     }
 }

@@ -458,8 +458,10 @@ mod tests {
         fs::write(&version, "1\n").unwrap();
         let members = [("boot.img", ext4.clone()), ("root.img", ext4), ("VERSION.TXT", version)]
             .map(|(name, path)| PackageMember::file(name, path));
-        let mut tar = Vec::new();
-        crate::package::write_tar(&mut tar, &members, Path::new("test.tar")).unwrap();
+        let package = dir.path().join("members.tar.zst");
+        crate::package::package(&package, &members, crate::package::CompressionOptions { level: 1, threads: 1 })
+            .unwrap();
+        let mut tar = zstd::decode_all(File::open(&package).unwrap()).unwrap();
         tar.extend_from_slice(b"hidden");
         let path = dir.path().join("update-img.tar.zst");
         fs::write(&path, zstd::encode_all(&tar[..], 3).unwrap()).unwrap();

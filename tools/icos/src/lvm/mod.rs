@@ -27,9 +27,10 @@ pub use volumes::{
     invalid_lv_name, invalid_name, parse_volumes_csv, read_volumes_csv, VolumeSpec, VolumeTable, VolumesError,
 };
 
-use crate::image_source::{copy_image_at, image_size, ImageSourceError, NamedImage};
+use crate::assembly::Canvas;
+use crate::image_source::{ImageSource, ImageSourceError, NamedImage};
 use crate::output::{write_atomically, OutputError};
-use crate::package::PackageError;
+use crate::package::{package_images, CompressionOptions, PackageError};
 use crate::seed::Seed;
 use format::{metadata_area_header, PhysicalVolumeLabel, METADATA_AREA_OFFSET, METADATA_HEADER_SIZE, SECTOR_SIZE};
 use metadata::{LogicalVolume, VolumeGroup};
@@ -146,14 +147,16 @@ impl LvmIdentity {
     }
 }
 
+/// Per volume in table order, its image (as named on the command line, and opened) if any.
+type ImagesByVolume<'a> = Vec<Option<(&'a NamedImage, ImageSource)>>;
+
 /// Checks the options, the layout and that every image fits its volume; returns the identifiers
 /// and, per volume in table order, its image if any.
 fn plan<'a>(
-    output: &Path,
     table: &VolumeTable,
     images: &'a [NamedImage],
     options: &LvmOptions,
-) -> Result<(LvmIdentity, Vec<Option<&'a NamedImage>>), LvmError> {
+) -> Result<(LvmIdentity, ImagesByVolume<'a>), LvmError> {
     let extent_size = options.extent_size;
     if !extent_size.is_power_of_two() || extent_size < 4096 {
         return Err(LvmError::BadExtentSize { size: extent_size });
@@ -173,24 +176,23 @@ fn plan<'a>(
     }
     let identity = LvmIdentity::derive(table, options);
     table.check_layout(identity.pe_count)?;
-    let mut by_volume: Vec<Option<&NamedImage>> = vec![None; table.volumes.len()];
+    let mut by_volume: ImagesByVolume = vec![None; table.volumes.len()];
     for image in images {
         let index = table.volumes.iter().position(|volume| volume.name == image.name).ok_or_else(|| {
             LvmError::UnknownVolume { name: image.name.clone(), path: image.path.clone(), csv: table.path.clone() }
         })?;
-        if let Some(first) = by_volume[index] {
+        if let Some((first, _)) = &by_volume[index] {
             return Err(LvmError::DuplicateImage {
                 name: image.name.clone(),
                 first: first.path.clone(),
                 second: image.path.clone(),
             });
         }
-        let image_bytes =
-            image_size(&image.path).map_err(|error| image_error(table, index, image, options, output, error))?;
-        if image_bytes > table.volumes[index].size * extent_size {
-            return Err(too_large(table, index, image, options, image_bytes));
+        let source = ImageSource::open(&image.path)?;
+        if source.size() > table.volumes[index].size * extent_size {
+            return Err(too_large(table, index, image, options, source.size()));
         }
-        by_volume[index] = Some(image);
+        by_volume[index] = Some((image, source));
     }
     Ok((identity, by_volume))
 }
@@ -239,24 +241,47 @@ pub fn build_lvm(
 ) -> Result<LvmIdentity, LvmError> {
     let write_error = |source| LvmError::Write { path: output.to_owned(), source };
     write_atomically(output, |file: &mut File| {
-        let identity = write_lvm_at(file, 0, output, table, images, options)?;
-        file.set_len(options.size).map_err(write_error)?;
+        let mut canvas = Canvas::raw(file);
+        let identity = write_lvm_at(&mut canvas, 0, output, table, images, options)?;
+        canvas.file().set_len(options.size).map_err(write_error)?;
         Ok(identity)
     })
 }
 
-/// Writes the physical volume into `file` from byte `offset` on (the partition that holds it in a
-/// disk image, which `output` names in errors), writing only data blocks; everything is checked
+/// Writes the physical volume as the one sparse member `member` of the package `output`
+/// (atomically), copying the compressed frames of packaged volume images; the member is byte for
+/// byte the volume [`build_lvm`] writes.
+pub fn package_lvm(
+    output: &Path,
+    member: &str,
+    table: &VolumeTable,
+    images: &[NamedImage],
+    options: &LvmOptions,
+    compression: CompressionOptions,
+) -> Result<LvmIdentity, LvmError> {
+    let write_error = |source| LvmError::Write { path: output.to_owned(), source };
+    let directory = output.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut scratch = tempfile::tempfile_in(directory).map_err(write_error)?;
+    let mut canvas = Canvas::for_package(&mut scratch);
+    let identity = write_lvm_at(&mut canvas, 0, output, table, images, options)?;
+    canvas.file().set_len(options.size).map_err(write_error)?;
+    let image = canvas.into_image(&output.join(member))?;
+    package_images(output, &[(member, image)], compression)?;
+    Ok(identity)
+}
+
+/// Writes the physical volume into `canvas` from byte `offset` on (the partition that holds it in
+/// a disk image, which `output` names in errors), writing only data blocks; everything is checked
 /// before the first byte is written. Returns the identifiers.
 pub fn write_lvm_at(
-    file: &mut File,
+    canvas: &mut Canvas<'_>,
     offset: u64,
     output: &Path,
     table: &VolumeTable,
     images: &[NamedImage],
     options: &LvmOptions,
 ) -> Result<LvmIdentity, LvmError> {
-    let (identity, by_volume) = plan(output, table, images, options)?;
+    let (identity, by_volume) = plan(table, images, options)?;
     let metadata_area_size = PE_START - METADATA_AREA_OFFSET;
     let group = VolumeGroup {
         name: &options.vg_name,
@@ -294,12 +319,14 @@ pub fn write_lvm_at(
     };
     let write_error = |source| LvmError::Write { path: output.to_owned(), source };
     for (index, image) in by_volume.iter().enumerate() {
-        let Some(image) = image else { continue };
+        let Some((image, source)) = image else { continue };
         let volume = &table.volumes[index];
         let volume_offset = offset + PE_START + volume.start * options.extent_size;
-        copy_image_at(&image.path, file, volume_offset, volume.size * options.extent_size)
+        canvas
+            .place(source, volume_offset, volume.size * options.extent_size)
             .map_err(|error| image_error(table, index, image, options, output, error))?;
     }
+    let file = canvas.file();
     file.write_all_at(&label.sector(), offset + PhysicalVolumeLabel::offset()).map_err(write_error)?;
     file.write_all_at(&metadata_area_header(metadata_area_size, &text), offset + METADATA_AREA_OFFSET)
         .map_err(write_error)?;

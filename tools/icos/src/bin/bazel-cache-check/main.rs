@@ -67,9 +67,8 @@ fn main() -> ExitCode {
     // Other actions are not checked: one line per kind of finding, with a count and an example.
     let mut others: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for (spawn, problem) in &report.others {
-        let entry = others
-            .entry(format!("{} {problem}", spawn.mnemonic))
-            .or_insert_with(|| (0, spawn.target_label.clone()));
+        let entry =
+            others.entry(format!("{} {problem}", spawn.mnemonic)).or_insert_with(|| (0, spawn.target_label.clone()));
         entry.0 += 1;
     }
     for (finding, (count, example)) in &others {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use uuid::Uuid;
 
-use icos::gpt_disk::{build_disk, DiskOptions};
+use icos::gpt_disk::{build_disk, package_disk, DiskOptions};
 use icos::image_source::NamedImage;
 use icos::partitions::{read_partitions_csv, DEFAULT_ALIGNMENT};
 use icos::seed::Seed;
@@ -56,9 +56,16 @@ pub fn run(args: DiskArgs) -> Result<ExitCode, Box<dyn Error>> {
     };
     let options =
         DiskOptions { size: args.size, alignment: args.alignment, seed: args.seed, disk_guid: args.disk_guid, lvm };
-    args.result.write("disk.img", |disk| {
-        build_disk(disk, &table, &args.images, &options)?;
-        Ok(())
-    })?;
+    args.result.write_assembled(
+        "disk.img",
+        |disk| {
+            build_disk(disk, &table, &args.images, &options)?;
+            Ok(())
+        },
+        |package, member, compression| {
+            package_disk(package, member, &table, &args.images, &options, compression)?;
+            Ok(())
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }

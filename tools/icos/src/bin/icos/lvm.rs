@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use icos::image_source::NamedImage;
-use icos::lvm::{build_lvm, read_volumes_csv, LvmOptions, PartitionVolumeGroup, VolumeTable, DEFAULT_EXTENT_SIZE};
+use icos::lvm::{
+    build_lvm, package_lvm, read_volumes_csv, LvmOptions, PartitionVolumeGroup, VolumeTable, DEFAULT_EXTENT_SIZE,
+};
 use icos::seed::Seed;
 use icos::size::parse_size;
 
@@ -91,9 +93,16 @@ impl VolumeGroupArgs {
 
 pub fn run(args: LvmArgs) -> Result<ExitCode, Box<dyn Error>> {
     let (table, options) = args.group.read(args.size, args.seed)?;
-    args.result.write("partition.img", |image| {
-        build_lvm(image, &table, &args.images, &options)?;
-        Ok(())
-    })?;
+    args.result.write_assembled(
+        "partition.img",
+        |image| {
+            build_lvm(image, &table, &args.images, &options)?;
+            Ok(())
+        },
+        |package, member, compression| {
+            package_lvm(package, member, &table, &args.images, &options, compression)?;
+            Ok(())
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -100,4 +100,19 @@ impl ImageOutputArgs {
         }
         Ok(())
     }
+
+    /// As [`ImageOutputArgs::write`] for an image that is assembled from others: with --package
+    /// alone, `package` writes the package directly (copying the frames of packaged images)
+    /// instead of a raw image that is compressed again.
+    pub fn write_assembled(
+        &self,
+        member: &str,
+        build: impl FnOnce(&Path) -> Result<(), Box<dyn Error>>,
+        package: impl FnOnce(&Path, &str, CompressionOptions) -> Result<(), Box<dyn Error>>,
+    ) -> Result<(), Box<dyn Error>> {
+        match (&self.output, &self.package) {
+            (None, Some(archive)) => package(archive, member, CompressionOptions::default()),
+            _ => self.write(member, build),
+        }
+    }
 }
