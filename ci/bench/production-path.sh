@@ -38,8 +38,19 @@ timed() {  # timed STEP COMMAND...: runs COMMAND and adds its wall time to the s
 echo "bench: building GuestOS dev (up to date after the first run)"
 bazel build "${published[@]}" 2>/dev/null
 execroot=$(bazel info execution_root 2>/dev/null)
-file_of() { echo "$execroot/$(bazel cquery --output=files "$1" 2>/dev/null)"; }
+file_of() {  # the output file of target $1
+  local path
+  path=$(bazel cquery --output=files "$1" 2>/dev/null | head -1)
+  if [[ -z $path || ! -f $execroot/$path ]]; then
+    echo "bench: $1 has no output file" >&2
+    return 1
+  fi
+  echo "$execroot/$path"
+}
 rootfs=$(file_of "$dev:rootfs-tree.tar")
+version=$(file_of "$dev:version.txt")
+esp_tree=$(file_of //ic-os/bootloader:esp_tree)
+grub_tree=$(file_of //ic-os/guestos:grub_tree)
 partitions="$workspace/ic-os/guestos/partitions.csv"
 
 # 1. icos, as Bazel runs it.
@@ -66,8 +77,8 @@ echo "bench: stock tools on the same rootfs-tree.tar (${rootfs#"$execroot"/})"
 rm -rf "$work" && mkdir -p "$work/tree" "$work/boot" "$work/var" "$work/loader" && cd "$work"
 # The same boot loader files for both (not timed): icos's ESP and GRUB trees.
 mkdir loader/esp loader/grub
-tar -xf "$(file_of //ic-os/bootloader:esp_tree)" -C loader/esp
-tar -xf "$(file_of //ic-os/guestos:grub_tree)" -C loader/grub
+tar -xf "$esp_tree" -C loader/esp
+tar -xf "$grub_tree" -C loader/grub
 bytes_of() {  # the size of partition $1 in partitions.csv (512-byte sectors)
   awk -F, -v name="$1" '{ gsub(/ /, "") } $1 == name { print $3 * 512 }' "$partitions"
 }
@@ -95,7 +106,7 @@ for pair in esp.img:2048 grub.img:206848 boot.img:616448 root.img:2713600 var.im
 done
 zstd_stock=(zstd -q -T0 -10 --long=27)
 timed package sh -c "tar --sparse --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - disk.img | ${zstd_stock[*]} -o disk-img.tar.zst"
-cp "$(file_of "$dev:version.txt")" VERSION.TXT
+cp "$version" VERSION.TXT
 timed package sh -c "tar --sparse --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - boot.img root.img var.img VERSION.TXT | ${zstd_stock[*]} -o update-img.tar.zst"
 timed package sha256sum disk-img.tar.zst update-img.tar.zst >SHA256SUMS
 cd "$workspace"
