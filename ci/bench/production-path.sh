@@ -65,8 +65,8 @@ echo "bench: icos: Bazel runs the $actions actions from rootfs-tree.tar again ($
 start=$(now)
 bazel build --disk_cache= --noremote_accept_cached --profile="$work.icos-profile.gz" "${published[@]}" 2>/dev/null
 icos_seconds=$(since "$start")
-action_seconds() {  # the wall time of the action whose progress message starts with $1
-  zcat "$work.icos-profile.gz" | grep -F "\"name\":\"$1" | sed -n 's/.*"dur":\([0-9]*\).*/\1/p' |
+action_seconds() {  # the wall time of the actions whose progress message matches the regex $1
+  zcat "$work.icos-profile.gz" | grep -E "\"name\":\"$1\"" | sed -n 's/.*"dur":\([0-9]*\).*/\1/p' |
     awk '{ sum += $1 } END { printf "%.2f", sum / 1e6 }'
 }
 icos_disk=$(file_of "$dev:disk-img.tar.zst")
@@ -134,8 +134,8 @@ printf '\n%-28s %10s\n' "stock step" seconds
 for step in extract ext4 verity fat disk package; do
   printf '%-28s %10s\n' "$step" "${seconds[$step]}"
 done
-printf '%-28s %10s\n' "icos: disk-img.tar.zst" "$(action_seconds 'Writing the disk image')"
-printf '%-28s %10s\n' "icos: update-img.tar.zst" "$(action_seconds 'Packaging ic-os/guestos/envs/dev/update-img')"
+printf '%-28s %10s\n' "icos: disk-img.tar.zst" "$(action_seconds 'Writing the disk image [^"]*/guestos/envs/dev/disk-img.tar.zst')"
+printf '%-28s %10s\n' "icos: update-img.tar.zst" "$(action_seconds 'Packaging [^"]*/guestos/envs/dev/update-img.tar.zst')"
 printf '\nfull pipeline: icos %s s (%s actions by Bazel), stock tools %s s: ratio %s\n' "$icos_seconds" "$actions" \
   "$stock_seconds" "$(awk -v a="$icos_seconds" -v b="$stock_seconds" 'BEGIN { printf "%.2f", a / b }')"
 for image in disk-img.tar.zst update-img.tar.zst; do
