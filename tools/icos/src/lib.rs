@@ -1,5 +1,5 @@
 //! Building blocks of icos disk images. The image writers (`rootfs`, `ext4`, `fat`, `gpt_disk`,
-//! `lvm`, `package`, `grubenv`, `oci::write`, `verity`), the measurements (`snp`, and
+//! `lvm`, `assembly`, `package`, `grubenv`, `oci::write`, `verity`), the measurements (`snp`, and
 //! `sev_launch`, which writes a `-sev` variant's launch files) and `release::package` are functions
 //! of their inputs only, so that two builds of the same sources give the same bytes; `container`,
 //! `base_image`, `build_root`, `vm`, `repro` and `release::fetch` drive programs, machines, VMs and
