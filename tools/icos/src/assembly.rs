@@ -9,7 +9,8 @@ use std::fs::File;
 use std::path::Path;
 
 use crate::image_source::{ImageSource, ImageSourceError, Piece};
-use crate::package::PackageError;
+use crate::io_error::PathIoError;
+use crate::package::{package_images, CompressionOptions, PackageError};
 use crate::sparse::{self, Extent, BLOCK_SIZE};
 
 /// See the module documentation.
@@ -51,12 +52,11 @@ impl<'a> Canvas<'a> {
     /// The image the canvas holds (named `path` in messages): the data of the scratch file and
     /// the frames of the placed images, in the order of their offsets.
     pub fn into_image(self, path: &Path) -> Result<ImageSource, PackageError> {
-        let read_error = crate::io_error::PathIoError::with("read", path);
+        let read_error = PathIoError::with("read", path);
         let own = sparse::scan(self.file).map_err(read_error)?;
         let mut framed = self.framed.unwrap_or_default();
         framed.sort_by_key(|(offset, _)| *offset);
-        let file =
-            std::sync::Arc::new(self.file.try_clone().map_err(crate::io_error::PathIoError::with("read", path))?);
+        let file = std::sync::Arc::new(self.file.try_clone().map_err(PathIoError::with("read", path))?);
         let mut pieces = Vec::new();
         let mut own_extents = own.extents.iter().copied().peekable();
         let own_piece = |extents: Vec<Extent>| Piece::File { file: file.clone(), path: path.to_owned(), extents };
@@ -96,6 +96,26 @@ impl<'a> Canvas<'a> {
         }
         Ok(ImageSource::assembled(path, own.size, pieces))
     }
+}
+
+/// Lets `write` put an image on a canvas whose scratch file lies next to `output`, then writes it
+/// as the one sparse member `member` of the package `output` (atomically), copying the frames of
+/// the packaged images placed on it. Returns what `write` returned.
+pub fn package_assembled<T, E: From<PackageError>>(
+    output: &Path,
+    member: &str,
+    compression: CompressionOptions,
+    write: impl FnOnce(&mut Canvas<'_>) -> Result<T, E>,
+) -> Result<T, E> {
+    let directory = output.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut scratch = tempfile::tempfile_in(directory).map_err(|source| {
+        PackageError::Io(PathIoError { action: "create a scratch file next to", path: output.to_owned(), source })
+    })?;
+    let mut canvas = Canvas::for_package(&mut scratch);
+    let value = write(&mut canvas)?;
+    let image = canvas.into_image(&output.join(member))?;
+    package_images(output, &[(member, image)], compression)?;
+    Ok(value)
 }
 
 /// Whether `source`'s frames can go into a package as they are with `source` at `offset`: it is

@@ -20,11 +20,11 @@ use gpt::partition_types::{OperatingSystem, Type};
 use gpt::GptConfig;
 use uuid::Uuid;
 
-use crate::assembly::Canvas;
+use crate::assembly::{package_assembled, Canvas};
 use crate::image_source::{ImageSource, ImageSourceError, NamedImage};
 use crate::lvm::{write_lvm_at, LvmError, LvmOptions, PartitionVolumeGroup};
 use crate::output::{write_atomically, OutputError};
-use crate::package::{package_images, CompressionOptions, PackageError};
+use crate::package::{CompressionOptions, PackageError};
 use crate::partitions::{PartitionTable, PartitionsError, FIRST_USABLE_LBA, SECTOR_SIZE};
 use crate::seed::Seed;
 
@@ -229,14 +229,7 @@ pub fn package_disk(
     compression: CompressionOptions,
 ) -> Result<DiskIdentity, DiskError> {
     let plan = plan(table, images, options)?;
-    let scratch_error = |source| DiskError::Write { path: output.to_owned(), source };
-    let directory = output.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut scratch = tempfile::tempfile_in(directory).map_err(scratch_error)?;
-    let mut canvas = Canvas::for_package(&mut scratch);
-    let identity = write_disk(&mut canvas, output, table, &plan, options)?;
-    let image = canvas.into_image(&output.join(member))?;
-    package_images(output, &[(member, image)], compression)?;
-    Ok(identity)
+    package_assembled(output, member, compression, |canvas| write_disk(canvas, output, table, &plan, options))
 }
 
 /// Writes the planned disk into `canvas`; `output` names it in errors.

@@ -27,10 +27,10 @@ pub use volumes::{
     invalid_lv_name, invalid_name, parse_volumes_csv, read_volumes_csv, VolumeSpec, VolumeTable, VolumesError,
 };
 
-use crate::assembly::Canvas;
+use crate::assembly::{package_assembled, Canvas};
 use crate::image_source::{ImageSource, ImageSourceError, NamedImage};
 use crate::output::{write_atomically, OutputError};
-use crate::package::{package_images, CompressionOptions, PackageError};
+use crate::package::{CompressionOptions, PackageError};
 use crate::seed::Seed;
 use format::{metadata_area_header, PhysicalVolumeLabel, METADATA_AREA_OFFSET, METADATA_HEADER_SIZE, SECTOR_SIZE};
 use metadata::{LogicalVolume, VolumeGroup};
@@ -259,15 +259,11 @@ pub fn package_lvm(
     options: &LvmOptions,
     compression: CompressionOptions,
 ) -> Result<LvmIdentity, LvmError> {
-    let write_error = |source| LvmError::Write { path: output.to_owned(), source };
-    let directory = output.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut scratch = tempfile::tempfile_in(directory).map_err(write_error)?;
-    let mut canvas = Canvas::for_package(&mut scratch);
-    let identity = write_lvm_at(&mut canvas, 0, output, table, images, options)?;
-    canvas.file().set_len(options.size).map_err(write_error)?;
-    let image = canvas.into_image(&output.join(member))?;
-    package_images(output, &[(member, image)], compression)?;
-    Ok(identity)
+    package_assembled(output, member, compression, |canvas| {
+        let identity = write_lvm_at(canvas, 0, output, table, images, options)?;
+        canvas.file().set_len(options.size).map_err(|source| LvmError::Write { path: output.to_owned(), source })?;
+        Ok(identity)
+    })
 }
 
 /// Writes the physical volume into `canvas` from byte `offset` on (the partition that holds it in
