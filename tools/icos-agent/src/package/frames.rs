@@ -14,8 +14,9 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use zstd::stream::raw::CParameter;
 
-use super::{PackageError, WINDOW_LOG};
+use super::{PackageError, DEFAULT_LEVEL, DEFAULT_LEVEL_TABLE_LOG, WINDOW_LOG};
 use crate::io_error::PathIoError;
 use crate::sparse::{Extent, SparseMap};
 
@@ -224,7 +225,8 @@ impl<'a> FrameWriter<'a> {
     }
 
     /// Compresses `content` bytes that `fill` writes as one data frame of the current member:
-    /// multithreaded, long-distance matching over a 128 MiB window, the size in the header.
+    /// multithreaded, long-distance matching over a 128 MiB window, at the default level wider
+    /// match-finder tables, the size in the header.
     /// `fill` reports its own read errors; a short count is an error.
     pub fn compress_data(
         &mut self,
@@ -245,6 +247,10 @@ impl<'a> FrameWriter<'a> {
         encoder.include_checksum(true).map_err(compress_error)?;
         encoder.long_distance_matching(true).map_err(compress_error)?;
         encoder.window_log(WINDOW_LOG).map_err(compress_error)?;
+        if options.level == DEFAULT_LEVEL {
+            encoder.set_parameter(CParameter::HashLog(DEFAULT_LEVEL_TABLE_LOG)).map_err(compress_error)?;
+            encoder.set_parameter(CParameter::ChainLog(DEFAULT_LEVEL_TABLE_LOG)).map_err(compress_error)?;
+        }
         encoder.set_pledged_src_size(Some(content)).map_err(compress_error)?;
         let mut limited = LengthCheck { inner: &mut encoder, written: 0, limit: content };
         fill(&mut limited)?;

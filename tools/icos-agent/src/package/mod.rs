@@ -39,6 +39,12 @@ pub const DEFAULT_LEVEL: i32 = 10;
 /// `tar --zstd` decompress without extra flags.
 pub const WINDOW_LOG: u32 = 27;
 
+/// The match finder's hash and chain tables at the default level: 2^24 entries each, where level
+/// 10's own are 2^22 and 2^21. On GuestOS dev's root partition (410 MB of data) the data frames came
+/// out 0.7 % smaller for about 1.1 s more on 2 cores, more than level 12 saves for its 2.1 s.
+/// Decompression does not use these tables. Other levels keep zstd's tables.
+pub const DEFAULT_LEVEL_TABLE_LOG: u32 = 24;
+
 /// Tar's record unit.
 const TAR_BLOCK: u64 = 512;
 /// Map entries in the main old-GNU header and in each extension header.
