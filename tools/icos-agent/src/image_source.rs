@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::io_error::PathIoError;
 use crate::package::frames::{FrameSpan, FrameWriter, PackageIndex};
 use crate::package::{self, PackageError};
-use crate::sparse::{self, CopyError, Extent, SparseMap};
+use crate::sparse::{self, CopyError, Extent, SparseMap, WriteAt};
 
 /// An image named for the partition or volume it fills: the command-line form `NAME=PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +86,8 @@ impl Piece {
 #[derive(Debug, Clone)]
 pub struct ImageSource {
     path: PathBuf,
+    /// The name of the image in its package; None for a raw or assembled image.
+    member: Option<String>,
     map: SparseMap,
     pieces: Vec<Piece>,
 }
@@ -107,7 +109,7 @@ impl ImageSource {
         let mut file = File::open(path).map_err(read_error)?;
         let map = sparse::scan(&mut file).map_err(read_error)?;
         let pieces = vec![Piece::File { file: Arc::new(file), path: path.to_owned(), extents: map.extents.clone() }];
-        Ok(ImageSource { path: path.to_owned(), map, pieces })
+        Ok(ImageSource { path: path.to_owned(), member: None, map, pieces })
     }
 
     /// Opens the one image in the package at `path`. With an index, its map and data frames are
@@ -129,12 +131,13 @@ impl ImageSource {
                 frames: member.frames,
                 extents: map.extents.clone(),
             }];
-            return Ok(ImageSource { path: path.to_owned(), map, pieces });
+            return Ok(ImageSource { path: path.to_owned(), member: Some(member.name), map, pieces });
         }
-        let map =
-            package::read_image_member(path, |size, reader| sparse::scan_stream(reader, size).map_err(read_error))?;
+        let (member, map) = package::read_image_member(path, |name, size, reader| {
+            Ok::<_, PackageError>((name.to_owned(), sparse::scan_stream(reader, size).map_err(read_error)?))
+        })?;
         let pieces = vec![Piece::Stream { path: path.to_owned(), map: map.clone() }];
-        Ok(ImageSource { path: path.to_owned(), map, pieces })
+        Ok(ImageSource { path: path.to_owned(), member: Some(member), map, pieces })
     }
 
     /// An image of `size` bytes made of `pieces`, whose extents are in order and do not
@@ -147,12 +150,17 @@ impl ImageSource {
                 _ => map.extents.push(*extent),
             }
         }
-        ImageSource { path: path.to_owned(), map, pieces }
+        ImageSource { path: path.to_owned(), member: None, map, pieces }
     }
 
     /// What messages call the image.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The name of the image inside its package (such as `disk.img`), for a packaged image.
+    pub fn member_name(&self) -> Option<&str> {
+        self.member.as_deref()
     }
 
     pub fn size(&self) -> u64 {
@@ -178,7 +186,7 @@ impl ImageSource {
     /// Writes the data blocks of the image into `output` at `offset`, leaving its holes
     /// unwritten (holes in a new file). Fails before writing anything when the image is larger
     /// than `limit` bytes.
-    pub fn copy_at(&self, output: &File, offset: u64, limit: u64) -> Result<(), ImageSourceError> {
+    pub fn copy_at(&self, output: &mut impl WriteAt, offset: u64, limit: u64) -> Result<(), ImageSourceError> {
         self.check_fits(limit)?;
         for piece in &self.pieces {
             let read_error = |path: &Path| {
@@ -190,7 +198,7 @@ impl ImageSource {
                     output.write_all_at(bytes, offset + at).map_err(ImageSourceError::Write)
                 })?,
                 Piece::Frames { file, path, frames, extents } => {
-                    let mut placed = ExtentWriter::new(output, offset, extents);
+                    let mut placed = ExtentWriter::new(&mut *output, offset, extents);
                     let result = decompress_frames(file, path, frames, &mut placed);
                     if let Some(error) = placed.error.take() {
                         return Err(ImageSourceError::Write(error));
@@ -199,12 +207,11 @@ impl ImageSource {
                     placed.finish().map_err(read_error(path))?;
                 }
                 Piece::Stream { path, map } => {
-                    package::read_image_member(path, |size, reader| {
+                    package::read_image_member(path, |_, size, reader| {
                         if size != map.size {
                             return Err(PackageError::Changed { path: path.clone() }.into());
                         }
-                        let mut output = output;
-                        sparse::copy_stream_at(reader, size, &mut output, offset).map_err(|error| match error {
+                        sparse::copy_stream_at(reader, size, &mut *output, offset).map_err(|error| match error {
                             CopyError::Read(source) => ImageSourceError::Read { path: path.clone(), source },
                             CopyError::Write(source) => ImageSourceError::Write(source),
                         })
@@ -233,7 +240,7 @@ impl ImageSource {
                 Piece::Frames { file, path, frames, .. } => writer.copy_frames(file, path, frames)?,
                 Piece::Stream { path, map } => {
                     writer.compress_data(piece.data_bytes(), |output| {
-                        package::read_image_member(path, |size, reader| {
+                        package::read_image_member(path, |_, size, reader| {
                             if size != map.size {
                                 return Err(PackageError::Changed { path: path.clone() });
                             }
@@ -259,7 +266,7 @@ impl ImageSource {
         }
         let create_error = |source| ImageSourceError::Read { path: scratch.to_owned(), source };
         let file = tempfile::tempfile_in(scratch).map_err(create_error)?;
-        self.copy_at(&file, 0, u64::MAX)?;
+        self.copy_at(&mut sparse::AtOffsets(&file), 0, u64::MAX)?;
         file.set_len(self.size()).map_err(ImageSourceError::Write)?;
         Ok(file)
     }
@@ -326,20 +333,20 @@ fn decompress_frames(
     Ok(())
 }
 
-/// Writes a data stream to the extents it is the data of, at `base` in `file`.
-struct ExtentWriter<'a> {
-    file: &'a File,
+/// Writes a data stream to the extents it is the data of, at `base` in `output`.
+struct ExtentWriter<'a, W: WriteAt> {
+    output: &'a mut W,
     base: u64,
     extents: std::slice::Iter<'a, Extent>,
     current: Option<Extent>,
     error: Option<io::Error>,
 }
 
-impl<'a> ExtentWriter<'a> {
-    fn new(file: &'a File, base: u64, extents: &'a [Extent]) -> Self {
+impl<'a, W: WriteAt> ExtentWriter<'a, W> {
+    fn new(output: &'a mut W, base: u64, extents: &'a [Extent]) -> Self {
         let mut extents = extents.iter();
         let current = extents.next().copied();
-        ExtentWriter { file, base, extents, current, error: None }
+        ExtentWriter { output, base, extents, current, error: None }
     }
 
     /// Fails when the stream was shorter than the extents.
@@ -351,13 +358,13 @@ impl<'a> ExtentWriter<'a> {
     }
 }
 
-impl Write for ExtentWriter<'_> {
+impl<W: WriteAt> Write for ExtentWriter<'_, W> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let Some(extent) = self.current.as_mut() else {
             return Err(io::Error::other("more data than its extents hold"));
         };
         let count = (bytes.len() as u64).min(extent.length) as usize;
-        if let Err(error) = self.file.write_all_at(&bytes[..count], self.base + extent.offset) {
+        if let Err(error) = self.output.write_all_at(&bytes[..count], self.base + extent.offset) {
             // Kept for the caller, which tells it apart from a damaged frame.
             self.error = Some(error);
             return Err(io::Error::other("the output cannot be written"));

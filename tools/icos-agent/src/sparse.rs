@@ -293,6 +293,15 @@ impl<T: Write + Seek> WriteAt for T {
     }
 }
 
+/// A file written at offsets (`pwrite`), leaving its position alone.
+pub struct AtOffsets<'a>(pub &'a File);
+
+impl WriteAt for AtOffsets<'_> {
+    fn write_all_at(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self.0, bytes, offset)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

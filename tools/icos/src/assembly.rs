@@ -45,7 +45,7 @@ impl<'a> Canvas<'a> {
                 framed.push((offset, source.clone()));
                 Ok(())
             }
-            _ => source.copy_at(self.file, offset, limit),
+            _ => source.copy_at(&mut sparse::AtOffsets(self.file), offset, limit),
         }
     }
 

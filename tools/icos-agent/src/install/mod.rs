@@ -21,9 +21,10 @@ use tar::EntryType;
 
 use crate::fat::{build_fat, FatError, FatOptions};
 use crate::fs_input::{canonical_tar, TarEntry};
+use crate::image_source::ImageSource;
 use crate::io_error::PathIoError;
 use crate::layout::{Layout, LayoutError};
-use crate::package::{image_member_size, PackageError};
+use crate::package::PackageError;
 use crate::seed::FilesystemIds;
 use crate::sha256sums::{check_sha256sums, CheckStatus, Sha256SumsError};
 
@@ -93,8 +94,9 @@ pub struct Sources {
 pub struct Plan {
     pub config: InstallConfig,
     pub target: Disk,
-    pub host_image: PathBuf,
-    pub guest_image: PathBuf,
+    /// The images, opened: their sizes and data frames come from the packages' indexes.
+    pub host_image: ImageSource,
+    pub guest_image: ImageSource,
     /// Offset and size of the guestos volume on the target.
     pub guestos_volume: (u64, u64),
     /// Offset of the config volume, and the filesystem written there.
@@ -184,12 +186,12 @@ pub fn plan(
     }
     progress(format!("[4/7] {} and {} match {}", HOST_IMAGE, GUEST_IMAGE, sums.display()));
 
-    let host_image = sources.data_dir.join(HOST_IMAGE);
-    let guest_image = sources.data_dir.join(GUEST_IMAGE);
-    let host_size = image_member_size(&host_image)?;
+    let host_image = ImageSource::open_package(&sources.data_dir.join(HOST_IMAGE))?;
+    let guest_image = ImageSource::open_package(&sources.data_dir.join(GUEST_IMAGE))?;
+    let host_size = host_image.size();
     if host_size > target.size {
         return Err(InstallError::DiskTooSmall {
-            image: host_image,
+            image: host_image.path().to_owned(),
             size: host_size,
             disk: target.path.clone(),
             disk_size: target.size,
@@ -202,10 +204,10 @@ pub fn plan(
             .ok_or(InstallError::NoVolume { layout: host_layout_path.clone(), volume: name })
     };
     let (guest_offset, guest_limit, _) = volume(GUESTOS_VOLUME)?;
-    let guest_size = image_member_size(&guest_image)?;
+    let guest_size = guest_image.size();
     if guest_size > guest_limit {
         return Err(WriteError::TooLarge {
-            image: guest_image,
+            image: guest_image.path().to_owned(),
             size: guest_size,
             limit: guest_limit,
             region: format!("HostOS's {GUESTOS_VOLUME} volume"),
@@ -296,8 +298,7 @@ pub fn install(plan: &Plan, progress: Progress) -> Result<Report, InstallError> 
         write::read_back(path, &target, &written)?;
         Ok(written)
     };
-    let host =
-        verified(write::write_packaged_image(&plan.host_image, path, &target, 0, plan.target.size, "the disk")?)?;
+    let host = verified(write::write_image(&plan.host_image, path, &target, 0, plan.target.size, "the disk")?)?;
     progress(format!(
         "[5/7] wrote HostOS and read it back: {} MiB of data in {} extents ({:.0} s)",
         host.bytes() >> 20,
@@ -306,8 +307,7 @@ pub fn install(plan: &Plan, progress: Progress) -> Result<Report, InstallError> 
     ));
     let (guest_offset, guest_limit) = plan.guestos_volume;
     let region = format!("HostOS's {GUESTOS_VOLUME} volume");
-    let guest =
-        verified(write::write_packaged_image(&plan.guest_image, path, &target, guest_offset, guest_limit, &region)?)?;
+    let guest = verified(write::write_image(&plan.guest_image, path, &target, guest_offset, guest_limit, &region)?)?;
     let (config_offset, filesystem) = &plan.config_volume;
     let region = format!("HostOS's {CONFIG_VOLUME} volume");
     let config = verified(write::write_bytes(&filesystem.0, path, &target, *config_offset, &region)?)?;

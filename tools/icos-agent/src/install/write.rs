@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::package::{read_image_member, PackageError};
+use crate::image_source::{ImageSource, ImageSourceError};
 use crate::sparse::{copy_stream_at, CopyError, WriteAt};
 use crate::upgrade::Zeroer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error(transparent)]
-    Package(#[from] PackageError),
+    Image(ImageSourceError),
     #[error("{image}: its image has {size} bytes, more than the {limit} bytes of {region}")]
     TooLarge { image: PathBuf, size: u64, limit: u64, region: String },
     #[error("writing {image} to {target}: {source}")]
@@ -64,30 +64,32 @@ impl WriteAt for RecordingTarget<'_> {
     }
 }
 
-/// Writes the data blocks of the image in the package `image` (a `disk-img.tar.zst`: its sparse
-/// member `disk.img`) to `target` at `offset`, and zeroes its holes; `region` of `limit` bytes
-/// must hold it.
-pub fn write_packaged_image(
-    image: &Path,
+/// Writes the data blocks of `image` (the disk of a `disk-img.tar.zst`, whose data frames are
+/// decompressed straight to the target) to `target` at `offset`, and zeroes its holes; `region`
+/// of `limit` bytes must hold it.
+pub fn write_image(
+    image: &ImageSource,
     target_path: &Path,
     target: &File,
     offset: u64,
     limit: u64,
     region: &str,
 ) -> Result<Written, WriteError> {
-    read_image_member(image, |size, reader| {
-        if size > limit {
-            return Err(WriteError::TooLarge { image: image.to_owned(), size, limit, region: region.to_owned() });
-        }
-        let mut recorder = RecordingTarget { file: target, extents: Vec::new(), hasher: Sha256::new() };
-        copy_stream_at(reader, size, &mut recorder, offset).map_err(|source| WriteError::Copy {
-            image: image.to_owned(),
+    let size = image.size();
+    if size > limit {
+        return Err(WriteError::TooLarge { image: image.path().to_owned(), size, limit, region: region.to_owned() });
+    }
+    let mut recorder = RecordingTarget { file: target, extents: Vec::new(), hasher: Sha256::new() };
+    image.copy_at(&mut recorder, offset, limit).map_err(|error| match error {
+        ImageSourceError::Write(source) => WriteError::Copy {
+            image: image.path().to_owned(),
             target: target_path.to_owned(),
-            source,
-        })?;
-        zero_gaps(target_path, target, offset, size, &recorder.extents)?;
-        Ok(Written { region: region.to_owned(), extents: recorder.extents, digest: recorder.hasher.finalize().into() })
-    })
+            source: CopyError::Write(source),
+        },
+        other => WriteError::Image(other),
+    })?;
+    zero_gaps(target_path, target, offset, size, &recorder.extents)?;
+    Ok(Written { region: region.to_owned(), extents: recorder.extents, digest: recorder.hasher.finalize().into() })
 }
 
 /// Zeroes the parts of `size` bytes at `offset` that `extents` (in order, inside it) do not cover.
@@ -114,7 +116,7 @@ fn zero_gaps(
 }
 
 /// Writes the whole of `bytes` (a small image made here, such as a configuration filesystem) at
-/// `offset`, skipping its all-zero blocks like [`write_packaged_image`].
+/// `offset`, skipping its all-zero blocks like [`write_image`].
 pub fn write_bytes(
     bytes: &[u8],
     target_path: &Path,
@@ -195,7 +197,8 @@ mod tests {
         // A reused disk: its old content must not show through the image's holes.
         target.write_all_at(&vec![0xAA; 4096 + (64 << 10)], 0).unwrap();
         target.set_len(1 << 20).unwrap();
-        let written = write_packaged_image(&archive, &target_path, &target, 4096, 1 << 20, "the disk").unwrap();
+        let image = ImageSource::open_package(&archive).unwrap();
+        let written = write_image(&image, &target_path, &target, 4096, 1 << 20, "the disk").unwrap();
         assert_eq!(written.extents, [(4096 + 8192, 4096), (4096 + (40 << 10), 4096)]);
         assert_eq!(written.bytes(), 8192);
         flush(&target_path, &target).unwrap();
@@ -218,8 +221,7 @@ mod tests {
             "{error}"
         );
 
-        let error =
-            write_packaged_image(&archive, &target_path, &target, 0, 32 << 10, "the guestos volume").unwrap_err();
+        let error = write_image(&image, &target_path, &target, 0, 32 << 10, "the guestos volume").unwrap_err();
         assert!(
             error.to_string().ends_with("its image has 65536 bytes, more than the 32768 bytes of the guestos volume"),
             "{error}"

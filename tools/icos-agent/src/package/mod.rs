@@ -109,26 +109,18 @@ pub fn is_package(path: &Path) -> Result<bool, PackageError> {
     Ok(count == magic.len() && magic == ZSTD_MAGIC)
 }
 
-/// The size of the image in the package `archive` (its first member), read from its header.
-pub fn image_member_size(archive: &Path) -> Result<u64, PackageError> {
-    let mut tar = open_archive(archive)?;
-    let mut entries = tar.entries().map_err(|error| bad_archive(archive, error.to_string()))?;
-    let entry = first_image_entry(archive, &mut entries)?;
-    Ok(entry.size())
-}
-
-/// Calls `read` with the size and the content (holes read as zeros) of the one image in the
-/// package `archive`, such as a partition's `.tzst` holding `partition.img`. Fails if the package
-/// holds more than that one regular or sparse file.
+/// Calls `read` with the name, the size and the content (holes read as zeros) of the one image in
+/// the package `archive`, such as a partition's `.tzst` holding `partition.img`. Fails if the
+/// package holds more than that one regular or sparse file.
 pub fn read_image_member<T, E: From<PackageError>>(
     archive: &Path,
-    read: impl FnOnce(u64, &mut dyn io::Read) -> Result<T, E>,
+    read: impl FnOnce(&str, u64, &mut dyn io::Read) -> Result<T, E>,
 ) -> Result<T, E> {
     let mut tar = open_archive(archive)?;
     let mut entries = tar.entries().map_err(|error| bad_archive(archive, error.to_string()))?;
     let mut entry = first_image_entry(archive, &mut entries)?;
     let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-    let result = read(entry.size(), &mut entry)?;
+    let result = read(&name, entry.size(), &mut entry)?;
     drop(entry);
     if let Some(next) = entries.next() {
         let next = next.map_err(|error| bad_archive(archive, error.to_string()))?;
@@ -467,7 +459,7 @@ mod tests {
         package(&partition, std::slice::from_ref(&raw), CompressionOptions { level: 3, threads: 1 }).unwrap();
         assert!(is_package(&partition).unwrap());
         assert!(!is_package(&raw.path).unwrap());
-        assert_eq!(image_member_size(&partition).unwrap(), 64 * 4096 + 100);
+        assert_eq!(read_image_member(&partition, |_, size, _| Ok::<_, PackageError>(size)).unwrap(), 64 * 4096 + 100);
         let version = dir.path().join("VERSION.TXT");
         fs::write(&version, b"1.2.3\n").unwrap();
         let from_file = tar_of(&[Member::file("root.img", &raw.path), Member::file("VERSION.TXT", &version)]);
@@ -483,7 +475,7 @@ mod tests {
         let second = image(dir.path(), "root.img", &[(0, 2)], 4096);
         let two = dir.path().join("two.tzst");
         package(&two, &[first.clone(), second], CompressionOptions { level: 3, threads: 1 }).unwrap();
-        let error = read_image_member(&two, |_, reader| {
+        let error = read_image_member(&two, |_, _, reader| {
             io::copy(reader, &mut io::sink())
                 .map_err(|source| PackageError::Io(PathIoError { action: "read", path: two.clone(), source }))
         })
@@ -495,7 +487,7 @@ mod tests {
         let garbage = dir.path().join("garbage.tzst");
         fs::write(&garbage, [&ZSTD_MAGIC[..], b"not a frame"].concat()).unwrap();
         assert!(is_package(&garbage).unwrap());
-        let error = image_member_size(&garbage).unwrap_err().to_string();
+        let error = read_image_member(&garbage, |_, size, _| Ok::<_, PackageError>(size)).unwrap_err().to_string();
         assert!(error.contains("garbage.tzst") && error.contains("not a valid package"), "{error}");
     }
 
@@ -572,7 +564,7 @@ mod tests {
             let source = ImageSource::open(path).unwrap();
             assert_eq!(source.map(), &sparse::scan(&mut File::open(&raw.path).unwrap()).unwrap());
             let output = tempfile::tempfile().unwrap();
-            source.copy_at(&output, 0, u64::MAX).unwrap();
+            source.copy_at(&mut crate::sparse::AtOffsets(&output), 0, u64::MAX).unwrap();
             output.set_len(source.size()).unwrap();
             let mut copied = vec![0u8; source.size() as usize];
             std::os::unix::fs::FileExt::read_exact_at(&output, &mut copied, 0).unwrap();

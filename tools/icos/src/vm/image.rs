@@ -2,41 +2,33 @@
 //! disk from the first boot on, so it always gets a copy: a build output is never modified.
 //!
 //! Disk images are mostly holes (a 50 GB GuestOS disk holds a few GB of data), so copies keep them:
-//! a package is unpacked sparsely, and a raw image is copied region by region as the file system
-//! reports data (`SEEK_DATA`/`SEEK_HOLE`), leaving all-zero blocks inside those regions as holes too,
-//! like `cp --sparse=always`.
+//! whatever the image is, a raw file or a `disk-img.tar.zst`, it is opened as an [`ImageSource`]
+//! and only its data blocks are written (a package's data frames are decompressed straight into
+//! the copy), like `cp --sparse=always`.
 
 use std::fs::{self, File, Permissions};
-use std::io;
-use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::VmError;
+use crate::image_source::{ImageSource, ImageSourceError};
 use crate::output::write_atomically;
-use crate::package::unpack;
+use crate::sparse::AtOffsets;
 
 /// The disk image's name in a work dir, and its member name in `disk-img.tar.zst`.
 pub const DISK_IMAGE_NAME: &str = "disk.img";
 /// The private copy of the UEFI variables in a work dir.
 pub const VARS_NAME: &str = "OVMF_VARS.fd";
-/// Holes are made at this granularity: the file-system block size of ext4 and tmpfs.
-const BLOCK_SIZE: usize = 4096;
-const BUFFER_SIZE: usize = 256 * BLOCK_SIZE;
 
-/// Puts a writable copy of `image` in `work_dir` and returns its path: a `.tar.zst` (or `.tzst`)
-/// package is unpacked and must hold `disk.img`; anything else is taken as a raw image and copied.
+/// Puts a writable copy of `image` in `work_dir` and returns its path: a package (a `.tar.zst`
+/// whatever its name) must hold `disk.img` alone; anything else is taken as a raw image.
 pub fn prepare_disk_image(image: &Path, work_dir: &Path) -> Result<PathBuf, VmError> {
     let target = work_dir.join(DISK_IMAGE_NAME);
-    let name = image.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
-    if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
-        let members = unpack(image, work_dir)?;
-        if !members.iter().any(|member| member == DISK_IMAGE_NAME) {
-            return Err(VmError::NoDiskInPackage { path: image.to_owned(), members: members.join(", ") });
-        }
-    } else {
-        copy_sparse(image, &target)?;
+    let source = ImageSource::open(image)?;
+    if let Some(member) = source.member_name().filter(|&name| name != DISK_IMAGE_NAME) {
+        return Err(VmError::NoDiskInPackage { path: image.to_owned(), members: member.to_owned() });
     }
+    write_sparse(&source, &target)?;
     Ok(target)
 }
 
@@ -52,75 +44,28 @@ pub fn copy_vars(template: &Path, dir: &Path) -> Result<PathBuf, VmError> {
     Ok(target)
 }
 
-/// Copies `source` to `target` (replaced atomically, so the source may even be the target) with
-/// holes wherever the source has holes or all-zero blocks.
+/// Copies the raw image `source` to `target` (replaced atomically, so the source may even be the
+/// target) with holes wherever the source has holes or all-zero blocks.
 pub fn copy_sparse(source: &Path, target: &Path) -> Result<(), VmError> {
-    let read_error = |error| VmError::Read { path: source.to_owned(), source: error };
-    let input = File::open(source).map_err(read_error)?;
-    let size = input.metadata().map_err(read_error)?.len();
-    let regions = data_regions(&input, size).map_err(read_error)?;
-    write_atomically(target, |output| {
-        let write_error = |error| VmError::Write { path: target.to_owned(), source: error };
-        let mut buffer = vec![0u8; BUFFER_SIZE];
-        for (start, end) in regions {
-            let mut position = start;
-            while position < end {
-                let want = (end - position).min(BUFFER_SIZE as u64) as usize;
-                input.read_exact_at(&mut buffer[..want], position).map_err(read_error)?;
-                // Block boundaries are counted from the region start, which file systems align.
-                for (index, block) in buffer[..want].chunks(BLOCK_SIZE).enumerate() {
-                    if block.iter().any(|&byte| byte != 0) {
-                        let offset = position + (index * BLOCK_SIZE) as u64;
-                        output.write_all_at(block, offset).map_err(write_error)?;
-                    }
-                }
-                position += want as u64;
-            }
-        }
-        output.set_len(size).map_err(write_error)
-    })
+    write_sparse(&ImageSource::open_raw(source)?, target)
 }
 
-/// The data regions `(start, end)` of `file` as the file system reports them, in order; the whole
-/// file when the file system cannot tell.
-fn data_regions(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
-    // Ok(None): no data at or after `offset`.
-    let seek = |offset: u64, whence: libc::c_int| -> io::Result<Option<u64>> {
-        let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: lseek only reads its integer arguments, and `file` keeps the descriptor open.
-        // Moving the file offset is harmless: all reads are positioned.
-        let result = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
-        if result >= 0 {
-            return Ok(Some(result as u64));
-        }
-        let error = io::Error::last_os_error();
-        match error.raw_os_error() {
-            Some(libc::ENXIO) => Ok(None),
-            _ => Err(error),
-        }
-    };
-    let mut regions = Vec::new();
-    let mut position = 0;
-    while position < size {
-        let start = match seek(position, libc::SEEK_DATA) {
-            Ok(Some(start)) if start < size => start,
-            Ok(_) => break,
-            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => return Ok(vec![(0, size)]),
-            Err(error) => return Err(error),
-        };
-        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
-        // A file system that answers nonsense gets the rest of the file copied in full.
-        let end = if end > start { end } else { size };
-        regions.push((start, end));
-        position = end;
-    }
-    Ok(regions)
+/// Writes the data blocks of `source` to a new file `target` (replaced atomically), of its size.
+fn write_sparse(source: &ImageSource, target: &Path) -> Result<(), VmError> {
+    write_atomically(target, |output: &mut File| {
+        let write_error = |error| VmError::Write { path: target.to_owned(), source: error };
+        source.copy_at(&mut AtOffsets(output), 0, u64::MAX).map_err(|error| match error {
+            ImageSourceError::Write(error) => write_error(error),
+            other => VmError::Image(other),
+        })?;
+        output.set_len(source.size()).map_err(write_error)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileExt, MetadataExt};
 
     /// A 64 MiB file with a few scattered bytes, a run of explicitly written zeros, and a size
     /// that ends in a hole in the middle of a block.

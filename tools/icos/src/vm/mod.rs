@@ -37,6 +37,7 @@ pub use qemu::{qemu_argv, SerialMode};
 pub use sev_host::{check_sev_host, SevHostProblem};
 pub use shell::{command_line, split_args};
 
+use crate::image_source::ImageSourceError;
 use crate::output::OutputError;
 use crate::package::PackageError;
 
@@ -79,6 +80,8 @@ pub enum VmError {
     Output(#[from] OutputError),
     #[error(transparent)]
     Package(#[from] PackageError),
+    #[error(transparent)]
+    Image(ImageSourceError),
     #[error("{path}: the package has no disk.img (members: {members})")]
     NoDiskInPackage { path: PathBuf, members: String },
     #[error("an empty argument vector: there is no program to start")]
