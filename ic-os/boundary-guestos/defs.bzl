@@ -1,7 +1,7 @@
 """Boundary-guestOS, the boundary node VM that serves the HTTP gateway, as data: envs/<variant>
 build it with icos_build."""
 
-load("//ic-os/components:defs.bzl", "RELEASE_KEYS", "UPGRADE_AGENT_FILES", "VERITY_ROOT_CONTEXT")
+load("//ic-os/components:defs.bzl", "RELEASE_KEYS", "UPGRADE_AGENT_FILES", "VERITY_ROOT_CONTEXT", "VIRTUAL_MACHINE_CONTEXT")
 load("//rules:defs.bzl", "icos_os")
 
 BOUNDARY_GUESTOS = icos_os(
@@ -14,7 +14,7 @@ BOUNDARY_GUESTOS = icos_os(
     seed = "5c7e1a94-2b3d-4f68-9e0a-7d1c3b5f2e84",
     # As GuestOS: a verified, read-only root; the initramfs halts rather than open a shell.
     verity_root = True,
-    shared_contexts = VERITY_ROOT_CONTEXT,
+    shared_contexts = VERITY_ROOT_CONTEXT | VIRTUAL_MACHINE_CONTEXT,
     kernel_args = "ro panic=0 console=ttyS0,115200",
     # The SEV-SNP launches measured for its -sev variants: 2 vCPUs of QEMU's EPYC-v4 model
     # (launch-local-vm), SNPActive alone and with DebugSwap.

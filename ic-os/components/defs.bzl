@@ -55,6 +55,12 @@ VERITY_ROOT_CONTEXT = {"ic-os/components/rootfs/verity": build_context(
     executables = ["//ic-os/components/rootfs:verity_executables"],
 )}
 
+# The build context every OS that runs only as a virtual machine adds (icos_os(shared_contexts)):
+# an initramfs with the modules that mount its root rather than every machine's storage drivers.
+VIRTUAL_MACHINE_CONTEXT = {"ic-os/components/rootfs/virtual-machine": build_context(
+    srcs = "//ic-os/components/rootfs:virtual_machine_srcs",
+)}
+
 def base_image_context(name = "context"):
     """The package lists, locks and base image pins of an OS (ic-os/<os>/context).
 

@@ -1,6 +1,6 @@
 """GuestOS, the OS that runs the replica, as data: envs/<variant> build it with icos_build."""
 
-load("//ic-os/components:defs.bzl", "GUEST_NODE_CONFIG_FILES", "RELEASE_KEYS", "UPGRADE_AGENT_FILES", "UPGRADE_CHANNEL_FILES", "VERITY_ROOT_CONTEXT")
+load("//ic-os/components:defs.bzl", "GUEST_NODE_CONFIG_FILES", "RELEASE_KEYS", "UPGRADE_AGENT_FILES", "UPGRADE_CHANNEL_FILES", "VERITY_ROOT_CONTEXT", "VIRTUAL_MACHINE_CONTEXT")
 load("//rules:defs.bzl", "ab_slots", "icos_os")
 
 GUESTOS = icos_os(
@@ -15,7 +15,7 @@ GUESTOS = icos_os(
     # of the root among them) or a failure in the initramfs reboots 10 s later instead of halting or
     # opening a shell, so that a slot on trial that fails falls back (GRUB).
     verity_root = True,
-    shared_contexts = VERITY_ROOT_CONTEXT,
+    shared_contexts = VERITY_ROOT_CONTEXT | VIRTUAL_MACHINE_CONTEXT,
     kernel_args = "ro panic=10 console=ttyS0,115200",
     # The SEV-SNP launches measured for its -sev variants and prod: QEMU's EPYC-v4 model (the
     # vCPU signature in each VMSA), 2 vCPUs (launch-local-vm) and 1 (HostOS's GuestOS VM), each with
