@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::image_source::{ImageSource, ImageSourceError};
+use crate::io_error::PathIoError;
 use crate::sparse::{copy_stream_at, CopyError, WriteAt};
 use crate::upgrade::Zeroer;
 
@@ -25,8 +26,8 @@ pub enum WriteError {
     TooLarge { image: PathBuf, size: u64, limit: u64, region: String },
     #[error("writing {image} to {target}: {source}")]
     Copy { image: PathBuf, target: PathBuf, source: CopyError },
-    #[error("{target}: {action}: {source}")]
-    Device { target: PathBuf, action: &'static str, source: io::Error },
+    #[error(transparent)]
+    Device(#[from] PathIoError),
     #[error("{target}: {region} reads back differently from what was written ({written} bytes in {extents} extents)")]
     ReadBack { target: PathBuf, region: String, written: u64, extents: usize },
 }
@@ -104,11 +105,9 @@ fn zero_gaps(
     let mut position = offset;
     for &(start, length) in extents.iter().chain([(offset + size, 0)].iter()) {
         if start > position {
-            zeroer.zero(target, position, start - position).map_err(|source| WriteError::Device {
-                target: target_path.to_owned(),
-                action: "zero the image's holes",
-                source,
-            })?;
+            zeroer
+                .zero(target, position, start - position)
+                .map_err(PathIoError::with("zero the image's holes on", target_path))?;
         }
         position = start + length;
     }
@@ -136,13 +135,14 @@ pub fn write_bytes(
 /// Flushes `target` to the disk and drops its cached pages, so that a read after this comes from
 /// the disk rather than from what was just written into the page cache.
 pub fn flush(target_path: &Path, target: &File) -> Result<(), WriteError> {
-    let device_error = |action, source| WriteError::Device { target: target_path.to_owned(), action, source };
-    target.sync_all().map_err(|source| device_error("flush", source))?;
+    target.sync_all().map_err(PathIoError::with("flush", target_path))?;
     // SAFETY: the descriptor is owned by `target`, which outlives the call; the advice only drops
     // clean cached pages of it.
     let result = unsafe { libc::posix_fadvise(target.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     if result != 0 {
-        return Err(device_error("drop the cached pages", io::Error::from_raw_os_error(result)));
+        return Err(
+            PathIoError::with("drop the cached pages of", target_path)(io::Error::from_raw_os_error(result)).into()
+        );
     }
     Ok(())
 }
@@ -155,11 +155,9 @@ pub fn read_back(target_path: &Path, target: &File, written: &Written) -> Result
         let mut done = 0;
         while done < length {
             let count = (length - done).min(buffer.len() as u64) as usize;
-            target.read_exact_at(&mut buffer[..count], start + done).map_err(|source| WriteError::Device {
-                target: target_path.to_owned(),
-                action: "read back",
-                source,
-            })?;
+            target
+                .read_exact_at(&mut buffer[..count], start + done)
+                .map_err(PathIoError::with("read back from", target_path))?;
             hasher.update(&buffer[..count]);
             done += count as u64;
         }

@@ -15,6 +15,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::VmError;
+use crate::io_error::PathIoError;
 
 /// How often a wait checks whether the process has exited.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -69,11 +70,10 @@ impl VmConsole {
     /// and stderr written to `stderr_log`; both files are created anew and may be the same file.
     pub fn spawn(argv: &[String], transcript: &Path, stderr_log: &Path) -> Result<VmConsole, VmError> {
         let (program, args) = argv.split_first().ok_or(VmError::EmptyArgv)?;
-        let create =
-            |path: &Path| File::create(path).map_err(|source| VmError::Write { path: path.to_owned(), source });
+        let create = |path: &Path| File::create(path).map_err(PathIoError::with("write", path));
         let transcript_file = create(transcript)?;
         let stderr_file = if stderr_log == transcript {
-            transcript_file.try_clone().map_err(|source| VmError::Write { path: stderr_log.to_owned(), source })?
+            transcript_file.try_clone().map_err(PathIoError::with("write", stderr_log))?
         } else {
             create(stderr_log)?
         };

@@ -12,6 +12,7 @@ use super::config::{
 };
 use super::shell::split_args;
 use super::VmError;
+use crate::io_error::PathIoError;
 
 /// The VM settings; each can also come from an environment variable, and the flag wins.
 #[derive(Args, Clone)]
@@ -102,7 +103,7 @@ impl VmFlags {
     /// slot A's first measurement, the one launchers start. --no-sev still drops the SEV settings.
     pub fn with_sev_launch(mut self, dir: &Path) -> Result<VmFlags, VmError> {
         let path = dir.join(crate::sev_launch::MEASUREMENTS_FILE);
-        let text = fs::read_to_string(&path).map_err(|source| VmError::Read { path: path.clone(), source })?;
+        let text = fs::read_to_string(&path).map_err(PathIoError::with("read", &path))?;
         let bad = |problem: &str| VmError::BadConfig { problem: format!("{}: {problem}", path.display()) };
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|error| bad(&error.to_string()))?;
         let first = json["measurements"]
@@ -164,7 +165,7 @@ impl VmFlags {
 /// the exact bytes QEMU gets, and the files the build writes end without a newline, so trimming one
 /// here would make a different guest than the one the build measured.
 fn read_append_file(path: &Path) -> Result<String, VmError> {
-    let bytes = fs::read(path).map_err(|source| VmError::Read { path: path.to_owned(), source })?;
+    let bytes = fs::read(path).map_err(PathIoError::with("read", path))?;
     let bad = |problem| VmError::BadAppendFile { path: path.to_owned(), problem };
     // A NUL cannot be in a program argument; QEMU's own terminating NUL follows the text.
     if bytes.contains(&0) {

@@ -7,11 +7,13 @@
 //! the copy), like `cp --sparse=always`.
 
 use std::fs::{self, File, Permissions};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::VmError;
 use crate::image_source::{ImageSource, ImageSourceError};
+use crate::io_error::PathIoError;
 use crate::output::write_atomically;
 use crate::sparse::AtOffsets;
 
@@ -36,9 +38,9 @@ pub fn prepare_disk_image(image: &Path, work_dir: &Path) -> Result<PathBuf, VmEr
 /// mode, and returns the copy's path.
 pub fn copy_vars(template: &Path, dir: &Path) -> Result<PathBuf, VmError> {
     let target = dir.join(VARS_NAME);
-    let write_error = |source| VmError::Write { path: target.clone(), source };
+    let write_error = |source: io::Error| PathIoError::with("write", &target)(source);
     // A few hundred KiB: read whole, so that a failure is blamed on the right file.
-    let bytes = fs::read(template).map_err(|source| VmError::Read { path: template.to_owned(), source })?;
+    let bytes = fs::read(template).map_err(PathIoError::with("read", template))?;
     fs::write(&target, bytes).map_err(write_error)?;
     fs::set_permissions(&target, Permissions::from_mode(0o644)).map_err(write_error)?;
     Ok(target)
@@ -53,7 +55,7 @@ pub fn copy_sparse(source: &Path, target: &Path) -> Result<(), VmError> {
 /// Writes the data blocks of `source` to a new file `target` (replaced atomically), of its size.
 fn write_sparse(source: &ImageSource, target: &Path) -> Result<(), VmError> {
     write_atomically(target, |output: &mut File| {
-        let write_error = |error| VmError::Write { path: target.to_owned(), source: error };
+        let write_error = |error| VmError::from(PathIoError::with("write", target)(error));
         source.copy_at(&mut AtOffsets(output), 0, u64::MAX).map_err(|error| match error {
             ImageSourceError::Write(error) => write_error(error),
             other => VmError::Image(other),

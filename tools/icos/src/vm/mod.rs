@@ -38,6 +38,7 @@ pub use sev_host::{check_sev_host, SevHostProblem};
 pub use shell::{command_line, split_args};
 
 use crate::image_source::ImageSourceError;
+use crate::io_error::PathIoError;
 use crate::output::OutputError;
 use crate::package::PackageError;
 
@@ -72,10 +73,8 @@ pub enum VmError {
     NoVsock { cid: u32 },
     #[error("share {tag:?}: {path} is not a directory")]
     ShareNotADirectory { tag: String, path: PathBuf },
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error(transparent)]
