@@ -266,9 +266,15 @@ impl ImageSource {
         }
         let create_error = |source| ImageSourceError::Read { path: scratch.to_owned(), source };
         let file = tempfile::tempfile_in(scratch).map_err(create_error)?;
-        self.copy_at(&mut sparse::AtOffsets(&file), 0, u64::MAX)?;
-        file.set_len(self.size()).map_err(ImageSourceError::Write)?;
+        self.write_file(&file)?;
         Ok(file)
+    }
+
+    /// Makes the empty file `file` the image: its data blocks written, its holes left as holes,
+    /// its length the image's size.
+    pub fn write_file(&self, file: &File) -> Result<(), ImageSourceError> {
+        self.copy_at(&mut sparse::AtOffsets(file), 0, u64::MAX)?;
+        file.set_len(self.size()).map_err(ImageSourceError::Write)
     }
 }
 

@@ -2,8 +2,8 @@
 //! `lvm`, `assembly`, `package`, `grubenv`, `oci::write`, `verity`), the measurements (`snp`, and
 //! `sev_launch`, which writes a `-sev` variant's launch files) and `release::package` are functions
 //! of their inputs only, so that two builds of the same sources give the same bytes; `container`,
-//! `base_image`, `build_root`, `vm`, `repro` and `release::fetch` drive programs, machines, VMs and
-//! downloads and are not.
+//! `base_image`, `build_root`, `vm`, `repro`, `oci::registry` and `release::fetch` drive programs,
+//! machines, VMs and downloads and are not.
 //!
 //! What the programs on the images use (the upgrade agent and the installer, `upgrade` and
 //! `install`, and the formats they share with the build) is the `icos_agent` crate, re-exported

@@ -76,12 +76,11 @@ pub fn write_image(
     limit: u64,
     region: &str,
 ) -> Result<Written, WriteError> {
-    let size = image.size();
-    if size > limit {
-        return Err(WriteError::TooLarge { image: image.path().to_owned(), size, limit, region: region.to_owned() });
-    }
     let mut recorder = RecordingTarget { file: target, extents: Vec::new(), hasher: Sha256::new() };
     image.copy_at(&mut recorder, offset, limit).map_err(|error| match error {
+        ImageSourceError::TooLarge { path, size, limit } => {
+            WriteError::TooLarge { image: path, size, limit, region: region.to_owned() }
+        }
         ImageSourceError::Write(source) => WriteError::Copy {
             image: image.path().to_owned(),
             target: target_path.to_owned(),
@@ -89,7 +88,7 @@ pub fn write_image(
         },
         other => WriteError::Image(other),
     })?;
-    zero_gaps(target_path, target, offset, size, &recorder.extents)?;
+    zero_gaps(target_path, target, offset, image.size(), &recorder.extents)?;
     Ok(Written { region: region.to_owned(), extents: recorder.extents, digest: recorder.hasher.finalize().into() })
 }
 

@@ -15,7 +15,6 @@ use super::VmError;
 use crate::image_source::{ImageSource, ImageSourceError};
 use crate::io_error::PathIoError;
 use crate::output::write_atomically;
-use crate::sparse::AtOffsets;
 
 /// The disk image's name in a work dir, and its member name in `disk-img.tar.zst`.
 pub const DISK_IMAGE_NAME: &str = "disk.img";
@@ -55,12 +54,10 @@ pub fn copy_sparse(source: &Path, target: &Path) -> Result<(), VmError> {
 /// Writes the data blocks of `source` to a new file `target` (replaced atomically), of its size.
 fn write_sparse(source: &ImageSource, target: &Path) -> Result<(), VmError> {
     write_atomically(target, |output: &mut File| {
-        let write_error = |error| VmError::from(PathIoError::with("write", target)(error));
-        source.copy_at(&mut AtOffsets(output), 0, u64::MAX).map_err(|error| match error {
-            ImageSourceError::Write(error) => write_error(error),
+        source.write_file(output).map_err(|error| match error {
+            ImageSourceError::Write(error) => PathIoError::with("write", target)(error).into(),
             other => VmError::Image(other),
-        })?;
-        output.set_len(source.size()).map_err(write_error)
+        })
     })
 }
 
